@@ -1,0 +1,48 @@
+# make run   - create .venv, install, start the server on 127.0.0.1:9003 (dev profile, simulator on)
+# make test  - install what the tests need (Python, npm and, as root, Debian packages), lint, type-check, test
+# make bench - run the benchmark scenarios (see bench/README.md)
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+ARGS   ?=
+
+.PHONY: run test lint typecheck pytest bench system-deps clean
+
+$(VENV)/.run-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml $(VENV)/.run-installed
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: $(VENV)/.run-installed
+	$(VENV)/bin/aurigraph-stream serve --profile dev $(ARGS)
+
+system-deps:
+	bash scripts/system-deps.sh
+
+lint: $(VENV)/.test-installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.test-installed
+	$(VENV)/bin/mypy
+
+pytest: $(VENV)/.test-installed node_modules/.installed system-deps
+	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(VENV)/bin/pytest $(ARGS)
+
+test: lint typecheck pytest
+
+bench: $(VENV)/.test-installed system-deps
+	$(PY) -m bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

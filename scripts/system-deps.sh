@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install the Debian packages the tests and benchmarks use, when missing.
+# Only as root (CI and the developers' machines); elsewhere it says what is missing.
+set -euo pipefail
+packages=(
+)
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+  echo "system-deps: not root; install these Debian packages: ${missing[*]}" >&2
+  exit 0
+fi
+echo "system-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

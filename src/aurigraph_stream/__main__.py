@@ -1,0 +1,3 @@
+from aurigraph_stream.cli import main
+
+raise SystemExit(main())

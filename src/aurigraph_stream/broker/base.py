@@ -1,0 +1,48 @@
+"""The broker contract: it orders each stream, keeps its history, and delivers.
+
+Every publish goes through the broker, in-process or not, and comes back out
+through the handler given to :meth:`Broker.start`; so a single node and a
+cluster take the same path to the hub. The broker owns ``seq`` (one counter
+per stream, +1 per event) and the epoch of its history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from aurigraph_stream.event import Event, Position
+
+__all__ = ["Broker", "EventHandler"]
+
+EventHandler = Callable[[Sequence[Event]], None]
+
+
+class Broker(Protocol):
+    async def start(self, handler: EventHandler) -> None:
+        """Begin delivering published events to ``handler``, in ``seq`` order per stream."""
+
+    async def close(self) -> None:
+        """Stop delivering and release resources."""
+
+    async def publish(self, stream: str, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Assign consecutive ``seq`` values, store and deliver; returns the seqs.
+
+        Messages of one call stay together and in order.
+        """
+        ...
+
+    async def history(self, stream: str, since: int | None, limit: int) -> list[Event] | None:
+        """Events after ``since`` (or the last ``limit`` when ``since`` is None).
+
+        Returns ``None`` when events after ``since`` are no longer kept.
+        """
+        ...
+
+    async def position(self, stream: str) -> Position:
+        """The stream's last ``seq`` and the history's epoch."""
+        ...
+
+    async def ping(self) -> bool:
+        """Whether the broker can take publishes now (for readiness checks)."""
+        ...

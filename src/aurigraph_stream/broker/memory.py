@@ -1,0 +1,66 @@
+"""Single-process broker: a counter and a bounded history per stream.
+
+There is no pub/sub to go through: :meth:`MemoryBroker.publish` stores the
+events and calls the handler directly, as centrifuge's memory broker does.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aurigraph_stream.broker.base import Broker, EventHandler
+from aurigraph_stream.event import Event, Position
+from aurigraph_stream.history import History
+
+__all__ = ["MemoryBroker"]
+
+
+class MemoryBroker:
+    def __init__(self, streams: Sequence[str], history_size: int = 1000) -> None:
+        # A new epoch per process: the history does not survive a restart.
+        self.epoch = secrets.token_hex(4)
+        self._seq = dict.fromkeys(streams, 0)
+        self._history = {name: History(history_size) for name in streams}
+        self._handler: EventHandler | None = None
+
+    async def start(self, handler: EventHandler) -> None:
+        self._handler = handler
+
+    async def close(self) -> None:
+        self._handler = None
+
+    async def publish(self, stream: str, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+        seq = self._seq[stream]
+        history = self._history[stream]
+        now = time.perf_counter()
+        events = []
+        for message in messages:
+            seq += 1
+            event = Event(stream, seq, {**message, "seq": seq}, now)
+            history.append(event)
+            events.append(event)
+        self._seq[stream] = seq
+        if self._handler is not None and events:
+            self._handler(events)
+        return [event.seq for event in events]
+
+    async def history(self, stream: str, since: int | None, limit: int) -> list[Event] | None:
+        history = self._history[stream]
+        if since is None:
+            return history.last(limit)
+        events = history.since(since)
+        return None if events is None else events[:limit]
+
+    async def position(self, stream: str) -> Position:
+        return Position(self._seq[stream], self.epoch)
+
+    async def ping(self) -> bool:
+        return True
+
+
+def _conforms(broker: MemoryBroker) -> Broker:
+    """Checked by mypy: MemoryBroker implements Broker."""
+    return broker

@@ -1,0 +1,179 @@
+"""Settings: defaults < profile < TOML file < ``AURIGRAPH_*`` environment < CLI flags.
+
+Profiles mirror the spec's ``%dev`` and ``%prod``. A TOML file sets keys at
+top level and per profile in ``[dev]`` / ``[prod]`` tables, like Quarkus'
+``%dev.`` prefixes. Every field's ``help`` is also its CLI ``--help`` text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aurigraph_stream.errors import ConfigError
+
+__all__ = ["PROFILES", "Settings", "load_settings"]
+
+ENV_PREFIX = "AURIGRAPH_"
+
+
+def _opt(default: Any, help: str, **bounds: float) -> Any:
+    return field(default=default, metadata={"help": help, **bounds})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    profile: str = _opt("dev", "settings profile: dev or prod")
+    host: str = _opt("127.0.0.1", "address to listen on")
+    port: int = _opt(9003, "TCP port to listen on", min=0, max=65535)
+    max_frame_size: int = _opt(
+        65536, "largest inbound frame, bytes; larger closes with 1009", min=125
+    )
+    max_message_size: int = _opt(
+        1048576, "largest inbound message or request body, bytes; larger gets 1009 or 413", min=125
+    )
+    max_connections: int = _opt(5000, "open WebSocket connections; one more gets HTTP 503", min=1)
+    compression: bool = _opt(True, "offer permessage-deflate to clients that ask for it")
+    compression_level: int = _opt(6, "zlib level for permessage-deflate", min=1, max=9)
+    broadcast_enabled: bool = _opt(True, "broadcast events to WebSocket subscribers")
+    metrics_interval: float = _opt(1.0, "seconds between /ws/metrics messages", min=0.05)
+    latency_target_ms: float = _opt(
+        100.0, "broadcast latency target, ms (reported in stats)", min=0
+    )
+    max_buffered_bytes: int = _opt(
+        1048576, "unsent bytes a subscriber may hold before it is closed as slow (4008)", min=1024
+    )
+    ping_interval: float = _opt(30.0, "seconds between keepalive pings", min=0.05)
+    ping_timeout: float = _opt(30.0, "seconds to wait for a pong before closing (4009)", min=0.05)
+    close_timeout: float = _opt(5.0, "seconds to wait for a client's close reply", min=0.01)
+    shutdown_timeout: float = _opt(10.0, "seconds SIGTERM waits for connections to close", min=0.1)
+    retry_after: int = _opt(5, "Retry-After seconds sent with 503 when full", min=0)
+    broker_url: str = _opt("memory://", "broker: memory://")
+    history_size: int = _opt(1000, "events kept per stream for replay", min=1)
+    publisher_key: str | None = _opt(
+        None, "shared key ingest requests must send in X-Publisher-Key (unset: no key)"
+    )
+    simulate: bool = _opt(False, "feed the streams from the built-in simulated network")
+    seed: int | None = _opt(None, "random seed for the simulator (reproducible runs)")
+    sim_tx_rate: float = _opt(20.0, "simulated new transactions per second", min=0)
+    sim_validators: int = _opt(21, "simulated validators", min=1, max=10000)
+    sim_peers: int = _opt(16, "simulated peers connected at start", min=0, max=100000)
+    sim_block_time: float = _opt(1.0, "seconds per simulated consensus round", min=0.05)
+    log_level: str = _opt("INFO", "log level: DEBUG, INFO, WARNING, ERROR")
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ConfigError(f"profile must be one of {sorted(PROFILES)}, not {self.profile!r}")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(f"log_level: unknown level {self.log_level!r}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if "min" in f.metadata and value < f.metadata["min"]:
+                raise ConfigError(f"{f.name} must be at least {f.metadata['min']}, not {value}")
+            if "max" in f.metadata and value > f.metadata["max"]:
+                raise ConfigError(f"{f.name} must be at most {f.metadata['max']}, not {value}")
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+# The spec's %dev and %prod overrides, applied over the field defaults.
+PROFILES: dict[str, dict[str, Any]] = {
+    "dev": {"metrics_interval": 2.0, "log_level": "DEBUG", "simulate": True},
+    "prod": {"max_connections": 10000, "log_level": "INFO", "simulate": False},
+}
+
+FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def coerce(name: str, raw: Any) -> Any:
+    """Convert a value from TOML, the environment or the CLI to the field's type.
+
+    Raises:
+        ConfigError: for an unknown key or a value of the wrong type.
+    """
+    if name not in FIELDS:
+        raise ConfigError(f"unknown setting {name!r}")
+    kind = str(FIELDS[name].type)
+    if raw is None or (isinstance(raw, str) and raw == "" and "None" in kind):
+        if "None" in kind:
+            return None
+        raise ConfigError(f"{name} needs a value")
+    try:
+        if kind.startswith("bool"):
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind.startswith("int"):
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError(raw)
+            return int(raw)
+        if kind.startswith("float"):
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return float(raw)
+        if not isinstance(raw, str):
+            raise ValueError(raw)
+        return raw
+    except ValueError:
+        expected = kind.split(" ")[0].split("|")[0]
+        raise ConfigError(f"{name}: expected {expected}, got {raw!r}") from None
+
+
+def load_settings(
+    *,
+    config_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Merge every source of settings, lowest precedence first.
+
+    ``overrides`` are CLI flags (or keyword arguments when embedding).
+    The config file may also come from ``AURIGRAPH_CONFIG``.
+    """
+    environ = os.environ if environ is None else environ
+    overrides = dict(overrides or {})
+    env = {
+        key[len(ENV_PREFIX) :].lower(): value
+        for key, value in environ.items()
+        if key.startswith(ENV_PREFIX) and key != ENV_PREFIX + "CONFIG"
+    }
+    path = config_file or environ.get(ENV_PREFIX + "CONFIG")
+    file_values: dict[str, Any] = {}
+    file_profiles: dict[str, dict[str, Any]] = {}
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        for key, value in data.items():
+            if key in PROFILES and isinstance(value, dict):
+                file_profiles[key] = value
+            else:
+                file_values[key] = value
+
+    profile = str(
+        overrides.get("profile") or env.get("profile") or file_values.get("profile") or "dev"
+    )
+    if profile not in PROFILES:
+        raise ConfigError(f"profile must be one of {sorted(PROFILES)}, not {profile!r}")
+    merged: dict[str, Any] = dict(PROFILES[profile])
+    for layer in (file_values, file_profiles.get(profile, {}), env, overrides):
+        for key, value in layer.items():
+            merged[key] = coerce(key, value)
+    merged["profile"] = profile
+    return Settings(**merged)

@@ -1,0 +1,141 @@
+"""Exceptions and WebSocket close codes: the one table both live in.
+
+Exception tree::
+
+    StreamError                     base of everything this package raises
+    ├── ConfigError                 a setting is missing, unknown or out of range
+    ├── UnknownStream               a stream name that is not one of the five
+    ├── ValidationError             an event does not match its stream's schema
+    ├── HandshakeRejected           an upgrade refused with an HTTP status (4xx/503)
+    └── ProtocolError               a peer broke RFC 6455 / RFC 7692; carries a close code
+        ├── MessageTooBig           a frame or message over the configured limit (1009)
+        └── InvalidPayload          text that is not UTF-8, or bad close payload (1007)
+
+Close codes follow RFC 6455 section 7.4 for 1000-1015. Application codes use
+4000-4999 and split like centrifuge's: 4000-4499 means "reconnect, possibly
+later", 4500-4999 means "do not reconnect with the same request".
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "CloseCode",
+    "ConfigError",
+    "HandshakeRejected",
+    "InvalidPayload",
+    "MessageTooBig",
+    "ProtocolError",
+    "StreamError",
+    "UnknownStream",
+    "ValidationError",
+]
+
+
+class CloseCode(enum.IntEnum):
+    """Every close code the server sends, with the reason text it sends."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # server shutting down: reconnect to another instance
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    INVALID_PAYLOAD = 1007  # text frame that is not UTF-8
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011  # never carries details: they may be sensitive
+    # 4000-4499: the client may reconnect (after a back-off).
+    SLOW_CONSUMER = 4008  # outbound buffer over its cap; reconnect and resume
+    KEEPALIVE_TIMEOUT = 4009  # a ping went unanswered
+
+    @property
+    def reason(self) -> str:
+        return _REASONS[self]
+
+    @property
+    def reconnect(self) -> bool:
+        """Whether a client should reconnect after this code."""
+        return self in (CloseCode.GOING_AWAY, CloseCode.INTERNAL_ERROR) or 4000 <= self < 4500
+
+
+_REASONS: dict[CloseCode, str] = {
+    CloseCode.NORMAL: "normal closure",
+    CloseCode.GOING_AWAY: "server shutting down",
+    CloseCode.PROTOCOL_ERROR: "protocol error",
+    CloseCode.UNSUPPORTED_DATA: "unsupported data",
+    CloseCode.INVALID_PAYLOAD: "invalid UTF-8 in text message",
+    CloseCode.POLICY_VIOLATION: "policy violation",
+    CloseCode.MESSAGE_TOO_BIG: "message too big",
+    CloseCode.INTERNAL_ERROR: "internal error",
+    CloseCode.SLOW_CONSUMER: "slow consumer",
+    CloseCode.KEEPALIVE_TIMEOUT: "keepalive ping timeout",
+}
+
+
+class StreamError(Exception):
+    """Base class of every exception raised by aurigraph_stream."""
+
+
+class ConfigError(StreamError):
+    """A setting is missing, unknown or out of range."""
+
+
+class UnknownStream(StreamError):
+    """A stream name that is not one of the registered streams."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown stream {name!r}")
+        self.name = name
+
+
+class ValidationError(StreamError):
+    """An event does not match its stream's JSON Schema.
+
+    ``field`` is the JSON path of the offending field (``"$.gasUsed"``) so that
+    an HTTP 422 can name it; ``index`` is the event's position in a batch.
+    """
+
+    def __init__(self, message: str, field: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.index = index
+
+
+class ProtocolError(StreamError):
+    """The peer broke the WebSocket protocol; the connection closes with ``code``."""
+
+    code: CloseCode = CloseCode.PROTOCOL_ERROR
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class MessageTooBig(ProtocolError):
+    code = CloseCode.MESSAGE_TOO_BIG
+
+
+class InvalidPayload(ProtocolError):
+    code = CloseCode.INVALID_PAYLOAD
+
+
+class HandshakeRejected(StreamError):
+    """An upgrade request refused before the 101: answered as HTTP ``status``.
+
+    ``error`` is a short machine-readable slug and ``detail`` the sentence a
+    person reads; both go into the JSON body.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        detail: str,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.headers = headers

@@ -1,0 +1,1 @@
+"""The I/O layer: ASGI app, WebSocket connections, uvicorn runner."""

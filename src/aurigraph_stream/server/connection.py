@@ -1,0 +1,257 @@
+"""One WebSocket connection: a lean asyncio protocol that uvicorn hands the upgrade.
+
+uvicorn parses the HTTP request, sees ``Upgrade: websocket`` and passes the
+raw head and the transport to this class (``uvicorn.Config(ws=...)``), while
+plain HTTP goes to the FastAPI app on the same port. There is no task and no
+queue per connection: the hub writes frames straight to the transport, and
+inbound bytes are parsed in :meth:`data_received`. With ``__slots__`` an idle
+connection is a few hundred bytes of Python objects plus the transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from typing import TYPE_CHECKING, Any, cast
+
+from aurigraph_stream.errors import CloseCode, HandshakeRejected, ProtocolError
+from aurigraph_stream.hub import Subscriber
+from aurigraph_stream.streams import REGISTRY
+from aurigraph_stream.wire.deflate import negotiate
+from aurigraph_stream.wire.frames import Opcode, close_frame, encode_frame, parse_close
+from aurigraph_stream.wire.handshake import (
+    check_upgrade,
+    http_error,
+    parse_request,
+    switching_protocols,
+)
+from aurigraph_stream.wire.reader import Reader
+
+if TYPE_CHECKING:
+    from aurigraph_stream.server.runtime import Runtime
+
+__all__ = ["Connection"]
+
+logger = logging.getLogger("aurigraph_stream.connection")
+
+_PING = encode_frame(Opcode.PING, b"keepalive")
+
+
+class State(enum.IntEnum):
+    HANDSHAKE, OPEN, CLOSING, CLOSED = range(4)
+
+
+class Connection(asyncio.Protocol, Subscriber):
+    __slots__ = (
+        "awaiting_pong",
+        "close_code",
+        "close_handle",
+        "deflate_bits",
+        "endpoint",
+        "opened_at",
+        "peer",
+        "reader",
+        "runtime",
+        "server_state",
+        "state",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        config: Any = None,
+        server_state: Any = None,
+        app_state: Any = None,
+    ) -> None:
+        Subscriber.__init__(self)
+        self.runtime = runtime
+        self.server_state = server_state
+        self.transport: asyncio.Transport | None = None
+        self.state = State.HANDSHAKE
+        self.reader: Reader | None = None
+        self.deflate_bits = 0
+        self.endpoint = ""
+        self.peer = ""
+        self.opened_at = 0.0
+        self.awaiting_pong = 0.0  # loop time of the unanswered ping, 0 if none
+        self.close_code = 1006
+        self.close_handle: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol -----------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, hence the cast.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
+        if self.server_state is not None:
+            self.server_state.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.state is State.HANDSHAKE:
+            self._handshake(data)
+            return
+        if self.state is State.CLOSED:
+            return
+        settings = self.runtime.settings
+        if self.reader is None:
+            self.reader = Reader(
+                settings.max_frame_size, settings.max_message_size, self.deflate_bits > 0
+            )
+        try:
+            messages = self.reader.feed(data)
+        except ProtocolError as exc:
+            self.runtime.stats.endpoints[self.endpoint].protocol_errors += 1
+            self.close(exc.code, exc.reason)
+            self.reader = None
+            return
+        for opcode, payload in messages:
+            if opcode == Opcode.PING and self.state is State.OPEN:
+                assert isinstance(payload, bytes)
+                self._write(encode_frame(Opcode.PONG, payload))
+            elif opcode == Opcode.PONG:
+                self.awaiting_pong = 0.0
+            elif opcode == Opcode.CLOSE:
+                assert isinstance(payload, bytes)
+                self._on_close_frame(payload)
+                return
+            # Data messages on a stream endpoint carry no meaning: ignored.
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        was_open = self.state in (State.OPEN, State.CLOSING)
+        self.state = State.CLOSED
+        if self.close_handle is not None:
+            self.close_handle.cancel()
+            self.close_handle = None
+        if self.server_state is not None:
+            self.server_state.connections.discard(self)
+        if was_open:
+            self.runtime.connection_closed(self)
+            logger.info(
+                "close endpoint=%s client=%s duration=%.3fs code=%d",
+                self.endpoint,
+                self.peer,
+                time.monotonic() - self.opened_at,
+                self.close_code,
+            )
+
+    # -- uvicorn --------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Called by uvicorn on SIGTERM/SIGINT: close 1001 and let the client go."""
+        if self.state is State.OPEN:
+            self.close(CloseCode.GOING_AWAY)
+        elif self.state is State.HANDSHAKE and self.transport is not None:
+            self.transport.close()
+
+    # -- Subscriber (called by the hub) ---------------------------------------
+    def write_frames(self, frames: list[bytes]) -> None:
+        if self.state is not State.OPEN or self.transport is None:
+            self.runtime.stats.endpoints[self.endpoint].failed_sends += len(frames)
+            return
+        if len(frames) == 1:
+            self.transport.write(frames[0])
+        else:
+            self.transport.writelines(frames)
+
+    def buffered_size(self) -> int:
+        transport = self.transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    def overflow(self) -> None:
+        self.runtime.stats.endpoints[self.endpoint].slow_disconnects += 1
+        self.close(CloseCode.SLOW_CONSUMER)
+
+    # -- keepalive (called by the runtime's sweep) ----------------------------
+    def ping(self, now: float) -> bool:
+        """Send a keepalive ping unless one is outstanding; True if sent."""
+        if self.state is not State.OPEN or self.awaiting_pong:
+            return False
+        self.awaiting_pong = now
+        self._write(_PING)
+        return True
+
+    def check_pong(self, deadline: float) -> None:
+        """Close if a ping sent at or before ``deadline`` is still unanswered."""
+        if self.state is State.OPEN and 0 < self.awaiting_pong <= deadline:
+            self.runtime.stats.endpoints[self.endpoint].keepalive_disconnects += 1
+            self.close(CloseCode.KEEPALIVE_TIMEOUT)
+
+    # -- closing --------------------------------------------------------------
+    def close(self, code: CloseCode, reason: str | None = None) -> None:
+        """Start the closing handshake: stop deliveries, send close, await the reply."""
+        if self.state is not State.OPEN or self.transport is None:
+            return
+        self.state = State.CLOSING
+        self.close_code = int(code)
+        self.runtime.hub.unsubscribe(self)
+        self.transport.write(close_frame(code, reason or code.reason))
+        loop = asyncio.get_running_loop()
+        self.close_handle = loop.call_later(self.runtime.settings.close_timeout, self._abort)
+
+    def _on_close_frame(self, payload: bytes) -> None:
+        transport = self.transport
+        assert transport is not None
+        if self.state is State.OPEN:
+            try:
+                code, _ = parse_close(payload)
+            except ProtocolError as exc:
+                self.runtime.stats.endpoints[self.endpoint].protocol_errors += 1
+                self.close(exc.code, exc.reason)
+                return
+            self.close_code = code
+            self.state = State.CLOSING
+            self.runtime.hub.unsubscribe(self)
+            # Echo the code (RFC 6455 5.5.1); an empty close is echoed empty.
+            transport.write(encode_frame(Opcode.CLOSE, payload[:2]))
+        transport.close()
+
+    def _abort(self) -> None:
+        self.close_handle = None
+        if self.transport is not None and self.state is not State.CLOSED:
+            self.transport.abort()
+
+    def _write(self, frame: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(frame)
+
+    # -- handshake ------------------------------------------------------------
+    def _handshake(self, raw: bytes) -> None:
+        transport = self.transport
+        assert transport is not None
+        runtime = self.runtime
+        try:
+            request = parse_request(raw)
+            key = check_upgrade(request)
+            name = request.path.removeprefix("/ws/") if request.path.startswith("/ws/") else ""
+            if name not in REGISTRY:
+                raise HandshakeRejected(
+                    404,
+                    "unknown_stream",
+                    f"no WebSocket endpoint at {request.path}; "
+                    f"streams: {', '.join('/ws/' + n for n in REGISTRY)}",
+                )
+            runtime.admit()
+        except HandshakeRejected as exc:
+            runtime.stats.refused[exc.error] += 1
+            logger.info("refused client=%s status=%d reason=%s", self.peer, exc.status, exc.error)
+            transport.write(http_error(exc))
+            transport.close()
+            self.state = State.CLOSED
+            return
+        settings = runtime.settings
+        negotiated = (
+            negotiate(request.header("sec-websocket-extensions"))
+            if (settings.compression)
+            else None
+        )
+        self.deflate_bits = negotiated[0] if negotiated else 0
+        transport.write(switching_protocols(key, negotiated[1] if negotiated else None, None))
+        self.state = State.OPEN
+        self.endpoint = name
+        self.opened_at = time.monotonic()
+        runtime.connection_opened(self, name, ("json", self.deflate_bits))
+        logger.info(
+            "open endpoint=%s client=%s deflate=%s", name, self.peer, bool(self.deflate_bits)
+        )

@@ -1,0 +1,194 @@
+"""The running server's state: settings, broker, hub, stats, connections, sources.
+
+:class:`Runtime` is also the embedding API: code in the same process calls
+:meth:`Runtime.publish` (from the event loop) to broadcast events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from aurigraph_stream.broker import create_broker
+from aurigraph_stream.config import Settings
+from aurigraph_stream.errors import HandshakeRejected
+from aurigraph_stream.event import Event
+from aurigraph_stream.hub import Hub, Variant
+from aurigraph_stream.sources.sampler import MetricsSampler
+from aurigraph_stream.sources.simulator import NetworkSimulator
+from aurigraph_stream.stats import Stats
+from aurigraph_stream.streams import NAMES, get
+
+if TYPE_CHECKING:
+    from aurigraph_stream.server.connection import Connection
+
+__all__ = ["Runtime"]
+
+logger = logging.getLogger("aurigraph_stream.runtime")
+
+SIMULATOR_TICK = 0.05  # seconds between simulator steps
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stats = Stats.for_streams(NAMES)
+        self.broker = create_broker(settings.broker_url, NAMES, settings.history_size)
+        self.connections: set[Connection] = set()
+        self.draining = False
+        self.simulator: NetworkSimulator | None = None
+        self._hub: Hub | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.flush_listeners: list[Callable[[list[Event], float], None]] = []
+
+    @property
+    def hub(self) -> Hub:
+        if self._hub is None:
+            raise RuntimeError("the runtime has not been started")
+        return self._hub
+
+    # -- lifecycle ------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        settings = self.settings
+        self._hub = Hub(
+            self.stats,
+            schedule=loop.call_soon,
+            max_buffered=settings.max_buffered_bytes,
+            compression_level=settings.compression_level,
+            on_flush=self._on_flush,
+        )
+        await self.broker.start(self._on_events)
+        self._spawn(self._keepalive())
+        self._spawn(self._sample_metrics())
+        if settings.simulate:
+            self.simulator = NetworkSimulator(
+                seed=settings.seed,
+                validators=settings.sim_validators,
+                peers=settings.sim_peers,
+                tx_rate=settings.sim_tx_rate,
+                block_time=settings.sim_block_time,
+            )
+            self._spawn(self._simulate(self.simulator))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.broker.close()
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        async def guarded() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a source failing must not take the server down
+                logger.exception("background task failed")
+
+        self._tasks.append(asyncio.create_task(guarded()))
+
+    # -- publishing -----------------------------------------------------------
+    async def publish(
+        self, stream: str, messages: Sequence[Mapping[str, Any]], *, validate: bool = True
+    ) -> list[int]:
+        """Broadcast ``messages`` on ``stream`` in order; returns their ``seq`` values.
+
+        Call from the event loop. Nothing is published if one message is invalid.
+
+        Raises:
+            UnknownStream: no such stream.
+            ValidationError: a message does not match the stream's schema.
+        """
+        spec = get(stream)
+        if validate:
+            for index, message in enumerate(messages):
+                spec.validate(message, index)
+        return await self.broker.publish(stream, messages)
+
+    def _on_events(self, events: Sequence[Event]) -> None:
+        for event in events:
+            if event.stream == "transactions" and event.data.get("status") == "PENDING":
+                self.stats.new_transactions += 1
+        if self.settings.broadcast_enabled:
+            self.hub.publish(events)
+
+    def _on_flush(self, events: list[Event], now: float) -> None:
+        for listener in self.flush_listeners:
+            listener(events, now)
+
+    # -- connections ----------------------------------------------------------
+    def admit(self) -> None:
+        """Raise HandshakeRejected unless one more connection may open."""
+        if self.draining:
+            raise HandshakeRejected(
+                503,
+                "shutting_down",
+                "the server is shutting down",
+                (("Retry-After", str(self.settings.retry_after)),),
+            )
+        if len(self.connections) >= self.settings.max_connections:
+            raise HandshakeRejected(
+                503,
+                "too_many_connections",
+                f"the server holds its maximum of {self.settings.max_connections} connections",
+                (("Retry-After", str(self.settings.retry_after)),),
+            )
+
+    def connection_opened(self, conn: Connection, stream: str, variant: Variant) -> None:
+        self.connections.add(conn)
+        counters = self.stats.endpoints[stream]
+        counters.connections += 1
+        counters.connects += 1
+        self.hub.subscribe(conn, stream, variant)
+
+    def connection_closed(self, conn: Connection) -> None:
+        self.hub.unsubscribe(conn)
+        if conn in self.connections:
+            self.connections.remove(conn)
+            self.stats.endpoints[conn.endpoint].connections -= 1
+            self.stats.closes[conn.close_code] += 1
+
+    # -- background tasks -----------------------------------------------------
+    async def _keepalive(self) -> None:
+        """Ping every connection each ``ping_interval``; close those silent for ``ping_timeout``.
+
+        One timer for all connections, instead of one task each.
+        """
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(settings.ping_interval)
+            pinged = [conn for conn in self.connections if conn.ping(loop.time())]
+            loop.call_later(settings.ping_timeout, self._check_pongs, pinged, loop)
+
+    def _check_pongs(self, pinged: list[Connection], loop: asyncio.AbstractEventLoop) -> None:
+        deadline = loop.time() - self.settings.ping_timeout
+        for conn in pinged:
+            conn.check_pong(deadline)
+
+    async def _sample_metrics(self) -> None:
+        sampler = MetricsSampler(self.stats, time.time())
+        interval = self.settings.metrics_interval
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + interval
+        while True:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at += interval
+            await self.publish("metrics", [sampler.sample(time.time())], validate=False)
+
+    async def _simulate(self, simulator: NetworkSimulator) -> None:
+        while True:
+            batch: dict[str, list[dict[str, Any]]] = {}
+            for stream, message in simulator.advance(time.time()):
+                batch.setdefault(stream, []).append(message)
+            for stream, messages in batch.items():
+                await self.publish(stream, messages, validate=False)
+            await asyncio.sleep(SIMULATOR_TICK)

@@ -1,0 +1,54 @@
+"""The /ws/metrics message: real figures about this server, per interval.
+
+``tps`` is new transactions (transactions-stream events with status PENDING)
+published in the interval, per second; ``cpu`` the process CPU time in the
+interval as % of one core; ``memory`` the resident set size in MiB;
+``connections`` the open WebSocket connections; ``errorRate`` failed sends
+plus protocol errors, per message sent, in the interval.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psutil
+
+from aurigraph_stream.sources.simulator import iso_timestamp
+from aurigraph_stream.stats import Stats
+
+__all__ = ["MetricsSampler"]
+
+
+class MetricsSampler:
+    def __init__(self, stats: Stats, clock_wall: float) -> None:
+        self._stats = stats
+        self._process = psutil.Process()
+        self._last_wall = clock_wall
+        self._last_cpu = self._cpu_seconds()
+        self._last_tx = stats.new_transactions
+        self._last_sent = stats.messages_sent
+        self._last_errors = stats.errors
+
+    def _cpu_seconds(self) -> float:
+        times = self._process.cpu_times()
+        return float(times.user + times.system)
+
+    def sample(self, wall: float) -> dict[str, Any]:
+        """Figures for the interval since the previous sample (or construction)."""
+        stats = self._stats
+        elapsed = max(wall - self._last_wall, 1e-6)
+        cpu = self._cpu_seconds()
+        tx, sent, errors = stats.new_transactions, stats.messages_sent, stats.errors
+        message = {
+            "timestamp": iso_timestamp(wall),
+            "tps": round((tx - self._last_tx) / elapsed, 2),
+            "cpu": round(max(cpu - self._last_cpu, 0.0) / elapsed * 100, 1),
+            "memory": round(self._process.memory_info().rss / 2**20, 1),
+            "connections": stats.connections,
+            "errorRate": round((errors - self._last_errors) / (sent - self._last_sent), 6)
+            if sent > self._last_sent
+            else 0.0,
+        }
+        self._last_wall, self._last_cpu = wall, cpu
+        self._last_tx, self._last_sent, self._last_errors = tx, sent, errors
+        return message

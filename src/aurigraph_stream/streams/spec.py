@@ -1,0 +1,63 @@
+"""What defines a stream: its name, path, schemas and an example message."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError as SchemaError
+
+from aurigraph_stream.errors import ValidationError
+
+__all__ = ["StreamSpec"]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """One of the five streams. Instances live in :data:`REGISTRY`."""
+
+    name: str
+    trigger: str
+    message_schema: Mapping[str, Any]
+    event_schema: Mapping[str, Any]
+    example: Mapping[str, Any]
+    _validator: Draft202012Validator = field(repr=False, compare=False)
+
+    @property
+    def path(self) -> str:
+        return f"/ws/{self.name}"
+
+    def validate(self, event: Any, index: int | None = None) -> None:
+        """Check one ingested event against the event schema.
+
+        Raises:
+            ValidationError: naming the first offending field as a JSON path.
+        """
+        error = _first_error(self._validator, event)
+        if error is not None:
+            field_path, message = _describe(error)
+            raise ValidationError(message, field_path, index)
+
+
+def _first_error(validator: Draft202012Validator, instance: Any) -> SchemaError | None:
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+    return errors[0] if errors else None
+
+
+def _describe(error: SchemaError) -> tuple[str, str]:
+    """Return (json path of the field, human message) for a schema error."""
+    path = error.json_path
+    instance: Any = error.instance
+    if error.validator == "required":
+        required: list[str] = list(error.validator_value)  # type: ignore[arg-type]
+        missing = next(name for name in required if name not in instance)
+        return f"{path}.{missing}", f"field {missing!r} is required"
+    if error.validator == "additionalProperties":
+        known = error.schema.get("properties", {})  # type: ignore[union-attr]
+        extra = sorted(name for name in instance if name not in known)
+        name = extra[0] if extra else "?"
+        return f"{path}.{name}", f"field {name!r} is not allowed"
+    field_name = path.rsplit(".", 1)[-1] if path != "$" else "event"
+    return path, f"field {field_name!r}: {error.message}"

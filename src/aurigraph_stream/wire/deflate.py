@@ -1,0 +1,101 @@
+"""permessage-deflate (RFC 7692), shaped so one compression serves everyone.
+
+The server always answers with ``server_no_context_takeover``: every message
+is compressed from an empty window, so the compressed bytes do not depend on
+what a connection received before and one result can be written to every
+subscriber. It also asks for ``client_no_context_takeover`` (RFC 7692 7.1.1.2
+lets the server add it unasked), so inbound messages inflate with a fresh,
+short-lived decompressor. Either way no connection keeps zlib state, which is
+what makes compressed connections cost no more memory than plain ones.
+
+Negotiation, per offer, first acceptable wins::
+
+    offer parameter               answer
+    server_no_context_takeover    echoed (we always send it anyway)
+    client_no_context_takeover    echoed (we always send it anyway)
+    server_max_window_bits=N      9 <= N <= 15: echoed, compress with N; else decline
+    client_max_window_bits[=N]    ignored: we inflate with 15, which reads any window
+    anything else or a repeat     decline the offer
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from aurigraph_stream.errors import MessageTooBig, ProtocolError
+
+__all__ = ["compress", "decompress", "negotiate"]
+
+_TAIL = b"\x00\x00\xff\xff"
+_DEFAULT_BITS = 15
+
+
+def negotiate(header: str | None) -> tuple[int, str] | None:
+    """Choose from a ``Sec-WebSocket-Extensions`` request header.
+
+    Returns ``(window_bits, response header value)`` or ``None`` when there is
+    no acceptable permessage-deflate offer (the connection then gets plain
+    frames).
+    """
+    if not header:
+        return None
+    for offer in header.split(","):
+        name, *params = (part.strip() for part in offer.split(";"))
+        if name.lower() != "permessage-deflate":
+            continue
+        accepted = _accept(params)
+        if accepted is not None:
+            return accepted
+    return None
+
+
+def _accept(params: list[str]) -> tuple[int, str] | None:
+    seen: set[str] = set()
+    bits = _DEFAULT_BITS
+    for param in params:
+        key, _, value = (s.strip() for s in param.partition("="))
+        key = key.lower()
+        value = value.strip('"')
+        if key in seen:
+            return None
+        seen.add(key)
+        if key in ("server_no_context_takeover", "client_no_context_takeover"):
+            if value:
+                return None
+        elif key == "server_max_window_bits":
+            if not value.isdigit() or not 9 <= int(value) <= 15:
+                return None
+            bits = int(value)
+        elif key == "client_max_window_bits":
+            if value and (not value.isdigit() or not 8 <= int(value) <= 15):
+                return None
+        else:
+            return None
+    answer = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+    if "server_max_window_bits" in seen:
+        answer += f"; server_max_window_bits={bits}"
+    return bits, answer
+
+
+def compress(payload: bytes, level: int, window_bits: int = _DEFAULT_BITS) -> bytes:
+    """Compress one whole message from an empty window, as RFC 7692 7.2.1 frames it."""
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -window_bits)
+    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return data[:-4] if data.endswith(_TAIL) else data
+
+
+def decompress(data: bytes, max_size: int) -> bytes:
+    """Inflate one client message, refusing to produce more than ``max_size`` bytes.
+
+    Raises:
+        MessageTooBig: the message inflates past ``max_size`` (a zip bomb).
+        ProtocolError: the data is not valid deflate.
+    """
+    decompressor = zlib.decompressobj(-15)
+    try:
+        out = decompressor.decompress(data + _TAIL, max_size + 1)
+    except zlib.error as exc:
+        raise ProtocolError(f"invalid deflate data: {exc}") from None
+    if len(out) > max_size or decompressor.unconsumed_tail:
+        raise MessageTooBig(f"message inflates past the {max_size} byte limit")
+    return out

@@ -1,0 +1,102 @@
+"""Reassembles client frames into messages and checks the rules between frames.
+
+A :class:`Reader` exists only for connections that send something: a pure
+subscriber, which sends nothing but pongs and a close, often never needs one.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from aurigraph_stream.errors import InvalidPayload, MessageTooBig, ProtocolError
+from aurigraph_stream.wire.deflate import decompress
+from aurigraph_stream.wire.frames import Opcode, parse_frame
+
+__all__ = ["Message", "Reader"]
+
+
+class Message(NamedTuple):
+    """A complete message or control frame. ``data`` is str for TEXT."""
+
+    opcode: Opcode
+    data: bytes | str
+
+
+class Reader:
+    __slots__ = (
+        "_buf",
+        "_deflate",
+        "_frag",
+        "_frag_op",
+        "_frag_rsv1",
+        "_frag_size",
+        "max_frame",
+        "max_message",
+    )
+
+    def __init__(self, max_frame: int, max_message: int, deflate: bool) -> None:
+        self.max_frame = max_frame
+        self.max_message = max_message
+        self._deflate = deflate
+        self._buf = bytearray()
+        self._frag: list[bytes] | None = None
+        self._frag_op = Opcode.TEXT
+        self._frag_rsv1 = False
+        self._frag_size = 0
+
+    def feed(self, data: bytes) -> list[Message]:
+        """Consume bytes and return the messages they complete.
+
+        Raises:
+            ProtocolError: and its subclasses; the caller closes with ``exc.code``.
+        """
+        buf = self._buf
+        buf += data
+        out: list[Message] = []
+        offset = 0
+        while True:
+            parsed = parse_frame(
+                memoryview(buf)[offset:] if offset else buf,
+                self.max_frame,
+                allow_rsv1=self._deflate,
+            )
+            if parsed is None:
+                break
+            frame, used = parsed
+            offset += used
+            message = self._on_frame(frame.fin, frame.rsv1, frame.opcode, frame.payload)
+            if message is not None:
+                out.append(message)
+        if offset:
+            del buf[:offset]
+        return out
+
+    def _on_frame(self, fin: bool, rsv1: bool, op: Opcode, payload: bytes) -> Message | None:
+        if op >= Opcode.CLOSE:
+            return Message(op, payload)
+        if op == Opcode.CONT:
+            if self._frag is None:
+                raise ProtocolError("continuation frame without a message to continue")
+            if rsv1:
+                raise ProtocolError("RSV1 set on a continuation frame")
+        elif self._frag is not None:
+            raise ProtocolError("new data frame before the fragmented message ended")
+        else:
+            self._frag, self._frag_op, self._frag_rsv1, self._frag_size = [], op, rsv1, 0
+        self._frag_size += len(payload)
+        if self._frag_size > self.max_message:
+            raise MessageTooBig(f"message over the {self.max_message} byte limit")
+        self._frag.append(payload)
+        if not fin:
+            return None
+        data = b"".join(self._frag)
+        opcode, compressed = self._frag_op, self._frag_rsv1
+        self._frag = None
+        if compressed:
+            data = decompress(data, self.max_message)
+        if opcode == Opcode.TEXT:
+            try:
+                return Message(opcode, data.decode())
+            except UnicodeDecodeError:
+                raise InvalidPayload("text message is not valid UTF-8") from None
+        return Message(opcode, data)

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.server import ServerProcess, run_server
+
+# A server fed by the simulator, fast enough that every stream moves within a second.
+LIVE_ARGS = (
+    "--profile",
+    "dev",
+    "--simulate",
+    "--seed",
+    "7",
+    "--metrics-interval",
+    "0.2",
+    "--sim-tx-rate",
+    "50",
+    "--sim-block-time",
+    "0.3",
+    "--log-level",
+    "INFO",
+)
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A real server with the simulator on, shared by a module's tests."""
+    with run_server(*LIVE_ARGS, tmp_path=tmp_path_factory.mktemp("live")) as server:
+        yield server
+
+
+@pytest.fixture
+def quiet_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A real server with no simulator: only what a test publishes flows."""
+    with run_server("--no-simulate", "--log-level", "INFO", tmp_path=tmp_path) as server:
+        yield server
