@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from aurigraph_stream.errors import CloseCode, HandshakeRejected, ProtocolError
 from aurigraph_stream.hub import Subscriber
-from aurigraph_stream.streams import REGISTRY
+from aurigraph_stream.server.upgrade import route_upgrade
 from aurigraph_stream.wire.deflate import negotiate
 from aurigraph_stream.wire.frames import Opcode, close_frame, encode_frame, parse_close
 from aurigraph_stream.wire.handshake import (
@@ -224,15 +224,7 @@ class Connection(asyncio.Protocol, Subscriber):
         try:
             request = parse_request(raw)
             key = check_upgrade(request)
-            name = request.path.removeprefix("/ws/") if request.path.startswith("/ws/") else ""
-            if name not in REGISTRY:
-                raise HandshakeRejected(
-                    404,
-                    "unknown_stream",
-                    f"no WebSocket endpoint at {request.path}; "
-                    f"streams: {', '.join('/ws/' + n for n in REGISTRY)}",
-                )
-            runtime.admit()
+            route = route_upgrade(runtime, request, self.peer)
         except HandshakeRejected as exc:
             runtime.stats.refused[exc.error] += 1
             logger.info("refused client=%s status=%d reason=%s", self.peer, exc.status, exc.error)
@@ -249,9 +241,12 @@ class Connection(asyncio.Protocol, Subscriber):
         self.deflate_bits = negotiated[0] if negotiated else 0
         transport.write(switching_protocols(key, negotiated[1] if negotiated else None, None))
         self.state = State.OPEN
-        self.endpoint = name
+        self.endpoint = route.endpoint
         self.opened_at = time.monotonic()
-        runtime.connection_opened(self, name, ("json", self.deflate_bits))
+        runtime.connection_opened(self, route.endpoint, ("json", self.deflate_bits))
         logger.info(
-            "open endpoint=%s client=%s deflate=%s", name, self.peer, bool(self.deflate_bits)
+            "open endpoint=%s client=%s deflate=%s",
+            route.endpoint,
+            self.peer,
+            bool(self.deflate_bits),
         )
