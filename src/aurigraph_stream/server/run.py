@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import resource
 import socket
 from typing import Any
 
@@ -14,7 +16,7 @@ from aurigraph_stream.server.app import create_app
 from aurigraph_stream.server.connection import Connection
 from aurigraph_stream.server.runtime import Runtime
 
-__all__ = ["StreamServer", "build_server", "configure_logging"]
+__all__ = ["StreamServer", "build_server", "configure_logging", "raise_open_file_limit"]
 
 
 class StreamServer(uvicorn.Server):
@@ -36,7 +38,17 @@ def configure_logging(settings: Settings) -> None:
     )
 
 
+def raise_open_file_limit() -> None:
+    """Lift the soft limit on open files to the hard limit: each connection is a descriptor."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else 1_048_576
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def build_server(settings: Settings) -> StreamServer:
+    raise_open_file_limit()
     runtime = Runtime(settings)
     app = create_app(settings, runtime)
     ws: Any = functools.partial(Connection, runtime)
