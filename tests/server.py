@@ -44,6 +44,15 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> str:
+        """Re-read the log (bounded) until it contains ``text``; returns the log."""
+        for _ in range(int(timeout / 0.05) + 1):
+            log = self.log()
+            if text in log:
+                return log
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not in the server log within {timeout}s:\n{self.log()}")
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         """Signal the server and wait for it to exit; returns the exit code."""
         if self.proc.poll() is None:

@@ -34,6 +34,7 @@ class Stats:
     refused: Counter[str] = field(default_factory=Counter)
     closes: Counter[int] = field(default_factory=Counter)
     new_transactions: int = 0  # transactions-stream events with status PENDING
+    task_restarts: int = 0  # background tasks restarted after a failure
     started_at: float = field(default_factory=time.time)
 
     @classmethod

@@ -15,6 +15,7 @@ moment, as the validators stream last reported them.
 
 from __future__ import annotations
 
+import heapq
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,12 +47,6 @@ class _Peer:
     latency: int
 
 
-@dataclass(slots=True)
-class _Tx:
-    tx: dict[str, Any]
-    settle_at: float
-
-
 _PHASES = ("PROPOSING", "VOTING", "COMMITTED")
 ROUNDS_PER_EPOCH = 100
 
@@ -81,7 +76,9 @@ class NetworkSimulator:
             peer = self._new_peer()
             self.peers[peer.peer_id] = peer
         self._accounts = [self._address() for _ in range(64)]
-        self._pending: list[_Tx] = []
+        # A heap by settle time: settling is O(log n) per transaction at any rate.
+        self._pending: list[tuple[float, int, dict[str, Any]]] = []
+        self._tx_count = 0
         self.height = 0
         self.epoch = 0
         self.round = 0
@@ -183,10 +180,11 @@ class NetworkSimulator:
         while t <= wall and len(out) < 100_000:
             out.append(("transactions", self._new_tx(t)))
             t += self._exp(self.tx_rate)
-        for tx in [p for p in self._pending if p.settle_at <= wall]:
-            self._pending.remove(tx)
-            settled = dict(tx.tx, status="CONFIRMED" if self._rng.random() < 0.97 else "FAILED")
-            settled["timestamp"] = iso_timestamp(tx.settle_at)
+        pending = self._pending
+        while pending and pending[0][0] <= wall:
+            settle_at, _, tx = heapq.heappop(pending)
+            settled = dict(tx, status="CONFIRMED" if self._rng.random() < 0.97 else "FAILED")
+            settled["timestamp"] = iso_timestamp(settle_at)
             out.append(("transactions", settled))
         while self._next_validator <= wall:
             out.append(("validators", self._validator_change(self._next_validator)))
@@ -211,7 +209,9 @@ class NetworkSimulator:
             "status": "PENDING",
             "gasUsed": rng.choice((21000, 21000, 46000, 65000, 120000)),
         }
-        self._pending.append(_Tx(tx, wall + self.block_time * rng.uniform(0.5, 1.5)))
+        self._tx_count += 1
+        settle_at = wall + self.block_time * rng.uniform(0.5, 1.5)
+        heapq.heappush(self._pending, (settle_at, self._tx_count, tx))
         return tx
 
     def _validator_change(self, wall: float) -> dict[str, Any]:

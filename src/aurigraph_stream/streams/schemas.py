@@ -17,7 +17,10 @@ Schema = dict[str, Any]
 TIMESTAMP: Schema = {
     "type": "string",
     "description": "ISO-8601 UTC time the event happened, ending in Z (fraction optional).",
-    "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$",
+    # Field ranges in the pattern itself: jsonschema checks "date-time" only
+    # when an optional RFC 3339 package is installed, and a month 13 must not pass.
+    "pattern": r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+    r"T([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d{1,9})?Z$",
 }
 ADDRESS: Schema = {
     "type": "string",

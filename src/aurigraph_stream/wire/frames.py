@@ -62,8 +62,12 @@ def encode_frame(opcode: int, payload: bytes, *, rsv1: bool = False) -> bytes:
 
 
 def close_frame(code: int, reason: str = "") -> bytes:
-    """A close frame; the reason is cut so the payload stays within 125 bytes."""
-    body = _U16.pack(code) + reason.encode()[:123]
+    """A close frame; the reason is cut so the payload stays within 125 bytes.
+
+    The cut falls on a character boundary: a reason that is not UTF-8 would
+    make the client fail the connection with 1007 instead of reading ``code``.
+    """
+    body = _U16.pack(code) + reason.encode()[:123].decode(errors="ignore").encode()
     return encode_frame(Opcode.CLOSE, body)
 
 

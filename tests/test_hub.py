@@ -1,0 +1,186 @@
+"""Unit tests of hub.py: encode once, batch per tick, cap slow consumers. No sockets."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+
+import orjson
+
+from aurigraph_stream.event import Event
+from aurigraph_stream.hub import Hub, Subscriber
+from aurigraph_stream.stats import Stats
+from aurigraph_stream.streams import NAMES
+
+PLAIN = ("json", 0)
+DEFLATE = ("json", 15)
+
+
+class Recorder(Subscriber):
+    """A subscriber that keeps what the hub writes, with a settable transport backlog."""
+
+    __slots__ = ("backlog", "overflows", "writes")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[list[bytes]] = []
+        self.backlog = 0
+        self.overflows = 0
+
+    def write_frames(self, frames: list[bytes]) -> None:
+        self.writes.append(frames)
+
+    def buffered_size(self) -> int:
+        return self.backlog
+
+    def overflow(self) -> None:
+        self.overflows += 1
+
+
+class Loop:
+    """Stands in for loop.call_soon: keeps callbacks until the test runs them."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[], None]] = []
+
+    def schedule(self, callback: Callable[[], None]) -> object:
+        self.callbacks.append(callback)
+        return None
+
+    def run(self) -> None:
+        callbacks, self.callbacks = self.callbacks, []
+        for callback in callbacks:
+            callback()
+
+
+def _hub(max_buffered: int = 1 << 20) -> tuple[Hub, Loop, Stats]:
+    loop = Loop()
+    stats = Stats.for_streams(NAMES)
+    return Hub(stats, schedule=loop.schedule, max_buffered=max_buffered), loop, stats
+
+
+def _event(seq: int, stream: str = "metrics", **extra: object) -> Event:
+    return Event(stream, seq, {"tps": seq, "seq": seq, **extra}, 0.0)
+
+
+def _text(frame: bytes) -> bytes:
+    """The payload of an unmasked server frame with a 7- or 16-bit length."""
+    return frame[4:] if frame[1] == 126 else frame[2:]
+
+
+def test_every_subscriber_of_a_variant_gets_the_identical_bytes_object() -> None:
+    """Encode once: the frame written to each subscriber of a variant is the same object."""
+    hub, loop, _ = _hub()
+    plain = [Recorder() for _ in range(5)]
+    packed = [Recorder() for _ in range(3)]
+    for sub in plain:
+        hub.subscribe(sub, "metrics", PLAIN)
+    for sub in packed:
+        hub.subscribe(sub, "metrics", DEFLATE)
+    hub.publish([_event(1)])
+    loop.run()
+    frames = [sub.writes[0][0] for sub in plain]
+    assert all(frame is frames[0] for frame in frames)
+    assert orjson.loads(_text(frames[0])) == {"tps": 1, "seq": 1}
+    compressed = [sub.writes[0][0] for sub in packed]
+    assert all(frame is compressed[0] for frame in compressed)
+    assert compressed[0][0] & 0x40  # RSV1: permessage-deflate
+    inflated = zlib.decompressobj(-15).decompress(_text(compressed[0]) + b"\x00\x00\xff\xff")
+    assert orjson.loads(inflated) == {"tps": 1, "seq": 1}
+
+
+def test_publishes_in_one_tick_are_one_write_per_subscriber() -> None:
+    """Two publishes before a flush: one flush scheduled, one write_frames call each, in order."""
+    hub, loop, stats = _hub()
+    subs = [Recorder() for _ in range(3)]
+    for sub in subs:
+        hub.subscribe(sub, "metrics", PLAIN)
+    hub.publish([_event(1)])
+    hub.publish([_event(2), _event(3)])
+    assert len(loop.callbacks) == 1
+    assert all(sub.writes == [] for sub in subs)  # nothing is written before the flush
+    loop.run()
+    for sub in subs:
+        assert len(sub.writes) == 1
+        assert [orjson.loads(_text(f))["seq"] for f in sub.writes[0]] == [1, 2, 3]
+    assert stats.endpoints["metrics"].messages_sent == 9
+    hub.publish([_event(4)])
+    assert len(loop.callbacks) == 1  # the next tick schedules a new flush
+    loop.run()
+    assert all(len(sub.writes) == 2 for sub in subs)
+
+
+def test_events_go_only_to_their_stream() -> None:
+    """A subscriber of one stream receives nothing published on another."""
+    hub, loop, _ = _hub()
+    metrics, network = Recorder(), Recorder()
+    hub.subscribe(metrics, "metrics", PLAIN)
+    hub.subscribe(network, "network", PLAIN)
+    hub.publish([_event(1, "network")])
+    loop.run()
+    assert metrics.writes == []
+    assert len(network.writes) == 1
+    assert hub.subscribers("metrics") == hub.subscribers("network") == 1
+
+
+def test_slow_consumer_overflows_once_and_others_get_every_frame() -> None:
+    """A backlog over the cap: overflow() once, it leaves the hub, the others get every frame."""
+    hub, loop, stats = _hub(max_buffered=1000)
+    slow, fast = Recorder(), Recorder()
+    hub.subscribe(slow, "metrics", PLAIN)
+    hub.subscribe(fast, "metrics", PLAIN)
+    hub.publish([_event(1)])
+    loop.run()
+    slow.backlog = 1001
+    for seq in range(2, 6):
+        hub.publish([_event(seq)])
+        loop.run()
+    assert slow.overflows == 1
+    assert len(slow.writes) == 1
+    assert hub.subscribers("metrics") == 1
+    assert [orjson.loads(_text(f))["seq"] for w in fast.writes for f in w] == [1, 2, 3, 4, 5]
+    assert stats.endpoints["metrics"].failed_sends == 1
+
+
+def test_a_batch_larger_than_the_cap_reaches_a_subscriber_that_kept_up() -> None:
+    """The cap judges the backlog: a reader with nothing unsent gets a large tick whole."""
+    hub, loop, _ = _hub(max_buffered=1024)
+    sub = Recorder()
+    hub.subscribe(sub, "metrics", PLAIN)
+    hub.publish([_event(seq, pad="x" * 100) for seq in range(1, 51)])
+    loop.run()
+    assert sub.overflows == 0
+    assert len(sub.writes[0]) == 50
+    assert sum(map(len, sub.writes[0])) > 1024
+
+
+def test_unsubscribe_drops_pending_frames() -> None:
+    """Frames queued for a subscriber that leaves before the flush are never written."""
+    hub, loop, stats = _hub()
+    gone, stays = Recorder(), Recorder()
+    hub.subscribe(gone, "metrics", PLAIN)
+    hub.subscribe(stays, "metrics", PLAIN)
+    hub.publish([_event(1), _event(2)])
+    hub.unsubscribe(gone)
+    hub.unsubscribe(gone)  # idempotent
+    loop.run()
+    assert gone.writes == []
+    assert gone.pending is None
+    assert len(stays.writes) == 1
+    assert stats.endpoints["metrics"].failed_sends == 2
+
+
+def test_on_flush_sees_every_published_event() -> None:
+    """on_flush gets the events of the tick, even those no one subscribed to."""
+    seen: list[list[int]] = []
+    loop = Loop()
+    hub = Hub(
+        Stats.for_streams(NAMES),
+        schedule=loop.schedule,
+        max_buffered=1 << 20,
+        on_flush=lambda events, now: seen.append([e.seq for e in events]),
+        clock=lambda: 42.0,
+    )
+    hub.publish([_event(1, "consensus"), _event(2, "consensus")])
+    loop.run()
+    assert seen == [[1, 2]]

@@ -1,0 +1,35 @@
+"""The runtime keeps its background tasks alive."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aurigraph_stream.config import load_settings
+from aurigraph_stream.server.runtime import Runtime
+
+
+def test_failing_background_task_is_restarted() -> None:
+    """A background task that raises is logged and started again, and stop() ends it."""
+
+    async def scenario() -> tuple[int, int]:
+        runtime = Runtime(load_settings(environ={}, overrides={"simulate": False}))
+        await runtime.start()
+        runs = 0
+        done = asyncio.Event()
+
+        async def flaky() -> None:
+            nonlocal runs
+            runs += 1
+            if runs < 3:
+                raise RuntimeError("source failed")
+            done.set()
+            await asyncio.Event().wait()  # then runs until stopped
+
+        runtime.spawn(flaky, max_backoff=0.05)
+        await asyncio.wait_for(done.wait(), 10)
+        await runtime.stop()
+        return runs, runtime.stats.task_restarts
+
+    runs, restarts = asyncio.run(scenario())
+    assert runs == 3
+    assert restarts == 2

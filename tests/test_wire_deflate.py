@@ -1,0 +1,93 @@
+"""Unit tests of wire/deflate.py: negotiation and the shared compressor."""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+import pytest
+
+from aurigraph_stream.errors import MessageTooBig, ProtocolError
+from aurigraph_stream.wire.deflate import compress, decompress, negotiate
+
+BASE = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ("x-webkit-deflate-frame", None),
+        ("permessage-deflate", (15, BASE)),
+        ("PerMessage-Deflate", (15, BASE)),
+        ("permessage-deflate; server_no_context_takeover", (15, BASE)),
+        ("permessage-deflate; client_no_context_takeover", (15, BASE)),
+        ("permessage-deflate; client_max_window_bits", (15, BASE)),
+        ("permessage-deflate; client_max_window_bits=10", (15, BASE)),
+        ("permessage-deflate; server_max_window_bits=9", (9, BASE + "; server_max_window_bits=9")),
+        (
+            'permessage-deflate; server_max_window_bits="12"',
+            (12, BASE + "; server_max_window_bits=12"),
+        ),
+        (
+            "permessage-deflate; server_max_window_bits=15",
+            (15, BASE + "; server_max_window_bits=15"),
+        ),
+        ("permessage-deflate; server_max_window_bits=8", None),
+        ("permessage-deflate; server_max_window_bits=16", None),
+        ("permessage-deflate; server_max_window_bits", None),
+        ("permessage-deflate; server_max_window_bits=ten", None),
+        ("permessage-deflate; client_max_window_bits=7", None),
+        ("permessage-deflate; client_max_window_bits=16", None),
+        ("permessage-deflate; server_no_context_takeover=1", None),
+        ("permessage-deflate; client_no_context_takeover=yes", None),
+        ("permessage-deflate; unknown_param", None),
+        ("permessage-deflate; server_no_context_takeover; server_no_context_takeover", None),
+        ("x-webkit-deflate-frame, permessage-deflate", (15, BASE)),
+        (
+            "permessage-deflate; bogus, permessage-deflate; server_max_window_bits=11",
+            (11, BASE + "; server_max_window_bits=11"),
+        ),
+        (
+            "permessage-deflate; server_max_window_bits=10, permessage-deflate",
+            (10, BASE + "; server_max_window_bits=10"),
+        ),
+    ],
+)
+def test_negotiate_truth_table(header: str | None, expected: tuple[int, str] | None) -> None:
+    """Each offer is answered per the docstring's table; the first acceptable offer wins."""
+    assert negotiate(header) == expected
+
+
+@pytest.mark.parametrize("level", [1, 6, 9])
+@pytest.mark.parametrize("bits", [9, 12, 15])
+def test_compress_inflates_back_with_zlib(level: int, bits: int) -> None:
+    """compress() output plus the RFC 7692 tail inflates with a fresh zlib to the input."""
+    payload = b'{"tps": 123.45, "cpu": 7.5}' * 100 + os.urandom(64)
+    data = compress(payload, level, bits)
+    assert not data.endswith(b"\x00\x00\xff\xff")
+    assert zlib.decompressobj(-15).decompress(data + b"\x00\x00\xff\xff") == payload
+    assert decompress(data, len(payload)) == payload
+
+
+def test_compress_has_no_context_takeover() -> None:
+    """The same message compresses to the same bytes every time: no state carries over."""
+    first = compress(b"hello hello hello", 6)
+    compress(b"something else entirely" * 50, 6)
+    assert compress(b"hello hello hello", 6) == first
+
+
+def test_compress_of_an_empty_message_inflates_to_empty() -> None:
+    """An empty message round-trips."""
+    assert zlib.decompressobj(-15).decompress(compress(b"", 6) + b"\x00\x00\xff\xff") == b""
+
+
+def test_decompress_limits_and_errors() -> None:
+    """decompress refuses output past max_size (1009) and data that is not deflate (1002)."""
+    data = compress(b"a" * 1001, 6)
+    assert decompress(data, 1001) == b"a" * 1001
+    with pytest.raises(MessageTooBig):
+        decompress(data, 1000)
+    with pytest.raises(ProtocolError, match="invalid deflate"):
+        decompress(b"\xff\xfe\xfd\xfc", 1000)
