@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
 
-.PHONY: run test lint typecheck pytest bench system-deps clean
+.PHONY: run test lint typecheck pytest bench proto system-deps clean
 
 $(VENV)/.run-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ test: lint typecheck pytest
 
 bench: $(VENV)/.test-installed system-deps
 	$(PY) -m bench $(ARGS)
+
+# Regenerate the committed Protocol Buffers code after editing aurigraph_v11.proto.
+proto: $(VENV)/.run-installed
+	$(PY) -m pip install --quiet -e '.[proto]'
+	cd src && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CURDIR)/$(PY) -m grpc_tools.protoc -I. \
+		--python_out=. --mypy_out=. aurigraph_stream/proto/aurigraph_v11.proto
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from aurigraph_stream.broker.base import Broker, EventHandler
+from aurigraph_stream.broker.base import Broker, EventHandler, HistoryRead
 from aurigraph_stream.broker.memory import MemoryBroker
 from aurigraph_stream.errors import ConfigError
+from aurigraph_stream.history import HistoryPolicy
 
-__all__ = ["Broker", "EventHandler", "MemoryBroker", "create_broker"]
+__all__ = ["Broker", "EventHandler", "HistoryRead", "MemoryBroker", "create_broker"]
 
 
-def create_broker(url: str, streams: Sequence[str], history_size: int) -> Broker:
+def create_broker(
+    url: str,
+    streams: Sequence[str],
+    history_size: int,
+    policies: Mapping[str, HistoryPolicy] | None = None,
+) -> Broker:
     """Build the broker a URL names.
 
     Raises:
@@ -19,5 +25,5 @@ def create_broker(url: str, streams: Sequence[str], history_size: int) -> Broker
     """
     scheme = url.partition("://")[0]
     if scheme == "memory":
-        return MemoryBroker(streams, history_size)
+        return MemoryBroker(streams, history_size, policies)
     raise ConfigError(f"unsupported broker URL scheme {scheme!r} (supported: memory://)")

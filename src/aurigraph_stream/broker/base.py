@@ -9,13 +9,28 @@ per stream, +1 per event) and the epoch of its history.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aurigraph_stream.event import Event, Position
 
-__all__ = ["Broker", "EventHandler"]
+__all__ = ["Broker", "EventHandler", "HistoryRead"]
 
 EventHandler = Callable[[Sequence[Event]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRead:
+    """A stream's history and position, read at one instant.
+
+    ``events`` are those after the ``since`` asked for, or every event kept
+    when none was asked; ``None`` when some events after ``since`` are no
+    longer kept. Live delivery continues right after ``position.seq``.
+    """
+
+    position: Position
+    events: list[Event] | None
+    first_seq: int  # the oldest seq kept (position.seq + 1 when none is)
 
 
 class Broker(Protocol):
@@ -36,6 +51,17 @@ class Broker(Protocol):
         """Events after ``since`` (or the last ``limit`` when ``since`` is None).
 
         Returns ``None`` when events after ``since`` are no longer kept.
+        """
+        ...
+
+    def history_now(self, stream: str, since: int | None) -> HistoryRead | None:
+        """The history read synchronously, or ``None`` if this broker cannot.
+
+        A broker that keeps history in-process answers at once, and the
+        subscriber joins the hub in the same step: no event can fall between
+        the history read and live delivery. A networked broker returns
+        ``None``; the hub's seq check (``Hub.subscribe(after=...)``) then keeps
+        a replay and live delivery from overlapping.
         """
         ...
 

@@ -11,19 +11,29 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aurigraph_stream.broker.base import Broker, EventHandler
+from aurigraph_stream.broker.base import Broker, EventHandler, HistoryRead
 from aurigraph_stream.event import Event, Position
-from aurigraph_stream.history import History
+from aurigraph_stream.history import History, HistoryPolicy
 
 __all__ = ["MemoryBroker"]
 
 
 class MemoryBroker:
-    def __init__(self, streams: Sequence[str], history_size: int = 1000) -> None:
+    def __init__(
+        self,
+        streams: Sequence[str],
+        history_size: int = 1000,
+        policies: Mapping[str, HistoryPolicy] | None = None,
+    ) -> None:
         # A new epoch per process: the history does not survive a restart.
         self.epoch = secrets.token_hex(4)
         self._seq = dict.fromkeys(streams, 0)
-        self._history = {name: History(history_size) for name in streams}
+        policies = policies or {}
+        default = HistoryPolicy(history_size)
+        self._history = {
+            name: History(policies.get(name, default).size, policies.get(name, default).max_age)
+            for name in streams
+        }
         self._handler: EventHandler | None = None
 
     async def start(self, handler: EventHandler) -> None:
@@ -53,6 +63,11 @@ class MemoryBroker:
             return history.last(limit)
         events = history.since(since)
         return None if events is None else events[:limit]
+
+    def history_now(self, stream: str, since: int | None) -> HistoryRead:
+        history = self._history[stream]
+        events = history.last(len(history)) if since is None else history.since(since)
+        return HistoryRead(Position(self._seq[stream], self.epoch), events, history.first_seq())
 
     async def position(self, stream: str) -> Position:
         return Position(self._seq[stream], self.epoch)

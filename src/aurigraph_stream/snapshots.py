@@ -1,0 +1,56 @@
+"""The current set of validators and of connected peers, kept from the events that flow.
+
+The state is built from the published events themselves, not from a source,
+so it is the same whether the simulator, the ingest API or a broker feeds the
+server. It is updated in the broker's handler right before the hub sees the
+same events; a subscriber that reads it and joins the hub in one synchronous
+step gets the set as of ``seq`` and then every change after ``seq``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from aurigraph_stream.event import Event
+
+__all__ = ["SnapshotState"]
+
+# stream -> (the field that identifies an item, whether it is case-insensitive)
+_KEYS = {"validators": ("validator", True), "network": ("peerId", False)}
+
+
+class SnapshotState:
+    """Latest message per validator; latest message per connected peer."""
+
+    __slots__ = ("_items", "_seq")
+
+    def __init__(self) -> None:
+        self._items: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in _KEYS}
+        self._seq = dict.fromkeys(_KEYS, 0)
+
+    def apply(self, events: Sequence[Event]) -> None:
+        for event in events:
+            spec = _KEYS.get(event.stream)
+            if spec is None:
+                continue
+            field, lower = spec
+            value = event.data.get(field)
+            if not isinstance(value, str):
+                continue
+            key = value.lower() if lower else value
+            items = self._items[event.stream]
+            if event.stream == "network" and event.data.get("connected") is False:
+                items.pop(key, None)  # a disconnected peer leaves the set
+            else:
+                items.pop(key, None)  # re-inserted last: items stay in order of change
+                items[key] = event.data
+            self._seq[event.stream] = event.seq
+
+    def items(self, stream: str) -> list[dict[str, Any]]:
+        """The current set, least recently changed first."""
+        return list(self._items[stream].values())
+
+    def seq(self, stream: str) -> int:
+        """The seq of the last event applied to ``stream``'s set."""
+        return self._seq[stream]

@@ -1,0 +1,209 @@
+"""What a client asks for: a stream, a filter, and where to start.
+
+One request type serves both ways of subscribing: the query string of
+``/ws/{stream}`` (:func:`from_query`) and a subscribe command on the
+multiplexed ``/ws`` (:func:`from_command`). Starting points::
+
+    (nothing)        live messages only; no control frame on /ws/{stream}
+    replay=N         the last N messages that pass the filter, then live
+    since=SEQ:EPOCH  every message after SEQ, then live; recovered=false if the
+                     epoch changed or some of them are no longer kept
+    snapshot=true    validators, network: the current set, then changes
+                     (with since: the fallback when the resume fails)
+
+Each of them makes the server send a ``subscribed`` frame first, saying
+``recovered`` true or false: a client is never left to guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aurigraph_stream.errors import SubscriptionError
+from aurigraph_stream.filters import Filter, everything, parse_filter
+from aurigraph_stream.streams import REGISTRY
+
+__all__ = [
+    "CONTROL_PARAMS",
+    "MAX_REPLAY",
+    "SNAPSHOT_STREAMS",
+    "SubscribeRequest",
+    "from_command",
+    "from_query",
+]
+
+MAX_REPLAY = 100_000
+SNAPSHOT_STREAMS = ("validators", "network")
+# Query parameters that are not filters: ours, and the access token (server/auth.py).
+CONTROL_PARAMS = frozenset(("replay", "since", "epoch", "snapshot", "format", "token"))
+_COMMAND_KEYS = frozenset(("op", "id", "stream", "filter", "replay", "since", "snapshot"))
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeRequest:
+    stream: str
+    filter: Filter
+    replay: int | None = None
+    since: int | None = None
+    epoch: str | None = None  # with since: the epoch the client's seq belongs to
+    snapshot: bool = False
+
+    @property
+    def wants_control(self) -> bool:
+        """Whether the subscriber asked for a starting point, hence for control frames."""
+        return self.replay is not None or self.since is not None or self.snapshot
+
+
+def _bad(error: str, detail: str) -> SubscriptionError:
+    return SubscriptionError(error, detail)
+
+
+def _parse_since(raw: Any, epoch: Any) -> tuple[int, str | None]:
+    """``since`` as ``SEQ``, ``"SEQ:EPOCH"`` or ``{"seq": SEQ, "epoch": EPOCH}``."""
+    if isinstance(raw, Mapping):
+        raw, epoch = raw.get("seq"), raw.get("epoch", epoch)
+    if isinstance(raw, str):
+        text, sep, tail = raw.partition(":")
+        if sep:
+            if epoch is not None and epoch != tail:
+                raise _bad("invalid_position", "since names an epoch and epoch another")
+            epoch = tail
+        if not (text.isascii() and text.isdigit()):
+            raise _bad("invalid_position", f"since must be SEQ or SEQ:EPOCH, got {raw!r}")
+        seq = int(text)
+    elif isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+        seq = raw
+    else:
+        raise _bad("invalid_position", f"since must be a non-negative seq, got {raw!r}")
+    if epoch is not None and (not isinstance(epoch, str) or not epoch or len(epoch) > 64):
+        raise _bad("invalid_position", f"epoch must be a non-empty string, got {epoch!r}")
+    return seq, epoch
+
+
+def _parse_replay(raw: Any) -> int:
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit():
+        raw = int(raw)
+    if not isinstance(raw, int) or isinstance(raw, bool) or not 0 <= raw <= MAX_REPLAY:
+        raise _bad("invalid_replay", f"replay must be an integer from 0 to {MAX_REPLAY}")
+    return raw
+
+
+def _parse_snapshot(raw: Any, stream: str) -> bool:
+    if isinstance(raw, str) and raw.lower() in ("true", "false", "1", "0"):
+        raw = raw.lower() in ("true", "1")
+    if not isinstance(raw, bool):
+        raise _bad("invalid_snapshot", "snapshot must be true or false")
+    if raw and stream not in SNAPSHOT_STREAMS:
+        raise _bad(
+            "invalid_snapshot",
+            f"stream {stream} has no snapshot (streams with one: {', '.join(SNAPSHOT_STREAMS)})",
+        )
+    return raw
+
+
+def _build(
+    stream: str, flt: Filter, replay: Any, since: Any, epoch: Any, snapshot: Any
+) -> SubscribeRequest:
+    replay_n = None if replay is None else _parse_replay(replay)
+    since_seq: int | None = None
+    since_epoch: str | None = None
+    if since is not None:
+        since_seq, since_epoch = _parse_since(since, epoch)
+    elif epoch is not None:
+        raise _bad("invalid_position", "epoch needs since")
+    wants_snapshot = False if snapshot is None else _parse_snapshot(snapshot, stream)
+    if replay_n is not None and since_seq is not None:
+        raise _bad("invalid_position", "ask for replay or since, not both")
+    if replay_n is not None and wants_snapshot:
+        raise _bad("invalid_position", "ask for replay or snapshot, not both")
+    return SubscribeRequest(stream, flt, replay_n, since_seq, since_epoch, wants_snapshot)
+
+
+def from_query(stream: str, query: Mapping[str, str]) -> SubscribeRequest:
+    """The request in the query string of ``/ws/{stream}``; other parameters are filters.
+
+    Raises:
+        SubscriptionError: a bad filter, replay, since or snapshot parameter.
+    """
+    filters = {k: v for k, v in query.items() if k not in CONTROL_PARAMS}
+    flt = parse_filter(stream, filters, strings=True) if filters else everything(stream)
+    return _build(
+        stream,
+        flt,
+        query.get("replay"),
+        query.get("since"),
+        query.get("epoch"),
+        query.get("snapshot"),
+    )
+
+
+def from_command(command: Mapping[str, Any]) -> SubscribeRequest:
+    """The request in a subscribe command (``{"op": "subscribe", ...}``).
+
+    Raises:
+        SubscriptionError: ``unknown_stream``, ``invalid_command`` or a parameter error.
+    """
+    unknown = sorted(set(command) - _COMMAND_KEYS)
+    if unknown:
+        raise _bad("invalid_command", f"unknown key {unknown[0]!r} in a subscribe command")
+    stream = command.get("stream")
+    if not isinstance(stream, str) or stream not in REGISTRY:
+        raise _bad("unknown_stream", f"stream must be one of {', '.join(REGISTRY)}, not {stream!r}")
+    raw_filter = command.get("filter", {})
+    if not isinstance(raw_filter, Mapping):
+        raise _bad("invalid_filter", "filter must be an object")
+    flt = parse_filter(stream, raw_filter) if raw_filter else everything(stream)
+    return _build(
+        stream, flt, command.get("replay"), command.get("since"), None, command.get("snapshot")
+    )
+
+
+def query_parameters() -> dict[str, dict[str, dict[str, Any]]]:
+    """JSON Schemas of the query parameters of ``/ws/{stream}``, ``{stream or "*": {name: ...}}``.
+
+    For documents (AsyncAPI): every value is a string in a query, so lists are
+    described as comma-separated strings.
+    """
+    from aurigraph_stream.codecs import CODECS
+    from aurigraph_stream.filters import MAX_EVERY, MAX_VALUES, OPTIONS
+
+    common: dict[str, dict[str, Any]] = {
+        "replay": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_REPLAY,
+            "description": "Send the last N messages that pass the filter, then live ones.",
+        },
+        "since": {
+            "type": "string",
+            "pattern": r"^\d+(:[^:]+)?$",
+            "description": "SEQ or SEQ:EPOCH: resume right after SEQ; the first frame says "
+            "recovered true or false.",
+        },
+        "epoch": {"type": "string", "description": "The epoch of since, when not in since."},
+        "format": {"type": "string", "enum": list(CODECS), "default": "json"},
+    }
+    out: dict[str, dict[str, dict[str, Any]]] = {"*": common}
+    for stream, options in OPTIONS.items():
+        params: dict[str, dict[str, Any]] = {}
+        for name, option in options.items():
+            if option.kind in ("list", "fields"):
+                what = f"message field {option.prop!r}" if option.prop else "field names"
+                params[name] = {
+                    "type": "string",
+                    "description": f"Comma-separated values (at most {MAX_VALUES}) of the {what}.",
+                }
+            elif option.kind == "wei":
+                params[name] = {"type": "string", "pattern": "^(0|[1-9][0-9]{0,77})$"}
+            elif option.kind == "bool":
+                params[name] = {"type": "string", "enum": ["true", "false"]}
+            elif option.kind == "int":
+                params[name] = {"type": "integer", "minimum": 1, "maximum": MAX_EVERY}
+            else:
+                params[name] = {"type": "string", "enum": list(option.choices)}
+        if stream in SNAPSHOT_STREAMS:
+            params["snapshot"] = {"type": "string", "enum": ["true", "false"]}
+        out[stream] = params
+    return out
