@@ -12,7 +12,11 @@ from starlette.exceptions import HTTPException
 
 from aurigraph_stream import __version__
 from aurigraph_stream.config import Settings
+from aurigraph_stream.server import health, stats_api, telemetry
+from aurigraph_stream.server.cors import add_cors
+from aurigraph_stream.server.docs import install_docs
 from aurigraph_stream.server.http import error_response, router
+from aurigraph_stream.server.observability import IngestOutcomes, Observability
 from aurigraph_stream.server.runtime import Runtime
 
 __all__ = ["create_app"]
@@ -21,13 +25,16 @@ __all__ = ["create_app"]
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     """Build the ASGI app. ``app.state.runtime`` is the running :class:`Runtime`."""
     runtime = runtime or Runtime(settings)
+    observability = Observability(runtime)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        await observability.start()
         try:
             yield
         finally:
+            await observability.stop()
             await runtime.stop()
 
     app = FastAPI(
@@ -35,9 +42,21 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         version=__version__,
         description="Real-time WebSocket streams of the Aurigraph V11 platform.",
         lifespan=lifespan,
+        # Operator endpoints live under /q/, as in the spec (Quarkus' layout).
+        openapi_url="/q/openapi",
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.runtime = runtime
+    app.state.observability = observability
+    app.state.metrics_registry = telemetry.build_registry(observability)
     app.include_router(router)
+    app.include_router(health.router)
+    app.include_router(stats_api.router)
+    app.include_router(telemetry.router)
+    install_docs(app)
+    app.add_middleware(IngestOutcomes, counters=observability.ingest)
+    add_cors(app, settings)  # added last: outermost, so error answers get CORS headers too
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
