@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from aurigraph_stream import __version__
+from aurigraph_stream.cli_token import add_token_command, run_token_command
 from aurigraph_stream.config import ENV_PREFIX, FIELDS, PROFILES, Settings, load_settings
 from aurigraph_stream.errors import ConfigError
 
@@ -60,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"TOML settings file (env {ENV_PREFIX}CONFIG)",
     )
     _add_setting_flags(serve)
+    add_token_command(commands)
     return parser
 
 
@@ -68,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = vars(parser.parse_args(argv))
     command = args.pop("command")
     config_file = args.pop("config", None)
+    if command == "token":
+        return run_token_command(args, config_file)
     try:
         settings = load_settings(config_file=config_file, overrides=args)
     except ConfigError as exc:
@@ -82,14 +87,19 @@ def _serve(settings: Settings) -> int:
     from aurigraph_stream.server.run import build_server, configure_logging
 
     configure_logging(settings)
-    server = build_server(settings)
+    try:
+        server = build_server(settings)
+    except ConfigError as exc:
+        print(f"aurigraph-stream: {exc}", file=sys.stderr)
+        return 2
+    secret = ("publisher_key", "jwt_secret")
     shown: dict[str, Any] = {
-        k: v for k, v in dataclasses.asdict(settings).items() if k != "publisher_key"
+        k: ("***" if v is not None and k in secret else v)
+        for k, v in dataclasses.asdict(settings).items()
     }
-    print(
-        f"aurigraph-stream {__version__} profile={settings.profile} settings={shown}",
-        file=sys.stderr,
-        flush=True,
+    # A log record, not a print: in the prod profile every line of output is JSON.
+    logging.getLogger("aurigraph_stream.cli").info(
+        "aurigraph-stream %s profile=%s settings=%s", __version__, settings.profile, shown
     )
     server.run()
     return 0 if server.started else 1

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from aurigraph_stream.errors import ConfigError
+from aurigraph_stream.history import HistoryPolicy, parse_policies
+from aurigraph_stream.streams import NAMES
 
 __all__ = ["PROFILES", "Settings", "load_settings"]
 
@@ -55,9 +57,63 @@ class Settings:
     retry_after: int = _opt(5, "Retry-After seconds sent with 503 when full", min=0)
     broker_url: str = _opt("memory://", "broker: memory://")
     history_size: int = _opt(1000, "events kept per stream for replay", min=1)
+    history_max_age: float = _opt(
+        0.0, "seconds an event stays in a stream's replay history (0: no time limit)", min=0
+    )
+    history_streams: str = _opt(
+        "",
+        "per-stream history bounds, STREAM=SIZE[:SECONDS],... "
+        "(e.g. transactions=5000:300,metrics=600); others get history_size/history_max_age",
+    )
+    max_subscriptions: int = _opt(
+        100, "subscriptions one connection may hold on the multiplexed /ws endpoint", min=1
+    )
     publisher_key: str | None = _opt(
         None, "shared key ingest requests must send in X-Publisher-Key (unset: no key)"
     )
+    # Security (docs/security.md): who may connect and publish, and how much.
+    auth: str | None = _opt(
+        None,
+        "client authentication: jwt or none (unset: jwt when a JWT key is set, else none "
+        "in dev; prod refuses to start)",
+    )
+    jwt_secret: str | None = _opt(None, "HS256 shared secret for access tokens")
+    jwt_public_key: str | None = _opt(
+        None, "PEM public key file for access tokens (RSA: RS256, EC P-256: ES256)"
+    )
+    jwt_jwks_file: str | None = _opt(None, "local JWKS file of access-token keys, chosen by kid")
+    jwt_issuer: str | None = _opt(None, "required iss claim (unset: not checked)")
+    jwt_audience: str | None = _opt(None, "required aud claim (unset: not checked)")
+    jwt_leeway: float = _opt(0.0, "seconds of clock skew allowed on exp and nbf", min=0)
+    jwt_require_exp: bool = _opt(True, "refuse access tokens without an exp claim")
+    auth_expiry_grace: float = _opt(
+        0.0, "seconds a WebSocket may outlive its token's exp before closing with 4001", min=0
+    )
+    ws_origins: str | None = _opt(
+        None,
+        "comma-separated Origins allowed to open WebSockets (* for any; unset: cors_origins); "
+        "same-origin and Origin-less requests are always allowed",
+    )
+    trusted_proxies: str = _opt(
+        "", "comma-separated proxy addresses or networks whose X-Forwarded-For is believed"
+    )
+    handshake_rate: float = _opt(
+        10.0, "WebSocket handshakes per second per client IP (0: no limit); over: 429", min=0
+    )
+    handshake_burst: int = _opt(20, "handshakes a client IP may make at once", min=1)
+    max_connections_per_ip: int = _opt(
+        200, "open WebSockets per client IP (0: no limit); one more gets 429", min=0
+    )
+    inbound_message_rate: float = _opt(
+        50.0, "messages per second one WebSocket may send (0: no limit); over: 4029", min=0
+    )
+    inbound_message_burst: int = _opt(100, "messages a client may send at once", min=1)
+    handshake_timeout: float = _opt(
+        10.0, "seconds a client has to send a whole request head, else dropped", min=0.05
+    )
+    max_head_size: int = _opt(16384, "largest request head, bytes; larger gets 431", min=1024)
+    tls_cert: str | None = _opt(None, "PEM certificate chain file: serve https:// and wss://")
+    tls_key: str | None = _opt(None, "PEM private key file of --tls-cert")
     simulate: bool = _opt(False, "feed the streams from the built-in simulated network")
     seed: int | None = _opt(None, "random seed for the simulator (reproducible runs)")
     sim_tx_rate: float = _opt(20.0, "simulated new transactions per second", min=0)
@@ -65,12 +121,32 @@ class Settings:
     sim_peers: int = _opt(16, "simulated peers connected at start", min=0, max=100000)
     sim_block_time: float = _opt(1.0, "seconds per simulated consensus round", min=0.05)
     log_level: str = _opt("INFO", "log level: DEBUG, INFO, WARNING, ERROR")
+    log_format: str = _opt("text", "log lines: text (readable) or json (one object per line)")
+    cors_origins: str = _opt(
+        "https://dlt.aurigraph.io,http://localhost:5173",
+        "comma-separated origins allowed by CORS on the HTTP endpoints (* for any; empty: none)",
+    )
+    cors_methods: str = _opt("GET,POST,PUT,DELETE,OPTIONS", "comma-separated CORS methods")
+    cors_headers: str = _opt("Content-Type,Authorization", "comma-separated CORS request headers")
+    cors_credentials: bool = _opt(True, "CORS: allow credentials (cookies, Authorization)")
+    loop_lag_threshold: float = _opt(
+        5.0, "event-loop lag, seconds, past which /q/health/live reports DOWN", min=0.001
+    )
+    loop_lag_interval: float = _opt(0.5, "seconds between event-loop lag readings", min=0.01)
+    shutdown_delay: float = _opt(
+        0.0,
+        "seconds SIGTERM keeps serving with readiness DOWN before closing connections",
+        min=0,
+    )
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
             raise ConfigError(f"profile must be one of {sorted(PROFILES)}, not {self.profile!r}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"log_level: unknown level {self.log_level!r}")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"log_format must be text or json, not {self.log_format!r}")
+        self.history_policies()  # raises ConfigError for a bad history_streams
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if value is None or isinstance(value, bool) or not isinstance(value, int | float):
@@ -80,14 +156,32 @@ class Settings:
             if "max" in f.metadata and value > f.metadata["max"]:
                 raise ConfigError(f"{f.name} must be at most {f.metadata['max']}, not {value}")
 
+    def history_policies(self) -> dict[str, HistoryPolicy]:
+        """Each stream's history bounds: ``history_streams`` over the two defaults."""
+        default = HistoryPolicy(self.history_size, self.history_max_age)
+        return parse_policies(self.history_streams, NAMES, default)
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
 
 # The spec's %dev and %prod overrides, applied over the field defaults.
 PROFILES: dict[str, dict[str, Any]] = {
-    "dev": {"metrics_interval": 2.0, "log_level": "DEBUG", "simulate": True},
-    "prod": {"max_connections": 10000, "log_level": "INFO", "simulate": False},
+    "dev": {
+        "metrics_interval": 2.0,
+        "log_level": "DEBUG",
+        "log_format": "text",
+        "simulate": True,
+        # Local tools and test suites open many connections from one address.
+        "handshake_rate": 0.0,
+        "max_connections_per_ip": 0,
+    },
+    "prod": {
+        "max_connections": 10000,
+        "log_level": "INFO",
+        "log_format": "json",
+        "simulate": False,
+    },
 }
 
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}

@@ -6,7 +6,9 @@ Exception tree::
     ├── ConfigError                 a setting is missing, unknown or out of range
     ├── UnknownStream               a stream name that is not one of the five
     ├── ValidationError             an event does not match its stream's schema
+    ├── SubscriptionError           a bad filter, format, replay or command (HTTP 400 / error reply)
     ├── HandshakeRejected           an upgrade refused with an HTTP status (4xx/503)
+    │   └── AuthError               no token, a bad one, or one without the right (401/403)
     └── ProtocolError               a peer broke RFC 6455 / RFC 7692; carries a close code
         ├── MessageTooBig           a frame or message over the configured limit (1009)
         └── InvalidPayload          text that is not UTF-8, or bad close payload (1007)
@@ -21,6 +23,7 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "AuthError",
     "CloseCode",
     "ConfigError",
     "HandshakeRejected",
@@ -28,6 +31,7 @@ __all__ = [
     "MessageTooBig",
     "ProtocolError",
     "StreamError",
+    "SubscriptionError",
     "UnknownStream",
     "ValidationError",
 ]
@@ -45,8 +49,10 @@ class CloseCode(enum.IntEnum):
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011  # never carries details: they may be sensitive
     # 4000-4499: the client may reconnect (after a back-off).
+    TOKEN_EXPIRED = 4001  # the access token's exp (+ grace) passed: reconnect with a new one
     SLOW_CONSUMER = 4008  # outbound buffer over its cap; reconnect and resume
     KEEPALIVE_TIMEOUT = 4009  # a ping went unanswered
+    TOO_MANY_MESSAGES = 4029  # inbound messages over the per-connection rate (like HTTP 429)
 
     @property
     def reason(self) -> str:
@@ -69,6 +75,8 @@ _REASONS: dict[CloseCode, str] = {
     CloseCode.INTERNAL_ERROR: "internal error",
     CloseCode.SLOW_CONSUMER: "slow consumer",
     CloseCode.KEEPALIVE_TIMEOUT: "keepalive ping timeout",
+    CloseCode.TOKEN_EXPIRED: "token expired",
+    CloseCode.TOO_MANY_MESSAGES: "too many messages",
 }
 
 
@@ -100,6 +108,21 @@ class ValidationError(StreamError):
         self.message = message
         self.field = field
         self.index = index
+
+
+class SubscriptionError(StreamError):
+    """A subscription that cannot be served as asked: a bad filter, format or position.
+
+    ``error`` is the slug (``invalid_filter``, ``unsupported_format``, ...) and
+    ``detail`` the sentence naming what is wrong. A handshake answers it with
+    HTTP 400 and the JSON error body; a subscribe command on ``/ws`` with an
+    error reply, and the connection stays open.
+    """
+
+    def __init__(self, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.error = error
+        self.detail = detail
 
 
 class ProtocolError(StreamError):
@@ -139,3 +162,11 @@ class HandshakeRejected(StreamError):
         self.error = error
         self.detail = detail
         self.headers = headers
+
+
+class AuthError(HandshakeRejected):
+    """A request without a valid credential (401) or without the right it needs (403).
+
+    Raised before any upgrade or publish; the ingest API answers it with the
+    same status and JSON body as a refused handshake.
+    """

@@ -17,7 +17,10 @@ import time
 from typing import TYPE_CHECKING, Any, cast
 
 from aurigraph_stream.errors import CloseCode, HandshakeRejected, ProtocolError
-from aurigraph_stream.hub import Subscriber
+from aurigraph_stream.hub import Subscriber, Subscription
+from aurigraph_stream.server.auth import UNRESTRICTED
+from aurigraph_stream.server.ratelimit import TokenBucket
+from aurigraph_stream.server.subscribe import MUX_ENDPOINT, handle_command, reply
 from aurigraph_stream.server.upgrade import route_upgrade
 from aurigraph_stream.wire.deflate import negotiate
 from aurigraph_stream.wire.frames import Opcode, close_frame, encode_frame, parse_close
@@ -46,12 +49,18 @@ class State(enum.IntEnum):
 class Connection(asyncio.Protocol, Subscriber):
     __slots__ = (
         "awaiting_pong",
+        "client",
         "close_code",
         "close_handle",
         "deflate_bits",
         "endpoint",
+        "expiry_handle",
+        "format",
+        "inbound",
+        "mux",
         "opened_at",
         "peer",
+        "principal",
         "reader",
         "runtime",
         "server_state",
@@ -79,6 +88,12 @@ class Connection(asyncio.Protocol, Subscriber):
         self.awaiting_pong = 0.0  # loop time of the unanswered ping, 0 if none
         self.close_code = 1006
         self.close_handle: asyncio.TimerHandle | None = None
+        self.principal = UNRESTRICTED  # who the client is: set from the Route at the handshake
+        self.client = ""  # the client address key the per-address connection count uses
+        self.expiry_handle: asyncio.TimerHandle | None = None  # closes at the token's exp
+        self.inbound: TokenBucket | None = None  # inbound message rate; made on first message
+        self.format = "json"  # codec of every frame sent (codecs.CODECS)
+        self.mux: dict[str, Subscription] | None = None  # on /ws: subscriptions by id
 
     # -- asyncio.Protocol -----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -103,10 +118,23 @@ class Connection(asyncio.Protocol, Subscriber):
         try:
             messages = self.reader.feed(data)
         except ProtocolError as exc:
-            self.runtime.stats.endpoints[self.endpoint].protocol_errors += 1
-            self.close(exc.code, exc.reason)
+            # Count the connection's failure once: what follows a bad frame (its
+            # payload, say) may not parse either, and is not another error.
+            if self.state is State.OPEN:
+                self.runtime.stats.endpoints[self.endpoint].protocol_errors += 1
+                self.close(exc.code, exc.reason)
             self.reader = None
+            self._fail()
             return
+        if messages and settings.inbound_message_rate > 0 and self.state is State.OPEN:
+            if self.inbound is None:
+                self.inbound = TokenBucket(
+                    settings.inbound_message_rate, settings.inbound_message_burst, time.monotonic()
+                )
+            if self.inbound.take(time.monotonic(), len(messages)):
+                self.close(CloseCode.TOO_MANY_MESSAGES)
+                self.reader = None
+                return
         for opcode, payload in messages:
             if opcode == Opcode.PING and self.state is State.OPEN:
                 assert isinstance(payload, bytes)
@@ -117,6 +145,8 @@ class Connection(asyncio.Protocol, Subscriber):
                 assert isinstance(payload, bytes)
                 self._on_close_frame(payload)
                 return
+            elif self.mux is not None and self.state is State.OPEN:
+                self._command(payload)
             # Data messages on a stream endpoint carry no meaning: ignored.
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -125,17 +155,61 @@ class Connection(asyncio.Protocol, Subscriber):
         if self.close_handle is not None:
             self.close_handle.cancel()
             self.close_handle = None
+        if self.expiry_handle is not None:
+            self.expiry_handle.cancel()
+            self.expiry_handle = None
         if self.server_state is not None:
             self.server_state.connections.discard(self)
         if was_open:
+            self.runtime.guard.closed(self.client)
             self.runtime.connection_closed(self)
+            # Fields as extra=: key=value in text logs, keys in JSON logs (server/logs.py).
             logger.info(
-                "close endpoint=%s client=%s duration=%.3fs code=%d",
-                self.endpoint,
-                self.peer,
-                time.monotonic() - self.opened_at,
-                self.close_code,
+                "close",
+                extra={
+                    "endpoint": self.endpoint,
+                    "client": self.peer,
+                    "duration_s": round(time.monotonic() - self.opened_at, 3),
+                    "code": self.close_code,
+                },
             )
+
+    def pause_writing(self) -> None:
+        # The transport's buffer passed its high-water mark: latest-wins
+        # subscriptions now keep only their newest frame (Hub.publish).
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        if self.state is State.OPEN:
+            self.runtime.hub.resume(self)
+        else:
+            self.paused = False
+
+    # -- /ws commands -----------------------------------------------------------
+    def _command(self, payload: bytes | str) -> None:
+        assert self.mux is not None
+        runtime = self.runtime
+        if isinstance(payload, bytes):  # a binary frame: accepted when it is UTF-8 JSON
+            try:
+                payload = payload.decode()
+            except UnicodeDecodeError:
+                error = {
+                    "type": "error",
+                    "error": "invalid_command",
+                    "detail": "commands are JSON in UTF-8 (text messages, or binary ones)",
+                }
+                reply(runtime, self, self.format, self.deflate_bits, error)
+                return
+        principal = self.principal
+        handle_command(
+            runtime,
+            self,
+            self.mux,
+            principal.can_read,
+            self.format,
+            self.deflate_bits,
+            payload,
+        )
 
     # -- uvicorn --------------------------------------------------------------
     def shutdown(self) -> None:
@@ -199,6 +273,7 @@ class Connection(asyncio.Protocol, Subscriber):
             except ProtocolError as exc:
                 self.runtime.stats.endpoints[self.endpoint].protocol_errors += 1
                 self.close(exc.code, exc.reason)
+                self._fail()
                 return
             self.close_code = code
             self.state = State.CLOSING
@@ -206,6 +281,20 @@ class Connection(asyncio.Protocol, Subscriber):
             # Echo the code (RFC 6455 5.5.1); an empty close is echoed empty.
             transport.write(encode_frame(Opcode.CLOSE, payload[:2]))
         transport.close()
+
+    def _fail(self) -> None:
+        """After a protocol error: send what is queued (the close frame), then drop the socket.
+
+        RFC 6455 7.1.7: once it fails the connection, the server must not read the
+        client's data any more, not even a close reply.
+        """
+        if self.transport is not None:
+            self.transport.close()
+
+    def _expire(self) -> None:
+        """The token's exp (+ grace) has passed: access ends now, not at the next reconnect."""
+        self.expiry_handle = None
+        self.close(CloseCode.TOKEN_EXPIRED)
 
     def _abort(self) -> None:
         self.close_handle = None
@@ -227,7 +316,9 @@ class Connection(asyncio.Protocol, Subscriber):
             route = route_upgrade(runtime, request, self.peer)
         except HandshakeRejected as exc:
             runtime.stats.refused[exc.error] += 1
-            logger.info("refused client=%s status=%d reason=%s", self.peer, exc.status, exc.error)
+            logger.info(
+                "refused", extra={"client": self.peer, "status": exc.status, "reason": exc.error}
+            )
             transport.write(http_error(exc))
             transport.close()
             self.state = State.CLOSED
@@ -239,14 +330,33 @@ class Connection(asyncio.Protocol, Subscriber):
             else None
         )
         self.deflate_bits = negotiated[0] if negotiated else 0
-        transport.write(switching_protocols(key, negotiated[1] if negotiated else None, None))
+        transport.write(
+            switching_protocols(key, negotiated[1] if negotiated else None, route.subprotocol)
+        )
         self.state = State.OPEN
         self.endpoint = route.endpoint
+        self.format = route.format
+        if route.endpoint == MUX_ENDPOINT:
+            self.mux = {}
+            self.stream = MUX_ENDPOINT  # the hub counts this connection's failures there
         self.opened_at = time.monotonic()
-        runtime.connection_opened(self, route.endpoint, ("json", self.deflate_bits))
+        self.principal = route.principal
+        self.client = route.client
+        runtime.guard.opened(route.client)
+        if route.principal.expires_at is not None:
+            delay = route.principal.expires_at + settings.auth_expiry_grace - time.time()
+            self.expiry_handle = asyncio.get_running_loop().call_later(
+                max(0.0, delay), self._expire
+            )
+        runtime.connection_opened(
+            self, route.endpoint, (route.format, self.deflate_bits), route.subscription
+        )
         logger.info(
-            "open endpoint=%s client=%s deflate=%s",
-            route.endpoint,
-            self.peer,
-            bool(self.deflate_bits),
+            "open",
+            extra={
+                "endpoint": route.endpoint,
+                "client": self.peer,
+                "deflate": bool(self.deflate_bits),
+                "format": route.format,
+            },
         )

@@ -9,8 +9,9 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from aurigraph_stream.errors import UnknownStream, ValidationError
+from aurigraph_stream.errors import AuthError, UnknownStream, ValidationError
 from aurigraph_stream.server.runtime import Runtime
+from aurigraph_stream.server.security import authorize_publish
 from aurigraph_stream.streams import REGISTRY, get
 
 __all__ = ["error_response", "router"]
@@ -69,7 +70,8 @@ async def stream_schema(stream: str) -> Response:
     responses={
         200: {"description": "Broadcast; the response lists the assigned seqs"},
         400: {"description": "Body is not JSON, or not an object or array"},
-        401: {"description": "Missing or wrong X-Publisher-Key"},
+        401: {"description": "Missing or invalid token, or wrong X-Publisher-Key"},
+        403: {"description": "The token lacks the publish scope"},
         404: {"description": "Unknown stream"},
         413: {"description": "Body over max_message_size"},
         422: {"description": "An event does not match the stream's schema"},
@@ -78,10 +80,10 @@ async def stream_schema(stream: str) -> Response:
 async def ingest(stream: str, request: Request) -> Response:
     runtime = _runtime(request)
     settings = runtime.settings
-    if settings.publisher_key is not None and (
-        request.headers.get("x-publisher-key") != settings.publisher_key
-    ):
-        return error_response(401, "unauthorized", "missing or wrong X-Publisher-Key header")
+    try:  # a token with the publish scope, or X-Publisher-Key when JWT is off
+        authorize_publish(runtime, request.headers, request.query_params)
+    except AuthError as exc:
+        return error_response(exc.status, exc.error, exc.detail, headers=dict(exc.headers))
     try:
         get(stream)
     except UnknownStream:

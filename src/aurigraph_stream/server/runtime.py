@@ -18,10 +18,14 @@ from aurigraph_stream.config import Settings
 from aurigraph_stream.errors import HandshakeRejected
 from aurigraph_stream.event import Event
 from aurigraph_stream.hub import Hub, Variant
+from aurigraph_stream.server.security import Guard
+from aurigraph_stream.server.subscribe import MUX_ENDPOINT, attach
+from aurigraph_stream.snapshots import SnapshotState
 from aurigraph_stream.sources.sampler import MetricsSampler
 from aurigraph_stream.sources.simulator import NetworkSimulator
 from aurigraph_stream.stats import Stats
 from aurigraph_stream.streams import NAMES, get
+from aurigraph_stream.subscription import SubscribeRequest
 
 if TYPE_CHECKING:
     from aurigraph_stream.server.connection import Connection
@@ -36,8 +40,13 @@ SIMULATOR_TICK = 0.05  # seconds between simulator steps
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.stats = Stats.for_streams(NAMES)
-        self.broker = create_broker(settings.broker_url, NAMES, settings.history_size)
+        # The five streams, and the multiplexed /ws endpoint's connections.
+        self.stats = Stats.for_streams((*NAMES, MUX_ENDPOINT))
+        self.guard = Guard(settings)  # access policy; raises ConfigError for bad security settings
+        self.broker = create_broker(
+            settings.broker_url, NAMES, settings.history_size, settings.history_policies()
+        )
+        self.snapshots = SnapshotState()  # current validators and peers, for snapshot=true
         self.connections: set[Connection] = set()
         self.draining = False
         self.simulator: NetworkSimulator | None = None
@@ -63,8 +72,8 @@ class Runtime:
             on_flush=self._on_flush,
         )
         await self.broker.start(self._on_events)
-        self._spawn(self._keepalive())
-        self._spawn(self._sample_metrics())
+        self.spawn(self._keepalive)
+        self.spawn(self._sample_metrics)
         if settings.simulate:
             self.simulator = NetworkSimulator(
                 seed=settings.seed,
@@ -73,7 +82,8 @@ class Runtime:
                 tx_rate=settings.sim_tx_rate,
                 block_time=settings.sim_block_time,
             )
-            self._spawn(self._simulate(self.simulator))
+            simulator = self.simulator
+            self.spawn(lambda: self._simulate(simulator))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -84,16 +94,29 @@ class Runtime:
         self._tasks.clear()
         await self.broker.close()
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        async def guarded() -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a source failing must not take the server down
-                logger.exception("background task failed")
+    def spawn(self, run: Callable[[], Awaitable[None]], *, max_backoff: float = 30.0) -> None:
+        """Run ``run()`` in the background until :meth:`stop`, restarting it if it fails.
 
-        self._tasks.append(asyncio.create_task(guarded()))
+        A failing source must neither take the server down nor stay dead: it is
+        logged and started again after a back-off that doubles up to ``max_backoff``.
+        """
+
+        async def supervised() -> None:
+            failures = 0
+            while True:
+                try:
+                    await run()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    failures += 1
+                    self.stats.task_restarts += 1
+                    delay = min(max_backoff, 0.1 * 2**failures)
+                    logger.exception("background task failed; restarting in %.1fs", delay)
+                    await asyncio.sleep(delay)
+
+        self._tasks.append(asyncio.create_task(supervised()))
 
     # -- publishing -----------------------------------------------------------
     async def publish(
@@ -117,6 +140,7 @@ class Runtime:
         for event in events:
             if event.stream == "transactions" and event.data.get("status") == "PENDING":
                 self.stats.new_transactions += 1
+        self.snapshots.apply(events)  # before the hub: a snapshot and its changes meet at seq
         if self.settings.broadcast_enabled:
             self.hub.publish(events)
 
@@ -142,12 +166,24 @@ class Runtime:
                 (("Retry-After", str(self.settings.retry_after)),),
             )
 
-    def connection_opened(self, conn: Connection, stream: str, variant: Variant) -> None:
+    def connection_opened(
+        self,
+        conn: Connection,
+        stream: str,
+        variant: Variant,
+        request: SubscribeRequest | None = None,
+    ) -> None:
+        """Count a new connection and subscribe it (on /ws, its commands subscribe it)."""
         self.connections.add(conn)
         counters = self.stats.endpoints[stream]
         counters.connections += 1
         counters.connects += 1
-        self.hub.subscribe(conn, stream, variant)
+        if stream == MUX_ENDPOINT:
+            return
+        if request is None:
+            self.hub.subscribe(conn, stream, variant)
+        else:
+            attach(self, conn, request, variant[0], variant[1])
 
     def connection_closed(self, conn: Connection) -> None:
         self.hub.unsubscribe(conn)
@@ -166,13 +202,16 @@ class Runtime:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(settings.ping_interval)
-            pinged = [conn for conn in self.connections if conn.ping(loop.time())]
-            loop.call_later(settings.ping_timeout, self._check_pongs, pinged, loop)
+            now = loop.time()
+            pinged = [conn for conn in self.connections if conn.ping(now)]
+            loop.call_later(settings.ping_timeout, self._check_pongs, pinged, now)
 
-    def _check_pongs(self, pinged: list[Connection], loop: asyncio.AbstractEventLoop) -> None:
-        deadline = loop.time() - self.settings.ping_timeout
+    def _check_pongs(self, pinged: list[Connection], sent_at: float) -> None:
+        # Compare with the ping's own time, not "now - timeout": loop timers may
+        # fire a little early (uvloop rounds to milliseconds), and a ping missed
+        # here would never be checked again, since no new ping is sent meanwhile.
         for conn in pinged:
-            conn.check_pong(deadline)
+            conn.check_pong(sent_at)
 
     async def _sample_metrics(self) -> None:
         sampler = MetricsSampler(self.stats, time.time())

@@ -67,6 +67,10 @@ class Reader:
             message = self._on_frame(frame.fin, frame.rsv1, frame.opcode, frame.payload)
             if message is not None:
                 out.append(message)
+                if message.opcode == Opcode.CLOSE:
+                    # Nothing after a close counts (RFC 6455 5.5.1): not even bad frames.
+                    buf.clear()
+                    return out
         if offset:
             del buf[:offset]
         return out
