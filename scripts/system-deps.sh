@@ -3,6 +3,9 @@
 # Only as root (CI and the developers' machines); elsewhere it says what is missing.
 set -euo pipefail
 packages=(
+  nginx               # the C reference server of the benchmarks (bench/)
+  libnginx-mod-nchan  # its pub/sub module, nchan
+  chromium  # headless browser for the API documentation page tests (driven by Playwright)
 )
 missing=()
 for pkg in "${packages[@]}"; do
