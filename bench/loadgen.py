@@ -1,0 +1,360 @@
+"""The load generator: subscriber connections spread over worker processes.
+
+Each worker is a separate process (``multiprocessing``, spawn) running uvloop
+and :class:`bench.client.Subscriber` connections; the controller in the main
+process sends it commands over a pipe and merges what the workers measured.
+The workers' own CPU time is read from /proc so every result says whether the
+generator, rather than the server, was the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from bench.client import Recorder, Subscriber
+from bench.histogram import Histogram
+from bench.ipc import listen
+from bench.procstat import cpu_seconds
+
+__all__ = ["ConnectResult", "LoadGenerator", "Snapshot", "worker_main"]
+
+COMMAND_TIMEOUT = 120.0  # no command may take longer than this (connecting 10,000 included)
+
+
+@dataclass
+class ConnectResult:
+    requested: int
+    opened: int
+    seconds: float  # first connect started to last 101 received, over all workers
+    failed: dict[str, int] = field(default_factory=dict)
+    deflate: int = 0  # connections that negotiated permessage-deflate
+    context_takeover: int = 0  # of those, how many the server compresses with a shared window
+
+
+@dataclass
+class Snapshot:
+    hist: Histogram
+    deliveries: int
+    lost: int  # broadcast: messages of the phase some open or dropped connection missed
+    out_of_order: int
+    gaps: int
+    dropped: int  # connections that ended without the generator asking
+    closes: dict[int, int]
+    stale: int
+    bad: int
+    open: int
+
+
+# -- worker process -----------------------------------------------------------------
+class _Worker:
+    def __init__(self, pipe: Connection) -> None:
+        self.pipe = pipe
+        # One recorder and connection list per group (per server, when several run at once),
+        # so a late message from one server can never count for another.
+        self.recs: dict[str, Recorder] = {}
+        self.conns: dict[str, list[Subscriber]] = {}
+        self.loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def on_command(self, cmd: dict[str, Any] | None) -> None:
+        if cmd is None:  # the controller went away
+            self._stop()
+            return
+        op = cmd["op"]
+        group = cmd.get("group", "")
+        rec = self.recs.setdefault(group, Recorder())
+        conns = self.conns.setdefault(group, [])
+        if op == "connect":
+            task = self.loop.create_task(self._connect(cmd))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        elif op == "reset":
+            rec.reset(cmd["first"])
+            for conn in conns:
+                conn.reset(cmd["first"])
+            self.pipe.send({"ok": True})
+        elif op == "progress":
+            live = [c.max_seq for c in conns if c.open]
+            self.pipe.send(
+                {
+                    "min_seq": min(live) if live else None,
+                    "deliveries": rec.deliveries,
+                    "open": len(live),
+                }
+            )
+        elif op == "snapshot":
+            self.pipe.send(_snapshot(rec, conns, cmd["expected"]))
+        elif op == "close":
+            for name in list(self.conns) if cmd.get("all") else [group]:
+                for conn in self.conns.pop(name, []):
+                    conn.drop()
+            self.pipe.send({"ok": True})
+        elif op == "exit":
+            self.pipe.send({"ok": True})
+            self._stop()
+
+    def _stop(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    async def _connect(self, cmd: dict[str, Any]) -> None:
+        group = cmd.get("group", "")
+        rec = self.recs[group]
+        host, port = cmd["host"], cmd["port"]
+        host_header = f"{host}:{port}"
+        timeout = cmd["timeout"]
+        sem = asyncio.Semaphore(cmd["concurrency"])
+        failed: Counter[str] = Counter()
+        opened: list[Subscriber] = []
+        loop = self.loop
+
+        async def one(path: str) -> None:
+            async with sem:
+                ready: asyncio.Future[int] = loop.create_future()
+                proto = Subscriber(rec, host_header, path, cmd["deflate"], ready)
+                try:
+                    await asyncio.wait_for(
+                        loop.create_connection(lambda: proto, host, port), timeout
+                    )
+                    status = await asyncio.wait_for(ready, timeout)
+                except TimeoutError:
+                    failed["timeout"] += 1
+                    proto.drop()
+                    return
+                except OSError as exc:
+                    failed[type(exc).__name__] += 1
+                    return
+                if status == 1:
+                    opened.append(proto)
+                else:
+                    failed[f"http {-status}" if status < 0 else "closed"] += 1
+
+        t0 = time.time()
+        await asyncio.gather(*(one(path) for path in cmd["paths"]))
+        t1 = time.time()
+        self.conns[group] += opened
+        self.pipe.send(
+            {
+                "opened": len(opened),
+                "failed": dict(failed),
+                "t0": t0,
+                "t1": t1,
+                "deflate": sum(c.deflate for c in opened),
+                "takeover": sum(c.inflater is not None for c in opened),
+            }
+        )
+
+
+def _snapshot(rec: Recorder, conns: list[Subscriber], expected: int) -> dict[str, Any]:
+    return {
+        "buckets": rec.buckets(),
+        "max_us": rec.max_us,
+        "deliveries": rec.deliveries,
+        "lost": sum(max(0, expected - c.count) for c in conns) if expected else 0,
+        "ooo": sum(c.ooo for c in conns),
+        "gaps": sum(c.gaps for c in conns),
+        "dropped": rec.dropped,
+        "closes": dict(rec.closes),
+        "stale": rec.stale,
+        "bad": rec.bad,
+        "open": sum(c.open for c in conns),
+    }
+
+
+async def _worker_loop(pipe: Connection) -> None:
+    worker = _Worker(pipe)
+    listen(pipe, worker.loop, worker.on_command)
+    await worker.done
+
+
+def worker_main(pipe: Connection) -> None:
+    """Entry point of a load-generator process."""
+    import uvloop
+
+    from bench.procstat import raise_open_file_limit
+
+    raise_open_file_limit()
+    uvloop.run(_worker_loop(pipe))
+
+
+# -- controller -----------------------------------------------------------------------
+class LoadGenerator:
+    """Starts ``workers`` processes and drives them; use as a context manager."""
+
+    def __init__(self, workers: int = 2) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._pipes: list[Connection] = []
+        self._procs: list[BaseProcess] = []
+        for index in range(max(1, workers)):
+            ours, theirs = ctx.Pipe()
+            proc = ctx.Process(
+                target=worker_main, args=(theirs,), name=f"bench-loadgen-{index}", daemon=True
+            )
+            proc.start()
+            theirs.close()
+            self._pipes.append(ours)
+            self._procs.append(proc)
+
+    def __enter__(self) -> LoadGenerator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs if p.pid is not None]
+
+    def cpu_seconds(self) -> float:
+        """CPU time the worker processes have used so far."""
+        return sum(cpu_seconds(pid) for pid in self.pids)
+
+    def _call(self, cmds: Sequence[dict[str, Any]], timeout: float = COMMAND_TIMEOUT) -> list[Any]:
+        for pipe, cmd in zip(self._pipes, cmds, strict=True):
+            pipe.send(cmd)
+        deadline = time.monotonic() + timeout
+        replies = []
+        for pipe, proc in zip(self._pipes, self._procs, strict=True):
+            try:
+                if not pipe.poll(max(0.0, deadline - time.monotonic())):
+                    raise TimeoutError(
+                        f"load generator did not answer {cmds[0]['op']!r} in {timeout}s"
+                    )
+                replies.append(pipe.recv())
+            except (EOFError, OSError) as exc:
+                proc.join(1)
+                raise RuntimeError(
+                    f"load generator process {proc.name} died (exit code {proc.exitcode})"
+                ) from exc
+        return replies
+
+    def _broadcast(self, cmd: dict[str, Any], timeout: float = COMMAND_TIMEOUT) -> list[Any]:
+        return self._call([cmd] * len(self._pipes), timeout)
+
+    def connect(
+        self,
+        host: str,
+        port: int,
+        paths: Sequence[str],
+        *,
+        deflate: bool = False,
+        concurrency: int = 200,
+        timeout: float = 30.0,
+        group: str = "",
+    ) -> ConnectResult:
+        """Open one connection per path (spread over the workers) and wait for every 101."""
+        n = len(self._pipes)
+        cmds = [
+            {
+                "op": "connect",
+                "host": host,
+                "port": port,
+                "paths": list(paths[i::n]),
+                "deflate": deflate,
+                "concurrency": concurrency,
+                "timeout": timeout,
+                "group": group,
+            }
+            for i in range(n)
+        ]
+        replies = self._call(cmds)
+        failed: Counter[str] = Counter()
+        for reply in replies:
+            failed.update(reply["failed"])
+        return ConnectResult(
+            requested=len(paths),
+            opened=sum(r["opened"] for r in replies),
+            seconds=max(r["t1"] for r in replies) - min(r["t0"] for r in replies),
+            failed=dict(failed),
+            deflate=sum(r["deflate"] for r in replies),
+            context_takeover=sum(r["takeover"] for r in replies),
+        )
+
+    def reset(self, first: int, group: str = "") -> None:
+        """Start a phase: forget figures; messages with ``seq < first`` are stale from now on."""
+        self._broadcast({"op": "reset", "first": first, "group": group})
+
+    def progress(self, group: str = "") -> tuple[int | None, int, int]:
+        """(lowest seq every open connection has reached, deliveries, open connections)."""
+        replies = self._broadcast({"op": "progress", "group": group})
+        seqs = [r["min_seq"] for r in replies if r["min_seq"] is not None]
+        return (
+            min(seqs) if seqs else None,
+            sum(r["deliveries"] for r in replies),
+            sum(r["open"] for r in replies),
+        )
+
+    def wait_delivered(
+        self,
+        *,
+        last_seq: int | None = None,
+        deliveries: int | None = None,
+        timeout: float = 5.0,
+        group: str = "",
+    ) -> bool:
+        """Wait (bounded) until every open connection has ``last_seq``, or the total
+        deliveries reach ``deliveries``. Returns whether it happened in time."""
+        deadline = time.monotonic() + timeout
+        for _ in range(int(timeout / 0.02) + 2):
+            low, total, _open = self.progress(group)
+            if last_seq is not None and low is not None and low >= last_seq:
+                return True
+            if deliveries is not None and total >= deliveries:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return False
+
+    def snapshot(self, expected: int = 0, group: str = "") -> Snapshot:
+        """Merge the workers' figures; ``expected`` is the messages each connection should
+        have had this phase (broadcast), 0 when that is not known."""
+        replies = self._broadcast({"op": "snapshot", "expected": expected, "group": group})
+        hist = Histogram().merge(Histogram.from_buckets(r["buckets"], r["max_us"]) for r in replies)
+        closes: Counter[int] = Counter()
+        for reply in replies:
+            closes.update(reply["closes"])
+        return Snapshot(
+            hist=hist,
+            deliveries=sum(r["deliveries"] for r in replies),
+            lost=sum(r["lost"] for r in replies),
+            out_of_order=sum(r["ooo"] for r in replies),
+            gaps=sum(r["gaps"] for r in replies),
+            dropped=sum(r["dropped"] for r in replies),
+            closes=dict(closes),
+            stale=sum(r["stale"] for r in replies),
+            bad=sum(r["bad"] for r in replies),
+            open=sum(r["open"] for r in replies),
+        )
+
+    def close(self, group: str = "") -> None:
+        """Drop a group's connections (TCP reset, so no TIME_WAIT piles up between runs)."""
+        self._broadcast({"op": "close", "group": group})
+
+    def close_all(self) -> None:
+        """Drop every connection of every group."""
+        self._broadcast({"op": "close", "all": True})
+
+    def shutdown(self) -> None:
+        for pipe in self._pipes:
+            with contextlib.suppress(OSError):
+                pipe.send({"op": "exit"})
+        for proc in self._procs:
+            proc.join(5)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)
+        for pipe in self._pipes:
+            pipe.close()
+        self._pipes.clear()
+        self._procs.clear()

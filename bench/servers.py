@@ -1,0 +1,308 @@
+"""The servers under test, each started as its own process on a free loopback port.
+
+* :class:`Aurigraph`: this repository's server (``aurigraph-stream serve``),
+  fed through its real ingest API.
+* :class:`WebsocketsRef`: :mod:`bench.refserver`, ``websockets.broadcast()``.
+* :class:`Nchan`: nginx with the nchan module, configured in a temporary
+  directory and run in the foreground (``daemon off``) as our own process.
+
+Each is stopped by its PID. RSS and CPU are read from /proc for the process
+and its children (nginx's workers).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, ClassVar
+
+from bench.gcwatch import FREEZE_ENV
+from bench.procstat import tree_cpu, tree_rss
+from bench.publisher import Target
+
+__all__ = ["SERVERS", "Aurigraph", "BenchServer", "Nchan", "WebsocketsRef", "free_port"]
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+STARTUP_TIMEOUT = 30.0
+NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _http_get_status(port: int, path: str) -> int:
+    """Status of a plain GET, 0 when nothing answers (readiness probe)."""
+    try:
+        with socket.create_connection((HOST, port), timeout=1.0) as sock:
+            sock.sendall(
+                f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode()
+            )
+            head = sock.recv(64)
+    except OSError:
+        return 0
+    parts = head.split(b" ", 2)
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+def _nofile_limit() -> int:
+    """The open-file limit nginx may raise itself to (it cannot pass the hard limit)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return 1_048_576 if hard == resource.RLIM_INFINITY else hard
+
+
+class BenchServer:
+    """A server process under test."""
+
+    name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    ready_path: ClassVar[str] = "/"
+
+    def __init__(self, workdir: Path, source: Path | None = None) -> None:
+        self.workdir = workdir
+        self.source = source  # Aurigraph only: run the server from this source tree
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    # -- what subclasses define ----------------------------------------------------
+    def command(self, simulate: bool) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str] | None:
+        return None
+
+    def ws_path(self, stream: str) -> str:
+        return f"/ws/{stream}"
+
+    def publish_target(self, stream: str) -> Target:
+        return Target("ws", HOST, self.port, f"/publish/{stream}")
+
+    def ready(self) -> bool:
+        return _http_get_status(self.port, self.ready_path) > 0
+
+    # -- lifecycle ----------------------------------------------------------------------
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    def start(self, *, simulate: bool = False) -> None:
+        self.port = free_port()
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.command(simulate),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env(),
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        for _ in range(int(STARTUP_TIMEOUT / 0.05) + 1):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.tail()}")
+            if self.ready():
+                return
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name} not ready within {STARTUP_TIMEOUT}s: {self.tail()}")
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def tail(self, n: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    # -- measurements ---------------------------------------------------------------------
+    def rss(self) -> int:
+        return tree_rss(self.pid)
+
+    def cpu(self) -> float:
+        return tree_cpu(self.pid)
+
+
+class Aurigraph(BenchServer):
+    name = "aurigraph"
+    label = "aurigraph-stream"
+    ready_path = "/api/v11/streams"
+
+    # Production settings, except what would stop one machine from playing 10,000 clients
+    # (per-IP limits: every client here is 127.0.0.1) or that the references do not do
+    # either (authentication). Flags the server does not have are left out, so older trees
+    # run too.
+    OPTIONAL_FLAGS: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("--auth", "none"),
+        ("--handshake-rate", "0"),
+        ("--max-connections-per-ip", "0"),
+    )
+
+    gc_watch = False  # run through bench.gcwatch, which logs garbage-collector pauses
+    extra_args: tuple[str, ...] = ()  # more `serve` flags, for what-if runs
+    gc_freeze = 0.0  # with gc_watch: gc.freeze() every this many seconds (what-if)
+
+    def command(self, simulate: bool) -> list[str]:
+        base = [sys.executable, "-m", "aurigraph_stream", "serve"]
+        help_text = subprocess.run(
+            [*base, "--help"], capture_output=True, text=True, env=self.env(), cwd=ROOT, timeout=60
+        ).stdout
+        if self.gc_watch:
+            base = [sys.executable, "-m", "bench.gcwatch", "serve"]
+        optional = [
+            part
+            for flag, value in self.OPTIONAL_FLAGS
+            if re.search(rf"{re.escape(flag)}\b", help_text)
+            for part in (flag, value)
+        ]
+        return [
+            *base,
+            "--profile",
+            "prod",
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--max-connections",
+            "30000",
+            "--log-level",
+            "WARNING",
+            *optional,
+            "--simulate" if simulate else "--no-simulate",
+            *self.extra_args,
+        ]
+
+    def env(self) -> dict[str, str] | None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AURIGRAPH_")}
+        if self.source is not None:
+            env["PYTHONPATH"] = os.pathsep.join((str(self.source / "src"), str(ROOT)))
+        if self.gc_freeze > 0:
+            env[FREEZE_ENV] = str(self.gc_freeze)
+        return env
+
+    def ready(self) -> bool:
+        return _http_get_status(self.port, self.ready_path) == 200
+
+    def publish_target(self, stream: str) -> Target:
+        return Target("ingest", HOST, self.port, f"/api/v11/streams/{stream}/events")
+
+
+class WebsocketsRef(BenchServer):
+    name = "websockets"
+    label = "websockets broadcast()"
+
+    def command(self, simulate: bool) -> list[str]:
+        return [sys.executable, "-m", "bench.refserver", "--host", HOST, "--port", str(self.port)]
+
+
+NGINX_CONF = """\
+load_module {module};
+daemon off;
+master_process on;
+worker_processes {workers};
+worker_rlimit_nofile {nofile};
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{
+    worker_connections {nofile};
+    multi_accept on;
+}}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    nchan_shared_memory_size 256m;
+    server {{
+        listen {host}:{port} backlog=4096;
+        location = / {{
+            return 200 "nchan\\n";
+        }}
+        location ~ ^/publish/(\\w+)$ {{
+            nchan_publisher websocket http;
+            nchan_channel_id $1;
+            nchan_message_buffer_length 100;
+            nchan_message_timeout 60s;
+        }}
+        location ~ ^/ws/(\\w+)$ {{
+            nchan_subscriber websocket;
+            nchan_channel_id $1;
+            nchan_subscriber_first_message newest;
+            nchan_deflate_message_for_websocket on;
+        }}
+    }}
+}}
+"""
+
+
+class Nchan(BenchServer):
+    """nginx + nchan; one worker process by default, like the single-process Python servers."""
+
+    name = "nchan"
+    label = "nginx + nchan"
+    workers = 1
+
+    @staticmethod
+    def available() -> str | None:
+        """Why nchan cannot run here, or None if it can."""
+        if shutil.which("nginx") is None:
+            return "nginx is not installed (Debian package nginx)"
+        if not NCHAN_MODULE.exists():
+            return f"{NCHAN_MODULE} missing (Debian package libnginx-mod-nchan)"
+        return None
+
+    def command(self, simulate: bool) -> list[str]:
+        conf_dir = self.workdir / "nginx"
+        conf_dir.mkdir(exist_ok=True)
+        conf = conf_dir / "nginx.conf"
+        conf.write_text(
+            NGINX_CONF.format(
+                module=NCHAN_MODULE,
+                workers=self.workers,
+                nofile=_nofile_limit(),
+                dir=conf_dir,
+                host=HOST,
+                port=self.port,
+            )
+        )
+        nginx = shutil.which("nginx") or "nginx"
+        return [nginx, "-p", str(conf_dir), "-c", str(conf), "-e", str(conf_dir / "error.log")]
+
+
+SERVERS: dict[str, type[BenchServer]] = {
+    "aurigraph": Aurigraph,
+    "websockets": WebsocketsRef,
+    "nchan": Nchan,
+}
