@@ -45,7 +45,11 @@ class CountingSubscriber(Subscriber):
         self.written = 0
         self.frames = 0
 
-    def write_frames(self, frames: list[bytes]) -> None:
+    def write_frames(self, frames: bytes | list[bytes]) -> None:
+        if isinstance(frames, bytes):
+            self.frames += 1
+            self.written += len(frames)
+            return
         self.frames += len(frames)
         for frame in frames:
             self.written += len(frame)

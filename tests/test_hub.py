@@ -27,8 +27,8 @@ class Recorder(Subscriber):
         self.backlog = 0
         self.overflows = 0
 
-    def write_frames(self, frames: list[bytes]) -> None:
-        self.writes.append(frames)
+    def write_frames(self, frames: bytes | list[bytes]) -> None:
+        self.writes.append([frames] if isinstance(frames, bytes) else frames)
 
     def buffered_size(self) -> int:
         return self.backlog
@@ -132,6 +132,7 @@ def test_slow_consumer_overflows_once_and_others_get_every_frame() -> None:
     hub.publish([_event(1)])
     loop.run()
     slow.backlog = 1001
+    slow.paused = True  # as a transport past its high-water mark reports
     for seq in range(2, 6):
         hub.publish([_event(seq)])
         loop.run()

@@ -26,8 +26,8 @@ class Sink(Subscriber):
         super().__init__()
         self.frames: list[bytes] = []
 
-    def write_frames(self, frames: list[bytes]) -> None:
-        self.frames.extend(frames)
+    def write_frames(self, frames: bytes | list[bytes]) -> None:
+        self.frames.extend([frames] if isinstance(frames, bytes) else frames)
 
     def buffered_size(self) -> int:
         return 0
