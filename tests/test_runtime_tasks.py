@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 from aurigraph_stream.config import load_settings
 from aurigraph_stream.server.runtime import Runtime
@@ -33,3 +34,25 @@ def test_failing_background_task_is_restarted() -> None:
     runs, restarts = asyncio.run(scenario())
     assert runs == 3
     assert restarts == 2
+
+
+def test_runtime_freezes_long_lived_objects() -> None:
+    """With gc_freeze_interval set, start-up objects leave the collector's generations."""
+
+    async def scenario() -> int:
+        gc.unfreeze()
+        runtime = Runtime(
+            load_settings(environ={}, overrides={"simulate": False, "gc_freeze_interval": 0.05})
+        )
+        await runtime.start()
+        try:
+            for _ in range(200):  # bounded: 10 s at most
+                if gc.get_freeze_count() > 0:
+                    break
+                await asyncio.sleep(0.05)
+            return gc.get_freeze_count()
+        finally:
+            await runtime.stop()
+            gc.unfreeze()
+
+    assert asyncio.run(scenario()) > 1000

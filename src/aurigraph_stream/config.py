@@ -138,6 +138,14 @@ class Settings:
         "seconds SIGTERM keeps serving with readiness DOWN before closing connections",
         min=0,
     )
+    gc_freeze_interval: float = _opt(
+        2.0,
+        "seconds between collecting young garbage and freezing survivors (0: off)",
+        min=0,
+    )
+    gc_full_interval: float = _opt(
+        600.0, "seconds between full garbage collections of frozen objects (0: never)", min=0
+    )
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:

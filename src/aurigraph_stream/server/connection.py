@@ -110,6 +110,11 @@ class Connection(asyncio.Protocol, Subscriber):
             return
         if self.state is State.CLOSED:
             return
+        if self.reader is None and _is_lone_pong(data):
+            # The common keepalive answer: no reader, no allocation, and it does
+            # not count against the client's inbound message rate.
+            self.awaiting_pong = 0.0
+            return
         settings = self.runtime.settings
         if self.reader is None:
             self.reader = Reader(
@@ -173,6 +178,12 @@ class Connection(asyncio.Protocol, Subscriber):
                     "code": self.close_code,
                 },
             )
+        # Break this connection's reference cycles (transport <-> protocol,
+        # subscriptions <-> subscriber) so reference counting alone frees it:
+        # the runtime freezes long-lived objects out of the cyclic collector.
+        self.transport = None
+        self.mux = None
+        self.reader = None
 
     def pause_writing(self) -> None:
         # The transport's buffer passed its high-water mark: latest-wins
@@ -220,14 +231,16 @@ class Connection(asyncio.Protocol, Subscriber):
             self.transport.close()
 
     # -- Subscriber (called by the hub) ---------------------------------------
-    def write_frames(self, frames: list[bytes]) -> None:
-        if self.state is not State.OPEN or self.transport is None:
-            self.runtime.stats.endpoints[self.endpoint].failed_sends += len(frames)
+    def write_frames(self, frames: bytes | list[bytes]) -> None:
+        transport = self.transport
+        if self.state is not State.OPEN or transport is None:
+            count = 1 if isinstance(frames, bytes) else len(frames)
+            self.runtime.stats.endpoints[self.endpoint].failed_sends += count
             return
-        if len(frames) == 1:
-            self.transport.write(frames[0])
+        if isinstance(frames, bytes):
+            transport.write(frames)
         else:
-            self.transport.writelines(frames)
+            transport.writelines(frames)
 
     def buffered_size(self) -> int:
         transport = self.transport
@@ -334,6 +347,9 @@ class Connection(asyncio.Protocol, Subscriber):
             switching_protocols(key, negotiated[1] if negotiated else None, route.subprotocol)
         )
         self.state = State.OPEN
+        # The hub checks the exact backlog only once the transport pauses writing,
+        # so pausing must start at or below the slow-consumer cap.
+        transport.set_write_buffer_limits(high=min(65536, settings.max_buffered_bytes))
         self.endpoint = route.endpoint
         self.format = route.format
         if route.endpoint == MUX_ENDPOINT:
@@ -360,3 +376,14 @@ class Connection(asyncio.Protocol, Subscriber):
                 "format": route.format,
             },
         )
+
+
+def _is_lone_pong(data: bytes) -> bool:
+    """Whether ``data`` is exactly one masked, final pong frame (payload under 126 bytes)."""
+    return (
+        len(data) >= 6
+        and data[0] == 0x8A  # FIN, no reserved bits, PONG
+        and data[1] & 0x80 != 0  # masked
+        and len(data) == 6 + (data[1] & 0x7F)
+        and data[1] & 0x7F < 126
+    )

@@ -115,6 +115,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         super().handle_websocket_upgrade()
+        # This protocol is done. Its parser refers back to it; drop it so the pair
+        # is freed by reference counting even if the runtime froze it out of the
+        # cyclic collector mid-handshake (Runtime._freeze_survivors).
+        del self.parser
 
     # -- the head size --------------------------------------------------------
     def on_headers_complete(self) -> None:
