@@ -20,6 +20,7 @@ grows uvicorn's header list without bound. This subclass, given to
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import orjson
@@ -27,7 +28,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from aurigraph_stream.config import Settings
 
-__all__ = ["GuardedHttpProtocol", "http_protocol"]
+__all__ = ["GuardedHttpProtocol", "http_protocol", "whole_upgrade_head"]
 
 _REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large"}
 
@@ -59,6 +60,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._head_too_large = False
+        self._fresh = True  # no byte received yet on this connection
 
     # -- the request deadline -------------------------------------------------
     def _arm(self) -> None:
@@ -120,6 +122,23 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         # cyclic collector mid-handshake (Runtime._freeze_survivors).
         del self.parser
 
+    def _hand_over(self, head: bytes) -> None:
+        """Give a complete upgrade head straight to the WebSocket connection.
+
+        The connection parses and checks the head itself (it must: it answers the
+        handshake); letting httptools parse it first, build a scope and rebuild the
+        bytes doubled the work of every connect (docs/benchmarks.md, finding 4).
+        """
+        self._disarm()
+        self.connections.discard(self)
+        protocol = self.ws_protocol_class(  # type: ignore[call-arg, misc]
+            config=self.config, server_state=self.server_state, app_state=self.app_state
+        )
+        protocol.connection_made(self.transport)
+        protocol.data_received(head)
+        self.transport.set_protocol(protocol)
+        del self.parser  # it refers back to this protocol (see handle_websocket_upgrade)
+
     # -- the head size --------------------------------------------------------
     def on_headers_complete(self) -> None:
         size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
@@ -130,6 +149,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
+        if self._fresh:
+            self._fresh = False
+            if whole_upgrade_head(data, self.max_head_size) and self.ws_protocol_class:
+                self._hand_over(data)
+                return
         super().data_received(data)
         # Only bytes of a head still incomplete after this chunk are counted, so a
         # body that arrives with its head never counts against the head's limit.
@@ -158,3 +182,21 @@ def http_protocol(settings: Settings) -> type[GuardedHttpProtocol]:
         (GuardedHttpProtocol,),
         {"request_timeout": settings.handshake_timeout, "max_head_size": settings.max_head_size},
     )
+
+
+_CONNECTION_UPGRADE = re.compile(rb"\r\nconnection:[^\r\n]*\bupgrade\b")
+
+
+def whole_upgrade_head(data: bytes, max_head: int) -> bool:
+    """Whether ``data`` is exactly one HTTP/1.1 WebSocket upgrade head, and nothing more.
+
+    Anything else (a plain GET, a head split over reads, pipelined bytes, HTTP/1.0)
+    takes uvicorn's ordinary path, which answers it as before.
+    """
+    if not data.startswith(b"GET ") or not data.endswith(b"\r\n\r\n") or len(data) > max_head:
+        return False
+    line_end = data.find(b"\r\n")
+    if not data[:line_end].endswith(b" HTTP/1.1") or data.find(b"\r\n\r\n") != len(data) - 4:
+        return False
+    head = data.lower()
+    return b"\r\nupgrade: websocket\r\n" in head and _CONNECTION_UPGRADE.search(head) is not None

@@ -1,0 +1,59 @@
+"""Upgrade heads take the fast path to the WebSocket layer, and everything else uvicorn's."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+
+import pytest
+
+from aurigraph_stream.server.httpproto import whole_upgrade_head
+from tests.rawws import read_http_response
+from tests.server import ServerProcess
+
+KEY = base64.b64encode(os.urandom(16)).decode()
+HEAD = (
+    "GET /ws/metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+    f"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: {KEY}\r\n"
+    "Sec-WebSocket-Version: 13\r\n\r\n"
+).encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "fast"),
+    [
+        (HEAD, True),
+        (HEAD[:-2], False),  # not the whole head yet
+        (HEAD + b"\x81\x80abcd", False),  # bytes after the head
+        (HEAD.replace(b"HTTP/1.1", b"HTTP/1.0"), False),
+        (HEAD.replace(b"Upgrade: websocket", b"Upgrade: h2c"), False),
+        (HEAD.replace(b"keep-alive, Upgrade", b"keep-alive"), False),
+        (HEAD.replace(b"GET ", b"POST "), False),
+    ],
+)
+def testwhole_upgrade_head(data: bytes, fast: bool) -> None:
+    """Only one complete HTTP/1.1 WebSocket upgrade head, alone, is recognised."""
+    assert whole_upgrade_head(data, 16384) is fast
+
+
+def _exchange(port: int, chunks: list[bytes]) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        for chunk in chunks:
+            sock.sendall(chunk)
+        return read_http_response(sock, bytearray()).status
+
+
+def test_split_head_still_upgrades(quiet_server: ServerProcess) -> None:
+    """A head that arrives in two reads goes through uvicorn's parser and still gets 101."""
+    whole = _exchange(quiet_server.port, [HEAD])
+    split = _exchange(quiet_server.port, [HEAD[:40], HEAD[40:]])
+    assert (whole, split) == (101, 101)
+
+
+def test_plain_get_on_a_stream_path_is_not_taken_for_an_upgrade(
+    quiet_server: ServerProcess,
+) -> None:
+    """Without Upgrade headers, GET /ws/metrics still reaches the HTTP app: 426."""
+    plain = b"GET /ws/metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    assert _exchange(quiet_server.port, [plain]) == 426
