@@ -38,7 +38,7 @@ from aurigraph_stream.stats import Stats
 from aurigraph_stream.wire.deflate import compress
 from aurigraph_stream.wire.frames import encode_frame
 
-__all__ = ["Hub", "Subscriber", "Subscription", "Variant"]
+__all__ = ["Hub", "Subscriber", "Subscription", "Variant", "build_frame", "count_frames"]
 
 logger = logging.getLogger("aurigraph_stream.hub")
 
@@ -274,7 +274,7 @@ class Hub:
         for sub in list(sink.subscriptions):
             self.remove(sub)
         if sink.pending is not None:
-            self._stats.endpoints[sink.stream].failed_sends += _count(sink.pending)
+            self._stats.endpoints[sink.stream].failed_sends += count_frames(sink.pending)
             sink.pending = None
 
     def subscribers(self, stream: str) -> int:
@@ -302,14 +302,6 @@ class Hub:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._schedule(self.flush)
-
-    def frame(self, sub: Subscription, payload: bytes) -> bytes:
-        """One frame for ``sub`` alone (a reply or a replayed message), in its variant."""
-        body = sub.wrap(payload)
-        codec = CODECS[sub.codec]
-        if sub.bits:
-            return encode_frame(codec.opcode, compress(body, self._level, sub.bits), rsv1=True)
-        return encode_frame(codec.opcode, body)
 
     def resume(self, sink: Subscriber) -> None:
         """The transport drained: queue what latest-wins subscriptions held back."""
@@ -379,11 +371,7 @@ class Hub:
                     if frame is None:
                         body = prefix + payload + suffix if prefix else payload
                         opcode = CODECS[codec_name].opcode
-                        if bits:
-                            frame = encode_frame(opcode, compress(body, level, bits), rsv1=True)
-                        else:
-                            frame = encode_frame(opcode, body)
-                        frames[fkey] = frame
+                        frame = frames[fkey] = build_frame(opcode, body, level, bits)
                     size = len(frame)
                     if latest:
                         self._deliver_latest(members, frame)
@@ -411,22 +399,11 @@ class Hub:
 
     def _deliver_latest(self, members: dict[Subscription, Subscriber], frame: bytes) -> None:
         """Latest-wins: a paused subscriber keeps only the newest frame, written on resume."""
-        size = len(frame)
         for sub, sink in members.items():
             if sink.paused:
                 sub.held = frame
-                continue
-            pending = sink.pending
-            if pending is None:
-                sink.pending = frame
-                sink.pending_size = size
-                self._dirty.append(sink)
-            elif isinstance(pending, list):
-                pending.append(frame)
-                sink.pending_size += size
             else:
-                sink.pending = [pending, frame]
-                sink.pending_size += size
+                self.enqueue(sink, [frame])
 
     def _encode(self, event: Event, projection: tuple[str, ...] | None, codec: str) -> bytes | None:
         data = event.data
@@ -455,7 +432,7 @@ class Hub:
             # the connection keeps at or below the cap) can be over the cap, so
             # the others cost no call here.
             if sub.paused and sub.buffered_size() > limit:
-                self._stats.endpoints[sub.stream].failed_sends += _count(frames)
+                self._stats.endpoints[sub.stream].failed_sends += count_frames(frames)
                 self.unsubscribe(sub)
                 sub.overflow()
                 continue
@@ -464,6 +441,13 @@ class Hub:
             self._on_flush(events, self._clock())
 
 
-def _count(pending: bytes | list[bytes]) -> int:
+def count_frames(pending: bytes | list[bytes]) -> int:
     """How many frames a subscriber's ``pending`` holds."""
     return 1 if isinstance(pending, bytes) else len(pending)
+
+
+def build_frame(opcode: int, body: bytes, level: int, bits: int) -> bytes:
+    """One server frame: compressed from an empty window when ``bits`` (RFC 7692), else plain."""
+    if bits:
+        return encode_frame(opcode, compress(body, level, bits), rsv1=True)
+    return encode_frame(opcode, body)

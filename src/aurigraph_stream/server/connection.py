@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any, cast
 
 from aurigraph_stream.errors import CloseCode, HandshakeRejected, ProtocolError
-from aurigraph_stream.hub import Subscriber, Subscription
+from aurigraph_stream.hub import Subscriber, Subscription, count_frames
 from aurigraph_stream.server.auth import UNRESTRICTED
 from aurigraph_stream.server.ratelimit import TokenBucket
 from aurigraph_stream.server.subscribe import MUX_ENDPOINT, handle_command, reply
@@ -234,8 +234,7 @@ class Connection(asyncio.Protocol, Subscriber):
     def write_frames(self, frames: bytes | list[bytes]) -> None:
         transport = self.transport
         if self.state is not State.OPEN or transport is None:
-            count = 1 if isinstance(frames, bytes) else len(frames)
-            self.runtime.stats.endpoints[self.endpoint].failed_sends += count
+            self.runtime.stats.endpoints[self.endpoint].failed_sends += count_frames(frames)
             return
         if isinstance(frames, bytes):
             transport.write(frames)

@@ -33,10 +33,8 @@ import orjson
 from aurigraph_stream.codecs import CODECS
 from aurigraph_stream.errors import SubscriptionError
 from aurigraph_stream.event import Event
-from aurigraph_stream.hub import Subscriber, Subscription
+from aurigraph_stream.hub import Subscriber, Subscription, build_frame
 from aurigraph_stream.subscription import SubscribeRequest, from_command
-from aurigraph_stream.wire.deflate import compress
-from aurigraph_stream.wire.frames import encode_frame
 
 if TYPE_CHECKING:
     from aurigraph_stream.server.runtime import Runtime
@@ -53,11 +51,7 @@ MAX_ID_LENGTH = 64
 def control_frame(runtime: Runtime, codec: str, bits: int, frame: Mapping[str, Any]) -> bytes:
     """A control reply, encoded, framed (and compressed) for one connection."""
     c = CODECS[codec]
-    payload = c.control(frame)
-    if bits:
-        body = compress(payload, runtime.settings.compression_level, bits)
-        return encode_frame(c.opcode, body, rsv1=True)
-    return encode_frame(c.opcode, payload)
+    return build_frame(c.opcode, c.control(frame), runtime.settings.compression_level, bits)
 
 
 def reply(
@@ -70,10 +64,7 @@ def reply(
 def _message_frame(runtime: Runtime, sub: Subscription, event: Event) -> bytes:
     c = CODECS[sub.codec]
     body = sub.wrap(c.message(event.stream, sub.filter.project(event.data)))
-    if sub.bits:
-        body = compress(body, runtime.settings.compression_level, sub.bits)
-        return encode_frame(c.opcode, body, rsv1=True)
-    return encode_frame(c.opcode, body)
+    return build_frame(c.opcode, body, runtime.settings.compression_level, sub.bits)
 
 
 def attach(
