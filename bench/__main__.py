@@ -21,9 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.loadgen import LoadGenerator
-from bench.report import markdown, plot, update_doc, verdicts
+from bench.report import floor_lines, markdown, plot, update_doc, verdicts
 from bench.scenarios import SCENARIOS, Bench, Options
-from bench.servers import ROOT, Nchan
+from bench.sendcost import measure as measure_send_cost
+from bench.servers import ROOT, SERVERS, Nchan
 
 __all__ = ["main"]
 
@@ -31,7 +32,8 @@ DOC_INTRO = """# Benchmarks
 
 How fast the fan-out is, measured against the two usual alternatives on the same
 machine, in the same run, on the same load: a `websockets` server using
-`websockets.broadcast()` and nginx with the nchan module. `make bench` runs it; see
+`websockets.broadcast()` and nginx with the nchan module, and against the floor: a bare
+uvloop loop that writes one prebuilt frame to every subscriber. `make bench` runs it; see
 bench/README.md for what each scenario does and how each figure is measured.
 """
 
@@ -86,8 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--servers",
-        default="aurigraph,websockets,nchan",
-        help="comma-separated: aurigraph, websockets, nchan",
+        default="aurigraph,websockets,nchan,floor",
+        help="comma-separated: aurigraph, websockets, nchan, floor (the bare uvloop loop)",
     )
     parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
     parser.add_argument(
@@ -134,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         print(f"unknown scenarios: {unknown}; known: {sorted(SCENARIOS)}", file=sys.stderr)
         return 2
+    unknown = [s for s in servers if s not in SERVERS]
+    if unknown:
+        print(f"unknown servers: {unknown}; known: {list(SERVERS)}", file=sys.stderr)
+        return 2
     missing_nchan = Nchan.available() if "nchan" in servers else None
     if missing_nchan:
         print(f"nchan skipped: {missing_nchan}", file=sys.stderr)
@@ -160,6 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         LoadGenerator(opts.workers) as loadgen,
     ):
         bench = Bench(opts, loadgen, Path(tmp))
+        # The machine's floor, before any server runs: what one loopback send() costs now.
+        bench.results.send_cost = measure_send_cost()
+        bench.say(f"machine: {bench.results.send_cost.describe()}")
         if missing_nchan:
             bench.results.skipped["nchan"] = missing_nchan
         for number in scenarios:
@@ -181,6 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "rows": [dataclasses.asdict(r) for r in results.rows],
                 "skipped": results.skipped,
                 "profiles": results.profiles,
+                "send_cost": dataclasses.asdict(results.send_cost)
+                if results.send_cost is not None
+                else None,
             },
             indent=1,
         )
@@ -209,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for v in verdicts(results.rows, opts.connections):
         result = "not measured" if v.ok is None else ("met" if v.ok else "MISSED")
         print(f"{result:>12}  {v.target}: {v.measured}")
+    for line in floor_lines(results.rows):
+        print(f"{'info':>12}  {line}")
     return 0
 
 

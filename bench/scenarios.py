@@ -21,6 +21,7 @@ from bench.loadgen import LoadGenerator, Snapshot
 from bench.probe import probe_address_filter
 from bench.profiling import Profiler
 from bench.publisher import SINK, Publisher, PublishResult
+from bench.sendcost import SendCost
 from bench.servers import HOST, SERVERS, Aurigraph, BenchServer
 
 __all__ = ["SCENARIOS", "Bench", "Options", "Row"]
@@ -34,7 +35,7 @@ class Options:
     """What to run; the command line's flags (``python -m bench --help``)."""
 
     quick: bool = False
-    servers: tuple[str, ...] = ("aurigraph", "websockets", "nchan")
+    servers: tuple[str, ...] = ("aurigraph", "websockets", "nchan", "floor")
     workers: int = 2
     connections: int = 10_000  # scenarios 2, 3 and 4
     capacity_subscribers: int = 1_000
@@ -98,6 +99,7 @@ class Results:
     skipped: dict[str, str] = field(default_factory=dict)  # scenario -> reason
     profiles: dict[str, str] = field(default_factory=dict)  # title -> summary text
     log: list[str] = field(default_factory=list)
+    send_cost: SendCost | None = None  # the machine's loopback send() cost, start of the run
 
 
 def _ms(us: int | None) -> float | None:
@@ -134,6 +136,12 @@ class Bench:
     def servers(self, *, ours_only: bool = False) -> list[str]:
         names = [n for n in self.opts.servers if n in SERVERS]
         return [n for n in names if n == "aurigraph"] if ours_only else names
+
+    def skip_floor(self, scenario: str, reason: str) -> None:
+        """Say that the floor server, selected for this run, does not take part here."""
+        if "floor" in self.servers():
+            self.results.skipped[f"{scenario} (floor)"] = reason
+            self.say(f"scenario {scenario}: floor skipped: {reason}")
 
     @contextlib.contextmanager
     def running(self, name: str, *, simulate: bool = False) -> Iterator[BenchServer]:
@@ -507,6 +515,7 @@ def addresses_for(n: int) -> tuple[str, ...]:
 
 def filters(bench: Bench) -> None:
     """10,000 subscribers each on its own ?address=; 1,000 tx/s spread over them."""
+    bench.skip_floor("4 filters", "the bare uvloop loop has no subscription filters")
     if "aurigraph" not in bench.servers():
         return
     opts = bench.opts
@@ -574,6 +583,7 @@ def filters(bench: Bench) -> None:
 # -- scenario 5 -----------------------------------------------------------------------------------
 def mixed(bench: Bench) -> None:
     """All five streams from the simulator at default rates, plus clients on every stream."""
+    bench.skip_floor("5 mixed", "the bare uvloop loop has no simulator")
     if "aurigraph" not in bench.servers():
         return
     n = bench.opts.mixed_clients

@@ -5,6 +5,8 @@
 * :class:`WebsocketsRef`: :mod:`bench.refserver`, ``websockets.broadcast()``.
 * :class:`Nchan`: nginx with the nchan module, configured in a temporary
   directory and run in the foreground (``daemon off``) as our own process.
+* :class:`Floor`: :mod:`bench.floorserver`, the bare uvloop loop (one frame,
+  ``transport.write`` on every subscriber): the floor a Python fan-out can reach.
 
 Each is stopped by its PID. RSS and CPU are read from /proc for the process
 and its children (nginx's workers).
@@ -28,7 +30,7 @@ from bench.gcwatch import FREEZE_ENV
 from bench.procstat import tree_cpu, tree_rss
 from bench.publisher import Target
 
-__all__ = ["SERVERS", "Aurigraph", "BenchServer", "Nchan", "WebsocketsRef", "free_port"]
+__all__ = ["SERVERS", "Aurigraph", "BenchServer", "Floor", "Nchan", "WebsocketsRef", "free_port"]
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -225,6 +227,24 @@ class WebsocketsRef(BenchServer):
         return [sys.executable, "-m", "bench.refserver", "--host", HOST, "--port", str(self.port)]
 
 
+class Floor(BenchServer):
+    """The bare uvloop fan-out loop: what the event loop and the kernel cost, nothing more."""
+
+    name = "floor"
+    label = "bare uvloop loop"
+
+    def command(self, simulate: bool) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "bench.floorserver",
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+        ]
+
+
 NGINX_CONF = """\
 load_module {module};
 daemon off;
@@ -305,4 +325,5 @@ SERVERS: dict[str, type[BenchServer]] = {
     "aurigraph": Aurigraph,
     "websockets": WebsocketsRef,
     "nchan": Nchan,
+    "floor": Floor,
 }
