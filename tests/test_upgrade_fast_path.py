@@ -57,3 +57,20 @@ def test_plain_get_on_a_stream_path_is_not_taken_for_an_upgrade(
     """Without Upgrade headers, GET /ws/metrics still reaches the HTTP app: 426."""
     plain = b"GET /ws/metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     assert _exchange(quiet_server.port, [plain]) == 426
+
+
+def test_upgrade_after_a_request_on_the_same_connection(quiet_server: ServerProcess) -> None:
+    """A kept-alive HTTP connection that asks for an upgrade later still gets its 101."""
+    with socket.create_connection(("127.0.0.1", quiet_server.port), timeout=5) as sock:
+        buf = bytearray()
+        sock.sendall(b"GET /q/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        first = read_http_response(sock, buf)
+        sock.sendall(HEAD)
+        second = read_http_response(sock, buf)
+    assert (first.status, b'"UP"' in first.body, second.status) == (200, True, 101)
+
+
+def test_head_with_a_frame_behind_it_upgrades(quiet_server: ServerProcess) -> None:
+    """An upgrade head sent together with more bytes takes uvicorn's path and still gets 101."""
+    ping = bytes((0x89, 0x80)) + os.urandom(4)  # a masked, empty ping
+    assert _exchange(quiet_server.port, [HEAD + ping]) == 101

@@ -1,8 +1,12 @@
-"""One WebSocket connection: a lean asyncio protocol that uvicorn hands the upgrade.
+"""One WebSocket connection: a lean asyncio protocol, the first one on every socket.
 
-uvicorn parses the HTTP request, sees ``Upgrade: websocket`` and passes the
-raw head and the transport to this class (``uvicorn.Config(ws=...)``), while
-plain HTTP goes to the FastAPI app on the same port. There is no task and no
+uvicorn accepts each socket and asks :class:`Accept` (``uvicorn.Config(http=...)``)
+for its protocol: a :class:`Connection`. When the first read is one whole upgrade
+head, the connection answers it itself; anything else (plain HTTP for the FastAPI
+app on the same port, a head split over reads) goes to uvicorn's HTTP protocol,
+which hands a WebSocket upgrade back to a new :class:`Connection`
+(``uvicorn.Config(ws=...)``). So the common connect builds no HTTP parser and
+parses its head once (docs/benchmarks.md, finding 4). There is no task and no
 queue per connection: the hub writes frames straight to the transport, and
 inbound bytes are parsed in :meth:`data_received`. With ``__slots__`` an idle
 connection is a few hundred bytes of Python objects plus the transport.
@@ -12,13 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from aurigraph_stream.errors import CloseCode, HandshakeRejected, ProtocolError
 from aurigraph_stream.hub import Subscriber, Subscription, count_frames
 from aurigraph_stream.server.auth import UNRESTRICTED
+from aurigraph_stream.server.httpproto import GuardedHttpProtocol, whole_upgrade_head
 from aurigraph_stream.server.ratelimit import TokenBucket
 from aurigraph_stream.server.subscribe import MUX_ENDPOINT, handle_command, reply
 from aurigraph_stream.server.upgrade import route_upgrade
@@ -35,7 +42,7 @@ from aurigraph_stream.wire.reader import Reader
 if TYPE_CHECKING:
     from aurigraph_stream.server.runtime import Runtime
 
-__all__ = ["Connection"]
+__all__ = ["Accept", "Connection"]
 
 logger = logging.getLogger("aurigraph_stream.connection")
 
@@ -55,6 +62,7 @@ class Connection(asyncio.Protocol, Subscriber):
         "deflate_bits",
         "endpoint",
         "expiry_handle",
+        "fallback",
         "format",
         "inbound",
         "mux",
@@ -74,6 +82,7 @@ class Connection(asyncio.Protocol, Subscriber):
         config: Any = None,
         server_state: Any = None,
         app_state: Any = None,
+        fallback: Callable[[], asyncio.Protocol] | None = None,
     ) -> None:
         Subscriber.__init__(self)
         self.runtime = runtime
@@ -94,6 +103,9 @@ class Connection(asyncio.Protocol, Subscriber):
         self.inbound: TokenBucket | None = None  # inbound message rate; made on first message
         self.format = "json"  # codec of every frame sent (codecs.CODECS)
         self.mux: dict[str, Subscription] | None = None  # on /ws: subscriptions by id
+        # The HTTP protocol to hand the socket to if its first read is not a whole
+        # upgrade head; None once read, or when uvicorn already parsed the head.
+        self.fallback = fallback
 
     # -- asyncio.Protocol -----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -103,9 +115,23 @@ class Connection(asyncio.Protocol, Subscriber):
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
         if self.server_state is not None:
             self.server_state.connections.add(self)
+        if self.fallback is not None:
+            # The handshake deadline (slowloris); the abort timer's slot is free until closing.
+            self.close_handle = asyncio.get_running_loop().call_later(
+                self.runtime.settings.handshake_timeout, self._head_expired
+            )
 
     def data_received(self, data: bytes) -> None:
         if self.state is State.HANDSHAKE:
+            fallback = self.fallback
+            if fallback is not None:
+                self.fallback = None
+                if self.close_handle is not None:
+                    self.close_handle.cancel()
+                    self.close_handle = None
+                if not whole_upgrade_head(data, self.runtime.settings.max_head_size):
+                    self._to_http(fallback, data)
+                    return
             self._handshake(data)
             return
         if self.state is State.CLOSED:
@@ -318,6 +344,33 @@ class Connection(asyncio.Protocol, Subscriber):
             self.transport.write(frame)
 
     # -- handshake ------------------------------------------------------------
+    def _to_http(self, fallback: Callable[[], asyncio.Protocol], data: bytes) -> None:
+        """Give the socket to uvicorn's HTTP protocol, as if it had been there from the start."""
+        transport = self.transport
+        assert transport is not None
+        self.state = State.CLOSED
+        self.transport = None
+        if self.server_state is not None:
+            self.server_state.connections.discard(self)
+        protocol = fallback()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        protocol.data_received(data)
+
+    def _head_expired(self) -> None:
+        self.close_handle = None
+        transport = self.transport
+        if self.state is State.HANDSHAKE and transport is not None:
+            timeout = self.runtime.settings.handshake_timeout
+            transport.write(
+                http_error(
+                    HandshakeRejected(
+                        408, "request_timeout", f"the request did not arrive within {timeout:g} s"
+                    )
+                )
+            )
+            transport.close()
+
     def _handshake(self, raw: bytes) -> None:
         transport = self.transport
         assert transport is not None
@@ -386,3 +439,32 @@ def _is_lone_pong(data: bytes) -> bool:
         and len(data) == 6 + (data[1] & 0x7F)
         and data[1] & 0x7F < 126
     )
+
+
+class Accept:
+    """The protocol factory uvicorn calls for every accepted socket (``Config(http=...)``).
+
+    Each socket gets a :class:`Connection`, able to fall back to ``http_class``
+    (uvicorn's HTTP protocol, bound once to uvicorn's shared state).
+    """
+
+    __slots__ = ("_fallback", "http_class", "runtime")
+
+    def __init__(self, runtime: Runtime, http_class: type[GuardedHttpProtocol]) -> None:
+        self.runtime = runtime
+        self.http_class = http_class
+        self._fallback: Callable[[], asyncio.Protocol] | None = None
+
+    def __call__(
+        self, config: Any, server_state: Any, app_state: Any, _loop: Any = None
+    ) -> Connection:
+        fallback = self._fallback
+        if fallback is None:  # uvicorn passes the same state for every socket
+            fallback = self._fallback = functools.partial(
+                self.http_class,
+                config=config,
+                server_state=server_state,
+                app_state=app_state,
+                _loop=_loop,
+            )
+        return Connection(self.runtime, server_state=server_state, fallback=fallback)

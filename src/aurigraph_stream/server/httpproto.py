@@ -1,11 +1,11 @@
 """uvicorn's httptools protocol with the limits it lacks: a request deadline and a head size.
 
-uvicorn reads the HTTP head before our WebSocket :class:`Connection` sees a
-byte, and it arms no timer until a first response has been sent: a client
-that opens a socket and trickles half a request head (slowloris) holds a
-descriptor and a parser for ever, and one that sends endless header lines
-grows uvicorn's header list without bound. This subclass, given to
-``uvicorn.Config(http=...)``:
+Every socket starts with a WebSocket :class:`~aurigraph_stream.server.connection.Connection`,
+which keeps a complete upgrade head and hands anything else to this protocol
+(see :func:`whole_upgrade_head`). uvicorn arms no timer until a first response
+has been sent: a client that trickles half a request head (slowloris) would
+hold a descriptor and a parser for ever, and one that sends endless header
+lines would grow uvicorn's header list without bound. This subclass:
 
 - starts a timer when the connection is made (and again when a later
   request on a kept-alive connection begins); a request whose head and body
@@ -60,7 +60,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._head_too_large = False
-        self._fresh = True  # no byte received yet on this connection
 
     # -- the request deadline -------------------------------------------------
     def _arm(self) -> None:
@@ -122,23 +121,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         # cyclic collector mid-handshake (Runtime._freeze_survivors).
         del self.parser
 
-    def _hand_over(self, head: bytes) -> None:
-        """Give a complete upgrade head straight to the WebSocket connection.
-
-        The connection parses and checks the head itself (it must: it answers the
-        handshake); letting httptools parse it first, build a scope and rebuild the
-        bytes doubled the work of every connect (docs/benchmarks.md, finding 4).
-        """
-        self._disarm()
-        self.connections.discard(self)
-        protocol = self.ws_protocol_class(  # type: ignore[call-arg, misc]
-            config=self.config, server_state=self.server_state, app_state=self.app_state
-        )
-        protocol.connection_made(self.transport)
-        protocol.data_received(head)
-        self.transport.set_protocol(protocol)
-        del self.parser  # it refers back to this protocol (see handle_websocket_upgrade)
-
     # -- the head size --------------------------------------------------------
     def on_headers_complete(self) -> None:
         size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
@@ -149,11 +131,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
-        if self._fresh:
-            self._fresh = False
-            if whole_upgrade_head(data, self.max_head_size) and self.ws_protocol_class:
-                self._hand_over(data)
-                return
         super().data_received(data)
         # Only bytes of a head still incomplete after this chunk are counted, so a
         # body that arrives with its head never counts against the head's limit.

@@ -20,7 +20,7 @@ from aurigraph_stream.errors import ConfigError
 from aurigraph_stream.server import logs
 from aurigraph_stream.server.app import create_app
 from aurigraph_stream.server.auth import install_log_redaction
-from aurigraph_stream.server.connection import Connection
+from aurigraph_stream.server.connection import Accept, Connection
 from aurigraph_stream.server.httpproto import http_protocol
 from aurigraph_stream.server.runtime import Runtime
 
@@ -111,7 +111,9 @@ def build_server(settings: Settings) -> StreamServer:
         host=settings.host,
         port=settings.port,
         ws=ws,
-        http=http_protocol(settings),  # httptools, plus a request deadline and a head limit
+        # Every socket starts as a WebSocket Connection; other requests fall back to
+        # httptools, with a request deadline and a head limit added.
+        http=Accept(runtime, http_protocol(settings)),  # type: ignore[arg-type]
         ssl_certfile=settings.tls_cert,
         ssl_keyfile=settings.tls_key,
         loop="uvloop",

@@ -18,6 +18,7 @@ state the checks need, one per :class:`Runtime`.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import logging
@@ -69,6 +70,9 @@ class Access:
     subprotocol: str | None  # the Sec-WebSocket-Protocol to answer with
 
 
+# Every connect and ingest request parses its peer's address, and the same few
+# addresses come back again and again (proxies, NAT, local clients): cached.
+@functools.lru_cache(maxsize=4096)
 def _parse_ip(text: str) -> IPAddress | None:
     text = text.strip()
     if text.startswith("["):  # "[v6]" or "[v6]:port"
@@ -81,6 +85,7 @@ def _parse_ip(text: str) -> IPAddress | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
 def client_key(ip: IPAddress) -> str:
     """The key limits count under: the address, or its /64 for IPv6.
 

@@ -20,6 +20,7 @@ Negotiation, per offer, first acceptable wins::
 
 from __future__ import annotations
 
+import functools
 import zlib
 
 from aurigraph_stream.errors import MessageTooBig, ProtocolError
@@ -30,6 +31,9 @@ _TAIL = b"\x00\x00\xff\xff"
 _DEFAULT_BITS = 15
 
 
+# Clients of one kind send the same header every time (a browser's is always
+# "permessage-deflate; client_max_window_bits"): each connect would parse it again.
+@functools.lru_cache(maxsize=256)
 def negotiate(header: str | None) -> tuple[int, str] | None:
     """Choose from a ``Sec-WebSocket-Extensions`` request header.
 

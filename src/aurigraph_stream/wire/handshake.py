@@ -33,6 +33,7 @@ _REASONS = {
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
     426: "Upgrade Required",
     429: "Too Many Requests",
     500: "Internal Server Error",
