@@ -41,6 +41,10 @@ def _unknown(name: str) -> JSONResponse:
     )
 
 
+def _too_big(limit: int) -> JSONResponse:
+    return error_response(413, "payload_too_large", f"request body over the {limit} byte limit")
+
+
 @router.get("/api/v11/streams", tags=["streams"], summary="List the streams")
 async def list_streams() -> dict[str, Any]:
     return {
@@ -89,15 +93,14 @@ async def ingest(stream: str, request: Request) -> Response:
     except UnknownStream:
         return _unknown(stream)
     limit = settings.max_message_size
-    too_big = error_response(413, "payload_too_large", f"request body over the {limit} byte limit")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        return too_big
+        return _too_big(limit)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            return too_big
+            return _too_big(limit)
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

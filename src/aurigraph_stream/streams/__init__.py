@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator
 
 from aurigraph_stream.errors import UnknownStream
@@ -29,6 +30,7 @@ def _spec(name: str) -> StreamSpec:
         event_schema=ingest,
         example=EXAMPLES[name],
         _validator=Draft202012Validator(ingest, format_checker=Draft202012Validator.FORMAT_CHECKER),
+        _fast=jsonschema_rs.validator_for(ingest, validate_formats=True),
     )
 
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as SchemaError
 
@@ -23,7 +24,12 @@ class StreamSpec:
     message_schema: Mapping[str, Any]
     event_schema: Mapping[str, Any]
     example: Mapping[str, Any]
+    # The reference validator: it words every refusal (field path and message).
     _validator: Draft202012Validator = field(repr=False, compare=False)
+    # The same schema compiled by jsonschema-rs: about 2 us per event where the
+    # reference takes about 150. It only says whether an event is valid; a "no"
+    # goes to the reference, which has the last word and explains it.
+    _fast: jsonschema_rs.Validator = field(repr=False, compare=False)
 
     @property
     def path(self) -> str:
@@ -35,6 +41,8 @@ class StreamSpec:
         Raises:
             ValidationError: naming the first offending field as a JSON path.
         """
+        if self._fast.is_valid(event):
+            return
         error = _first_error(self._validator, event)
         if error is not None:
             field_path, message = _describe(error)
