@@ -160,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results_dir = ROOT / "bench" / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    revision = _revision(opts.source)  # the code that runs: read before anything can change
     started = time.monotonic()
     with (
         tempfile.TemporaryDirectory(prefix="aurigraph-bench-") as tmp,
@@ -206,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results,
         command=command,
         date=date,
-        revision=_revision(opts.source),
+        revision=revision,
         versions=_versions(),
         connections=opts.connections,
         plot_name=plot_path.name if plotted else None,

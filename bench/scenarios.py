@@ -425,6 +425,9 @@ def many(bench: Bench) -> None:
                 )
             )
             with Publisher(server.publish_target("transactions")) as pub:
+                # Nothing is stale yet: an earlier scenario's phase may have set a higher
+                # first seq than this fresh server's (or publisher's) priming message.
+                bench.lg.reset(0, server.name)
                 first = pub.prime()
                 # Start from a quiet server: the priming broadcast to every connection
                 # takes as long as any other, and a first message queued behind it would
