@@ -6,13 +6,16 @@ import asyncio
 import gc
 
 from aurigraph_stream.config import load_settings
+from aurigraph_stream.server.observability import Observability
 from aurigraph_stream.server.runtime import Runtime
+from aurigraph_stream.server.telemetry import build_registry
 
 
 def test_failing_background_task_is_restarted() -> None:
-    """A background task that raises is logged and started again, and stop() ends it."""
+    """A background task that raises is logged and started again, counted in /q/metrics'
+    collector, and stop() ends it."""
 
-    async def scenario() -> tuple[int, int]:
+    async def scenario() -> tuple[int, int, float | None]:
         runtime = Runtime(load_settings(environ={}, overrides={"simulate": False}))
         await runtime.start()
         runs = 0
@@ -28,12 +31,15 @@ def test_failing_background_task_is_restarted() -> None:
 
         runtime.spawn(flaky, max_backoff=0.05)
         await asyncio.wait_for(done.wait(), 10)
+        registry = build_registry(Observability(runtime))
+        exported = registry.get_sample_value("aurigraph_background_task_restarts_total")
         await runtime.stop()
-        return runs, runtime.stats.task_restarts
+        return runs, runtime.stats.task_restarts, exported
 
-    runs, restarts = asyncio.run(scenario())
+    runs, restarts, exported = asyncio.run(scenario())
     assert runs == 3
     assert restarts == 2
+    assert exported == 2.0
 
 
 def test_runtime_freezes_long_lived_objects() -> None:

@@ -169,6 +169,11 @@ class StreamCollector:
             rejected.add_metric([stream, reason], n)
         yield from (accepted, rejected)
 
+        yield CounterMetricFamily(
+            "aurigraph_background_task_restarts",
+            "Background tasks (simulator, sampler, sweeps) restarted after a failure.",
+            value=stats.task_restarts,
+        )
         loop = obs.loop
         yield GaugeMetricFamily(
             "aurigraph_event_loop_lag_seconds",
