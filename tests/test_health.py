@@ -143,11 +143,14 @@ def test_liveness_is_down_while_the_event_loop_is_stuck(tmp_path: Path) -> None:
         "0.1",
         "--loop-lag-interval",
         "0.05",
+        "--max-message-size",
+        str(32 << 20),
         tmp_path=tmp_path,
     ) as server:
         assert health(server, "/q/health/live")[0] == 200
-        # Validating ~3,000 events is a few hundred ms of work the loop cannot interleave.
-        body = orjson.dumps(events("transactions", 3000))
+        # Parsing, validating and publishing 30,000 events in one batch is several hundred
+        # ms of work the loop cannot interleave.
+        body = orjson.dumps(events("transactions", 30_000))
         down = None
         for _ in range(20):
             response = httpx.post(
