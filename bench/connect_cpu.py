@@ -5,6 +5,9 @@ connections in batches of 500 from this process, and divides the server's CPU ti
 (/proc/PID/stat) over the connects by N. Compare two trees in one sitting:
 
     .venv/bin/python -m bench.connect_cpu --source /path/to/tree-a --source /path/to/tree-b
+
+``--floor`` adds the floor reference (bench/floorserver.py, which only answers the
+handshake) to every round: what accepting a connection costs before any server work.
 """
 
 from __future__ import annotations
@@ -60,18 +63,24 @@ async def _connect_all(port: int, pid: int, n: int) -> tuple[float, float]:
     return cpu / len(held) * 1e6, time.perf_counter() - started
 
 
-def measure(source: Path, n: int) -> tuple[float, float]:
-    """Return (server CPU microseconds per connect, wall seconds for all N)."""
+def measure(source: Path | None, n: int) -> tuple[float, float]:
+    """Return (server CPU microseconds per connect, wall seconds for all N).
+
+    ``source`` None measures the floor reference instead of our server.
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    flags = ["--profile", "prod", "--auth", "none", "--handshake-rate", "0"]
-    flags += ["--max-connections-per-ip", "0", "--no-simulate", "--log-level", "WARNING"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aurigraph_stream", "serve", "--port", str(port), *flags],
-        env=dict(os.environ, PYTHONPATH=str(source / "src")),
-        stderr=subprocess.DEVNULL,
-    )
+    if source is None:
+        command = [sys.executable, "-m", "bench.floorserver", "--port", str(port)]
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+    else:
+        flags = ["--profile", "prod", "--auth", "none", "--handshake-rate", "0"]
+        flags += ["--max-connections-per-ip", "0", "--no-simulate", "--log-level", "WARNING"]
+        command = [sys.executable, "-m", "aurigraph_stream", "serve", "--port", str(port)]
+        command += flags
+        env = dict(os.environ, PYTHONPATH=str(source / "src"))
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
     try:
         return asyncio.run(_connect_all(port, proc.pid, n))
     finally:
@@ -84,14 +93,17 @@ def main() -> None:
     parser.add_argument("--source", action="append", type=Path, help="source tree (repeatable)")
     parser.add_argument("--connections", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds over sources")
+    parser.add_argument("--floor", action="store_true", help="also measure the floor reference")
     args = parser.parse_args()
-    sources = args.source or [ROOT]
+    sources: list[Path | None] = list(args.source or [ROOT])
+    if args.floor:
+        sources.append(None)
     for _ in range(args.rounds):
         for source in sources:
             per_connect, wall = measure(source, args.connections)
             print(
-                f"{source}: {args.connections} connects, server CPU {per_connect:.0f} us each, "
-                f"wall {wall:.2f} s",
+                f"{source or 'floor'}: {args.connections} connects, "
+                f"server CPU {per_connect:.0f} us each, wall {wall:.2f} s",
                 flush=True,
             )
 
