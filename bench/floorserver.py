@@ -28,14 +28,13 @@ Run: ``python -m bench.floorserver --port PORT``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import hashlib
 import json
 import struct
 
-from bench.procstat import raise_open_file_limit
+from bench.procstat import run_reference
 
 __all__ = ["FloorConnection", "build_frame", "main"]
 
@@ -276,14 +275,7 @@ async def _serve(host: str, port: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    raise_open_file_limit()
-    import uvloop
-
-    uvloop.run(_serve(args.host, args.port))
+    run_reference(__doc__ or "", _serve)
 
 
 if __name__ == "__main__":

@@ -2,15 +2,19 @@
 
 The figures come from the kernel's own accounting of the measured process
 (and, for nginx, its workers), not from anything the process says about
-itself, so every server is measured the same way.
+itself, so every server is measured the same way. Also the command line the
+reference servers share (:func:`run_reference`).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import resource
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "children",
@@ -18,6 +22,7 @@ __all__ = [
     "process_tree",
     "raise_open_file_limit",
     "rss_bytes",
+    "run_reference",
     "tree_cpu",
     "tree_rss",
 ]
@@ -80,6 +85,18 @@ def tree_rss(pid: int) -> int:
 
 def tree_cpu(pid: int) -> float:
     return sum(cpu_seconds(p) for p in process_tree(pid))
+
+
+def run_reference(description: str, serve: Callable[[str, int], Coroutine[Any, Any, None]]) -> None:
+    """The command line of a reference server: ``--host``, ``--port``, then ``serve`` on uvloop."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    raise_open_file_limit()
+    import uvloop
+
+    uvloop.run(serve(args.host, args.port))
 
 
 def raise_open_file_limit() -> None:

@@ -11,11 +11,9 @@ Run: ``python -m bench.refserver --port PORT``.
 
 from __future__ import annotations
 
-import argparse
-
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
-from bench.procstat import raise_open_file_limit
+from bench.procstat import run_reference
 
 __all__ = ["main"]
 
@@ -44,14 +42,7 @@ async def _serve(host: str, port: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    raise_open_file_limit()
-    import uvloop
-
-    uvloop.run(_serve(args.host, args.port))
+    run_reference(__doc__ or "", _serve)
 
 
 if __name__ == "__main__":

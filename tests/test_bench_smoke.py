@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import websockets.sync.client
 from bench.floorserver import MAX_MESSAGE
-from bench.loadgen import LoadGenerator
+from bench.loadgen import LoadGenerator, Snapshot
 from bench.procstat import cpu_seconds, rss_bytes
 from bench.publisher import Publisher, Target
 from bench.sendcost import measure
@@ -52,15 +52,7 @@ def test_bench_harness_counts_every_delivery(quiet_server: ServerProcess) -> Non
         result = pub.run(rate=50, duration=2.0)
         assert (result.first, result.sent, result.last - result.first + 1) == (first, 100, 100)
         for group, clients in (("plain", 6), ("deflate", 4)):
-            assert lg.wait_delivered(last_seq=result.last, timeout=10, group=group)
-            snap = lg.snapshot(expected=100, group=group)
-            assert (snap.deliveries, snap.lost, snap.out_of_order, snap.gaps) == (
-                100 * clients,
-                0,
-                0,
-                0,
-            )
-            assert (snap.dropped, snap.bad, snap.open) == (0, 0, clients)
+            snap = _all_delivered(lg, group, clients, result.last, 100)
             p50, p99 = snap.hist.percentile_us(0.5), snap.hist.percentile_us(0.99)
             assert p50 is not None
             assert p99 is not None
@@ -88,15 +80,23 @@ def test_floor_server_delivers_every_message(floor_server: Floor) -> None:
         result = pub.run(rate=100, duration=1.0)
         assert (result.first, result.sent, result.last - result.first + 1) == (first, 100, 100)
         for group, clients in (("plain", 3), ("offered", 2)):
-            assert lg.wait_delivered(last_seq=result.last, timeout=10, group=group)
-            snap = lg.snapshot(expected=100, group=group)
-            assert (snap.deliveries, snap.lost, snap.out_of_order, snap.gaps) == (
-                100 * clients,
-                0,
-                0,
-                0,
-            )
-            assert (snap.dropped, snap.bad, snap.open) == (0, 0, clients)
+            _all_delivered(lg, group, clients, result.last, 100)
+
+
+def _all_delivered(
+    lg: LoadGenerator, group: str, clients: int, last: int, messages: int
+) -> Snapshot:
+    """Assert that each of the group's clients got all ``messages``, in order, none dropped."""
+    assert lg.wait_delivered(last_seq=last, timeout=10, group=group)
+    snap = lg.snapshot(expected=messages, group=group)
+    assert (snap.deliveries, snap.lost, snap.out_of_order, snap.gaps) == (
+        messages * clients,
+        0,
+        0,
+        0,
+    )
+    assert (snap.dropped, snap.bad, snap.open) == (0, 0, clients)
+    return snap
 
 
 def test_floor_server_parses_client_frames(floor_server: Floor) -> None:
