@@ -74,3 +74,15 @@ def test_head_with_a_frame_behind_it_upgrades(quiet_server: ServerProcess) -> No
     """An upgrade head sent together with more bytes takes uvicorn's path and still gets 101."""
     ping = bytes((0x89, 0x80)) + os.urandom(4)  # a masked, empty ping
     assert _exchange(quiet_server.port, [HEAD + ping]) == 101
+
+
+def test_odd_digits_in_an_extension_offer_get_plain_frames(quiet_server: ServerProcess) -> None:
+    """An offer with a superscript digit (a latin-1 byte) is declined; the upgrade succeeds."""
+    head = HEAD.replace(
+        b"\r\n\r\n",
+        b"\r\nSec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=\xb2\r\n\r\n",
+    )
+    with socket.create_connection(("127.0.0.1", quiet_server.port), timeout=5) as sock:
+        sock.sendall(head)
+        response = read_http_response(sock, bytearray())
+    assert (response.status, "sec-websocket-extensions" in response.headers) == (101, False)

@@ -38,6 +38,8 @@ BASE = "permessage-deflate; server_no_context_takeover; client_no_context_takeov
         ("permessage-deflate; server_max_window_bits=16", None),
         ("permessage-deflate; server_max_window_bits", None),
         ("permessage-deflate; server_max_window_bits=ten", None),
+        ("permessage-deflate; server_max_window_bits=\u00b2", None),  # isdigit(), not int()
+        ("permessage-deflate; client_max_window_bits=\u0661\u0660", None),  # Arabic 10
         ("permessage-deflate; client_max_window_bits=7", None),
         ("permessage-deflate; client_max_window_bits=16", None),
         ("permessage-deflate; server_no_context_takeover=1", None),

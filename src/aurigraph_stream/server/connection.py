@@ -132,7 +132,12 @@ class Connection(asyncio.Protocol, Subscriber):
                 if not whole_upgrade_head(data, self.runtime.settings.max_head_size):
                     self._to_http(fallback, data)
                     return
-            self._handshake(data)
+            try:
+                self._handshake(data)
+            except Exception:
+                # A bug costs this one client an answer, not a silently dropped socket.
+                logger.exception("upgrade failed", extra={"client": self.peer})
+                self._internal_error()
             return
         if self.state is State.CLOSED:
             return
@@ -356,6 +361,18 @@ class Connection(asyncio.Protocol, Subscriber):
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         protocol.data_received(data)
+
+    def _internal_error(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.state is State.HANDSHAKE:
+            self.state = State.CLOSED
+            failure = HandshakeRejected(500, "internal_error", "the server failed the upgrade")
+            transport.write(http_error(failure))
+            transport.close()
+        else:
+            transport.abort()
 
     def _head_expired(self) -> None:
         self.close_handle = None

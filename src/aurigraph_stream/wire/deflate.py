@@ -53,6 +53,11 @@ def negotiate(header: str | None) -> tuple[int, str] | None:
     return None
 
 
+def _is_number(value: str) -> bool:
+    # ASCII only: str.isdigit() is also true for "²", which int() refuses.
+    return value.isascii() and value.isdigit()
+
+
 def _accept(params: list[str]) -> tuple[int, str] | None:
     seen: set[str] = set()
     bits = _DEFAULT_BITS
@@ -67,11 +72,11 @@ def _accept(params: list[str]) -> tuple[int, str] | None:
             if value:
                 return None
         elif key == "server_max_window_bits":
-            if not value.isdigit() or not 9 <= int(value) <= 15:
+            if not _is_number(value) or not 9 <= int(value) <= 15:
                 return None
             bits = int(value)
         elif key == "client_max_window_bits":
-            if value and (not value.isdigit() or not 8 <= int(value) <= 15):
+            if value and (not _is_number(value) or not 8 <= int(value) <= 15):
                 return None
         else:
             return None
