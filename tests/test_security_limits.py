@@ -218,6 +218,33 @@ def test_silent_and_trickling_connections_are_dropped(server: ServerProcess) -> 
         trickle.close()
 
 
+def test_a_late_first_byte_does_not_restart_the_deadline(server: ServerProcess) -> None:
+    """A head whose first byte comes just before the deadline, then trickles, still gets 408
+    at the deadline that started when the socket was accepted."""
+    head = b"GET /ws/metrics HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 200
+    with RawClient(server.port) as client:
+        started = time.monotonic()
+        client.sock.settimeout(TIMEOUT * 0.9)
+        with pytest.raises(TimeoutError):  # nothing from the server before the deadline
+            client.sock.recv(1)
+        received = b""
+        for i in range(len(head)):  # a byte per 20 ms until the server answers
+            try:
+                client.send(head[i : i + 1])
+                client.sock.settimeout(0.02)
+                received = client.sock.recv(65536)
+                break  # the server answered, or closed
+            except TimeoutError:
+                continue
+            except OSError:  # the server closed it: writing more is refused
+                break
+        elapsed = time.monotonic() - started
+        received += client.closed_by_server(timeout=5)
+    assert received.startswith(b"HTTP/1.1 408 ")
+    # The old behaviour, a fresh deadline from the first byte, answered near 1.9 x TIMEOUT.
+    assert elapsed < TIMEOUT * 1.6
+
+
 def test_slow_request_body_is_dropped(server: ServerProcess) -> None:
     """A POST whose body never finishes is closed at the deadline."""
     with RawClient(server.port) as client:

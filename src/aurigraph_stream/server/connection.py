@@ -82,7 +82,7 @@ class Connection(asyncio.Protocol, Subscriber):
         config: Any = None,
         server_state: Any = None,
         app_state: Any = None,
-        fallback: Callable[[], asyncio.Protocol] | None = None,
+        fallback: Callable[[], GuardedHttpProtocol] | None = None,
     ) -> None:
         Subscriber.__init__(self)
         self.runtime = runtime
@@ -126,11 +126,12 @@ class Connection(asyncio.Protocol, Subscriber):
             fallback = self.fallback
             if fallback is not None:
                 self.fallback = None
-                if self.close_handle is not None:
-                    self.close_handle.cancel()
-                    self.close_handle = None
+                deadline = self.close_handle
+                self.close_handle = None
+                if deadline is not None:
+                    deadline.cancel()
                 if not whole_upgrade_head(data, self.runtime.settings.max_head_size):
-                    self._to_http(fallback, data)
+                    self._to_http(fallback, data, deadline.when() if deadline else None)
                     return
             try:
                 self._handshake(data)
@@ -349,8 +350,13 @@ class Connection(asyncio.Protocol, Subscriber):
             self.transport.write(frame)
 
     # -- handshake ------------------------------------------------------------
-    def _to_http(self, fallback: Callable[[], asyncio.Protocol], data: bytes) -> None:
-        """Give the socket to uvicorn's HTTP protocol, as if it had been there from the start."""
+    def _to_http(
+        self, fallback: Callable[[], GuardedHttpProtocol], data: bytes, deadline: float | None
+    ) -> None:
+        """Give the socket to uvicorn's HTTP protocol, as if it had been there from the start.
+
+        The request keeps the deadline that started when the socket was accepted.
+        """
         transport = self.transport
         assert transport is not None
         self.state = State.CLOSED
@@ -360,6 +366,8 @@ class Connection(asyncio.Protocol, Subscriber):
         protocol = fallback()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
+        if deadline is not None:
+            protocol.keep_deadline(deadline)
         protocol.data_received(data)
 
     def _internal_error(self) -> None:
@@ -465,18 +473,21 @@ class Accept:
     (uvicorn's HTTP protocol, bound once to uvicorn's shared state).
     """
 
-    __slots__ = ("_fallback", "http_class", "runtime")
+    __slots__ = ("_fallback", "_state", "http_class", "runtime")
 
     def __init__(self, runtime: Runtime, http_class: type[GuardedHttpProtocol]) -> None:
         self.runtime = runtime
         self.http_class = http_class
-        self._fallback: Callable[[], asyncio.Protocol] | None = None
+        self._fallback: Callable[[], GuardedHttpProtocol] | None = None
+        self._state: Any = None  # the uvicorn server state the fallback is bound to
 
     def __call__(
         self, config: Any, server_state: Any, app_state: Any, _loop: Any = None
     ) -> Connection:
         fallback = self._fallback
-        if fallback is None:  # uvicorn passes the same state for every socket
+        # uvicorn passes the same state for every socket of one server run.
+        if fallback is None or server_state is not self._state:
+            self._state = server_state
             fallback = self._fallback = functools.partial(
                 self.http_class,
                 config=config,

@@ -71,6 +71,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._deadline.cancel()
             self._deadline = None
 
+    def keep_deadline(self, when: float) -> None:
+        """Carry over a deadline (loop time) that started before this protocol took the socket."""
+        self._disarm()
+        self._deadline = self.loop.call_at(when, self._expired)
+
     def _expired(self) -> None:
         self._deadline = None
         transport = self.transport
