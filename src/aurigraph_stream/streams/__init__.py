@@ -29,8 +29,8 @@ def _spec(name: str) -> StreamSpec:
         message_schema=MESSAGE_SCHEMAS[name],
         event_schema=ingest,
         example=EXAMPLES[name],
-        _validator=Draft202012Validator(ingest, format_checker=Draft202012Validator.FORMAT_CHECKER),
         _fast=jsonschema_rs.validator_for(ingest, validate_formats=True),
+        _validator=Draft202012Validator(ingest, format_checker=Draft202012Validator.FORMAT_CHECKER),
     )
 
 

@@ -24,12 +24,13 @@ class StreamSpec:
     message_schema: Mapping[str, Any]
     event_schema: Mapping[str, Any]
     example: Mapping[str, Any]
-    # The reference validator: it words every refusal (field path and message).
-    _validator: Draft202012Validator = field(repr=False, compare=False)
-    # The same schema compiled by jsonschema-rs: about 2 us per event where the
-    # reference takes about 150. It only says whether an event is valid; a "no"
-    # goes to the reference, which has the last word and explains it.
+    # The schema compiled by jsonschema-rs: it decides, in about 2 us per event
+    # (the reference below takes about 150), with the ECMA-262 regular expressions
+    # JSON Schema specifies ("$" is the end of the string, "\d" is 0-9).
     _fast: jsonschema_rs.Validator = field(repr=False, compare=False)
+    # The reference validator words a refusal (field path and message), which
+    # is read only when an event is refused.
+    _validator: Draft202012Validator = field(repr=False, compare=False)
 
     @property
     def path(self) -> str:
@@ -41,12 +42,23 @@ class StreamSpec:
         Raises:
             ValidationError: naming the first offending field as a JSON path.
         """
-        if self._fast.is_valid(event):
-            return
+        try:
+            if self._fast.is_valid(event):
+                return
+            fast_error = next(iter(self._fast.iter_errors(event)), None)
+        except ValueError:  # not JSON data (bytes, a key that is not a string...)
+            fast_error = None
         error = _first_error(self._validator, event)
         if error is not None:
             field_path, message = _describe(error)
             raise ValidationError(message, field_path, index)
+        # The reference found nothing: Python's regular expressions let "$" match
+        # before a final newline and "\d" match any script's digits.
+        if fast_error is not None:
+            path = "".join(f".{part}" for part in fast_error.instance_path)
+            name = str(fast_error.instance_path[-1]) if fast_error.instance_path else "event"
+            raise ValidationError(f"field {name!r}: {fast_error.message}", f"${path}", index)
+        raise ValidationError("the event is not JSON data", "$", index)
 
 
 def _first_error(validator: Draft202012Validator, instance: Any) -> SchemaError | None:
