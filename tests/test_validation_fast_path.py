@@ -151,6 +151,7 @@ def test_values_that_are_not_json_are_refused() -> None:
     spec = REGISTRY["transactions"]
     assert _refusal(spec, {**_event(spec), "txHash": b"0x00"}) is not None
     assert _refusal(spec, {**_event(spec), 1: "x"}) is not None
+    assert _refusal(spec, {**_event(spec), 1: "x", "zz": 2}) is not None  # mixed key types
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))

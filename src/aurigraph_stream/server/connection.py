@@ -379,6 +379,8 @@ class Connection(asyncio.Protocol, Subscriber):
             failure = HandshakeRejected(500, "internal_error", "the server failed the upgrade")
             transport.write(http_error(failure))
             transport.close()
+        elif self.state is State.OPEN:  # the 101 went out: close as a WebSocket
+            self.close(CloseCode.INTERNAL_ERROR)
         else:
             transport.abort()
 

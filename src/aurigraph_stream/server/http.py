@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from aurigraph_stream.errors import AuthError, UnknownStream, ValidationError
 from aurigraph_stream.server.runtime import Runtime
@@ -97,10 +98,13 @@ async def ingest(stream: str, request: Request) -> Response:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         return _too_big(limit)
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return _too_big(limit)
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                return _too_big(limit)
+    except ClientDisconnect:  # closed mid-body (by the client, or at the request deadline)
+        return error_response(400, "incomplete_body", "the connection closed before the body")
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

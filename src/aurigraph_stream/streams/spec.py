@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,14 +55,23 @@ class StreamSpec:
         # The reference found nothing: Python's regular expressions let "$" match
         # before a final newline and "\d" match any script's digits.
         if fast_error is not None:
-            path = "".join(f".{part}" for part in fast_error.instance_path)
-            name = str(fast_error.instance_path[-1]) if fast_error.instance_path else "event"
-            raise ValidationError(f"field {name!r}: {fast_error.message}", f"${path}", index)
+            parts = fast_error.instance_path
+            name = str(parts[-1]) if parts else "event"
+            raise ValidationError(f"field {name!r}: {fast_error.message}", _json_path(parts), index)
         raise ValidationError("the event is not JSON data", "$", index)
 
 
+def _json_path(parts: Sequence[str | int]) -> str:
+    """``$.field`` and ``$.list[0]``, as the reference validator's ``json_path`` writes them."""
+    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
+
+
 def _first_error(validator: Draft202012Validator, instance: Any) -> SchemaError | None:
-    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+    # By path, so one event always gets the same answer; str() keeps mixed keys (an
+    # embedder's non-string key next to string ones) comparable.
+    errors = sorted(
+        validator.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path]
+    )
     return errors[0] if errors else None
 
 
@@ -76,7 +85,7 @@ def _describe(error: SchemaError) -> tuple[str, str]:
         return f"{path}.{missing}", f"field {missing!r} is required"
     if error.validator == "additionalProperties":
         known = error.schema.get("properties", {})  # type: ignore[union-attr]
-        extra = sorted(name for name in instance if name not in known)
+        extra = sorted((name for name in instance if name not in known), key=str)
         name = extra[0] if extra else "?"
         return f"{path}.{name}", f"field {name!r} is not allowed"
     field_name = path.rsplit(".", 1)[-1] if path != "$" else "event"
