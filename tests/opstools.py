@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from aurigraph_stream.streams import REGISTRY
 from tests.server import ServerProcess
+from tests.streamtools import example_event
 
 __all__ = ["events", "frame_size", "get_json", "poll", "publish", "sample", "scrape"]
 
@@ -21,7 +21,7 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 def events(stream: str, n: int, start: int = 0) -> list[dict[str, Any]]:
     """``n`` valid events of ``stream``, each different from the others."""
-    base = {k: v for k, v in REGISTRY[stream].example.items() if k != "seq"}
+    base = example_event(stream)
     out = []
     for i in range(start, start + n):
         event = dict(base)

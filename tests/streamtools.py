@@ -13,12 +13,14 @@ import httpx
 import orjson
 from websockets.sync.client import ClientConnection
 
+from aurigraph_stream.streams import REGISTRY
 from tests.server import ServerProcess, run_server
 
 __all__ = [
     "OPEN_ARGS",
     "address",
     "consensus",
+    "example_event",
     "metrics",
     "open_server",
     "peer",
@@ -45,6 +47,11 @@ OPEN_ARGS = (
 )
 
 TS = "2025-10-25T09:35:02Z"
+
+
+def example_event(stream: str) -> dict[str, Any]:
+    """The stream's documented example as a publisher sends it: without ``seq``."""
+    return {k: v for k, v in REGISTRY[stream].example.items() if k != "seq"}
 
 
 @contextmanager

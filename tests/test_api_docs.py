@@ -21,6 +21,7 @@ from aurigraph_stream.errors import CloseCode
 from aurigraph_stream.streams import REGISTRY
 from tests.rawws import RawWebSocket
 from tests.server import ROOT, ServerProcess, run_server
+from tests.streamtools import example_event
 
 ASYNCAPI_SCHEMA = (
     ROOT / "node_modules" / "@asyncapi" / "specs" / "schemas" / "3.0.0-without-$id.json"
@@ -231,8 +232,7 @@ def test_swagger_ui_renders_and_publishes_in_chromium(
         status.wait_for(timeout=15_000)
         assert status.inner_text().strip().startswith("200")
         received = orjson.loads(subscriber.recv(timeout=10))
-    example = {k: v for k, v in REGISTRY["transactions"].example.items() if k != "seq"}
-    assert {k: v for k, v in received.items() if k != "seq"} == example
+    assert {k: v for k, v in received.items() if k != "seq"} == example_event("transactions")
     page.close()
     watch.check()
 

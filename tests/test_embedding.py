@@ -14,17 +14,9 @@ from aurigraph_stream.config import load_settings
 from aurigraph_stream.errors import UnknownStream, ValidationError
 from aurigraph_stream.server.run import build_server
 from tests.server import free_port
+from tests.streamtools import example_event
 
-EVENT: dict[str, Any] = {
-    "timestamp": "2025-10-25T09:35:10Z",
-    "leader": "0x" + "33" * 20,
-    "epoch": 145,
-    "round": 3,
-    "term": 7,
-    "state": "COMMITTED",
-    "performanceScore": 0.98,
-    "activeValidators": 156,
-}
+EVENT: dict[str, Any] = example_event("consensus")
 
 
 def test_runtime_publish_reaches_websocket_subscribers() -> None:

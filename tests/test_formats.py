@@ -17,7 +17,7 @@ from websockets.sync.client import ClientConnection, connect
 from aurigraph_stream.proto import aurigraph_v11_pb2 as pb
 from aurigraph_stream.streams import REGISTRY
 from tests.server import ServerProcess
-from tests.streamtools import address, open_server, publish, tx
+from tests.streamtools import address, example_event, open_server, publish, tx
 
 STREAMS = tuple(REGISTRY)
 
@@ -39,7 +39,7 @@ def _fields(message: Message) -> dict[str, Any]:
 
 
 def _event(stream: str) -> dict[str, Any]:
-    event = {k: v for k, v in REGISTRY[stream].example.items() if k != "seq"}
+    event = example_event(stream)
     if stream == "metrics":
         event["tps"] = 8510000.25  # a fraction, so a double is compared as a double
     return event

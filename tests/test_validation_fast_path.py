@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from aurigraph_stream.errors import ValidationError
 from aurigraph_stream.streams import REGISTRY, StreamSpec
 from tests.server import ServerProcess
+from tests.streamtools import example_event
 
 JSON = st.recursive(
     st.none()
@@ -60,15 +61,9 @@ NEAR = st.sampled_from(
 VALUE = JSON | NEAR | st.integers(min_value=-2, max_value=102) | st.sampled_from([0.5, 1.0, 100.0])
 
 
-def _event(spec: StreamSpec) -> dict[str, Any]:
-    event = dict(spec.example)
-    event.pop("seq", None)
-    return event
-
-
 @st.composite
 def _mutated(draw: st.DrawFn, spec: StreamSpec) -> dict[str, Any]:
-    event = _event(spec)
+    event = example_event(spec.name)
     names = sorted(event)
     for _ in range(draw(st.integers(min_value=0, max_value=3))):
         action = draw(st.sampled_from(["set", "drop", "add"]))
@@ -124,7 +119,7 @@ def test_what_only_python_regexes_accept_is_refused(field: str, value: str) -> N
     """Patterns follow JSON Schema's ECMA-262 rules, which the reference validator's Python
     regular expressions do not; the refusal names the field all the same."""
     spec = REGISTRY["transactions"]
-    event = {**_event(spec), field: value}
+    event = {**example_event(spec.name), field: value}
     assert _reference_valid(spec, event)  # the dialect difference this test is about
     refusal = _refusal(spec, event)
     assert refusal is not None
@@ -134,7 +129,7 @@ def test_what_only_python_regexes_accept_is_refused(field: str, value: str) -> N
 def test_ingest_answers_the_dialect_case_with_422(quiet_server: ServerProcess) -> None:
     """Through the HTTP API, a timestamp with a trailing newline gets 422 naming the field."""
     spec = REGISTRY["transactions"]
-    event = {**_event(spec), "timestamp": "2026-11-25T10:00:00Z\n"}
+    event = {**example_event(spec.name), "timestamp": "2026-11-25T10:00:00Z\n"}
     response = httpx.post(
         f"{quiet_server.http}/api/v11/streams/transactions/events", json=event, timeout=10
     )
@@ -149,14 +144,15 @@ def test_ingest_answers_the_dialect_case_with_422(quiet_server: ServerProcess) -
 def test_values_that_are_not_json_are_refused() -> None:
     """Runtime.publish may be handed any Python value: bytes and non-string keys are refused."""
     spec = REGISTRY["transactions"]
-    assert _refusal(spec, {**_event(spec), "txHash": b"0x00"}) is not None
-    assert _refusal(spec, {**_event(spec), 1: "x"}) is not None
-    assert _refusal(spec, {**_event(spec), 1: "x", "zz": 2}) is not None  # mixed key types
+    event = example_event(spec.name)
+    assert _refusal(spec, {**event, "txHash": b"0x00"}) is not None
+    assert _refusal(spec, {**event, 1: "x"}) is not None
+    assert _refusal(spec, {**event, 1: "x", "zz": 2}) is not None  # mixed key types
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_examples_take_the_fast_path(name: str) -> None:
     """The documented example of each stream is valid to both validators."""
     spec = REGISTRY[name]
-    event = _event(spec)
+    event = example_event(spec.name)
     assert (spec._fast.is_valid(event), _reference_valid(spec, event)) == (True, True)
