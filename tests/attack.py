@@ -24,10 +24,11 @@ import orjson
 import websockets.sync.client
 from websockets.exceptions import ConnectionClosed
 
+from tests.rawws import HttpResponse, read_http_response
+
 __all__ = [
     "ControlClient",
     "RawClient",
-    "Response",
     "client_frame",
     "fresh_address",
     "rss_kib",
@@ -40,18 +41,6 @@ def fresh_address() -> str:
     """A loopback address no other test in this process has used (never 127.0.0.1)."""
     n = next(_addresses) + os.getpid() % 1000 * 10_000
     return f"127.{n // 64_000 % 254 + 1}.{n // 250 % 256}.{n % 250 + 2}"
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    headers: dict[str, str]  # names lower case
-    body: bytes
-
-    def json(self) -> dict[str, object]:
-        data = orjson.loads(self.body)
-        assert isinstance(data, dict), f"not a JSON object: {self.body!r}"
-        return data
 
 
 def client_frame(
@@ -131,7 +120,7 @@ class RawClient:
         key: str | None = None,
         version: str = "13",
         method: str = "GET",
-    ) -> Response:
+    ) -> HttpResponse:
         """Send an upgrade request; return the response (101 or an error with its body)."""
         key = key if key is not None else base64.b64encode(os.urandom(16)).decode()
         lines = [
@@ -146,21 +135,9 @@ class RawClient:
         self.send(("\r\n".join(lines) + "\r\n\r\n").encode())
         return self.response()
 
-    def response(self, timeout: float = 5.0) -> Response:
-        """Read one HTTP response; the body too, unless it is a 101."""
-        deadline = time.monotonic() + timeout
-        while b"\r\n\r\n" not in self.buf:
-            self._fill(deadline)
-        head, _, _ = bytes(self.buf).partition(b"\r\n\r\n")
-        del self.buf[: len(head) + 4]
-        status_line, *lines = head.decode("latin-1").split("\r\n")
-        headers = {}
-        for line in lines:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        status = int(status_line.split(" ")[1])
-        length = int(headers.get("content-length", "0")) if status != 101 else 0
-        return Response(status, headers, self._take(length, deadline))
+    def response(self, timeout: float = 5.0) -> HttpResponse:
+        """Read one HTTP response, with its body (a 101 has none)."""
+        return read_http_response(self.sock, self.buf, timeout)
 
     def frame(self, timeout: float = 5.0) -> tuple[bool, int, int, bytes]:
         """Read one server frame: (fin, rsv bits, opcode, payload)."""

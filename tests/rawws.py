@@ -14,6 +14,7 @@ import struct
 import time
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -29,8 +30,10 @@ class HttpResponse:
     headers: dict[str, str]  # names lower case
     body: bytes
 
-    def json(self) -> object:
-        return orjson.loads(self.body)
+    def json(self) -> dict[str, Any]:
+        data = orjson.loads(self.body)
+        assert isinstance(data, dict), f"not a JSON object: {self.body!r}"
+        return data
 
 
 @dataclass(frozen=True)
@@ -156,16 +159,7 @@ class RawWebSocket:
             self.buf += chunk
         else:
             raise AssertionError(f"response head over {_MAX_HEAD} bytes")
-        head, _, _ = bytes(self.buf).partition(b"\r\n\r\n")
-        if head.startswith(b"HTTP/1.1 101"):
-            # Keep whatever followed the head: it is the first frames.
-            del self.buf[: len(head) + 4]
-            _status_line, *lines = head.decode("latin-1").split("\r\n")
-            headers = {}
-            for line in lines:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            return HttpResponse(101, headers, b"")
+        # A 101 has no Content-Length: what follows its head (the first frames) stays in buf.
         return read_http_response(self.sock, self.buf, timeout)
 
     def open(self, path: str, *, extensions: str | None = None) -> HttpResponse:

@@ -50,7 +50,7 @@ def test_upgrade_to_an_unknown_path_is_404(server: ServerProcess, path: str) -> 
     assert response.status == 404
     assert response.headers["content-type"] == "application/json"
     _is_error(response.json(), "unknown_stream")
-    assert "/ws/metrics" in response.json()["detail"]  # type: ignore[index]
+    assert "/ws/metrics" in response.json()["detail"]
 
 
 @pytest.mark.parametrize("version", ["8", "12", "14", ""])
