@@ -65,14 +65,13 @@ def _json_envelope(stream: str, sub_id: str) -> tuple[bytes, bytes]:
 
 
 # -- MessagePack ---------------------------------------------------------------
-def _msgpack_message(stream: str, message: Mapping[str, Any]) -> bytes:
-    data: bytes = msgpack.packb(message)
-    return data
-
-
 def _msgpack_control(message: Mapping[str, Any]) -> bytes:
     data: bytes = msgpack.packb(message)
     return data
+
+
+def _msgpack_message(stream: str, message: Mapping[str, Any]) -> bytes:
+    return _msgpack_control(message)
 
 
 def _msgpack_envelope(stream: str, sub_id: str) -> tuple[bytes, bytes]:

@@ -146,10 +146,6 @@ class Filter:
             return message
         return {k: message[k] for k in self.projection if k in message}
 
-    def describe(self) -> dict[str, Any]:
-        """The canonical filter as a JSON object (lists sorted, defaults dropped)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.key}
-
 
 def _fail(name: str, detail: str) -> SubscriptionError:
     return SubscriptionError("invalid_filter", f"filter {name!r}: {detail}")

@@ -55,17 +55,16 @@ class Subscriber:
     the frame itself when there is one (the common case; ``bytes`` are not
     tracked by the garbage collector, so a broadcast to 10,000 subscribers
     allocates no container per subscriber), a list from the second one on.
-    ``pending_size`` is their length in bytes. ``stream`` names the stats entry
+    ``stream`` names the stats entry
     the subscriber's failures count against (its endpoint). ``paused`` is set
     while the transport's buffer is over its high-water mark: latest-wins
     subscriptions then keep only their newest frame until :meth:`Hub.resume`.
     """
 
-    __slots__ = ("paused", "pending", "pending_size", "stream", "subscriptions")
+    __slots__ = ("paused", "pending", "stream", "subscriptions")
 
     def __init__(self) -> None:
         self.pending: bytes | list[bytes] | None = None
-        self.pending_size = 0
         self.stream = ""
         self.paused = False
         self.subscriptions: list[Subscription] = []
@@ -128,14 +127,13 @@ class Subscription:
 class _Group:
     """The subscriptions of one stream that share one filter, by variant."""
 
-    __slots__ = ("filter", "rest", "size", "variants")
+    __slots__ = ("filter", "rest", "variants")
 
     def __init__(self, flt: Filter) -> None:
         self.filter = flt
         self.rest = flt.rest
         # Subscription -> its subscriber: the hot loop iterates the values.
         self.variants: dict[_VariantKey, dict[Subscription, Subscriber]] = {}
-        self.size = 0
 
 
 class _Stream:
@@ -224,7 +222,6 @@ class Hub:
                     for value in clause.values:
                         table.setdefault(value, set()).add(group)
         group.variants.setdefault(sub.variant_key, {})[sub] = sub.sink
-        group.size += 1
         sub.group = group
 
     def _leave(self, st: _Stream, sub: Subscription) -> None:
@@ -234,13 +231,11 @@ class Hub:
                 st.joining.remove(sub)
             return
         sub.group = None
-        members = group.variants.get(sub.variant_key)
-        if members is not None and sub in members:
-            del members[sub]
-            group.size -= 1
-            if not members:
-                del group.variants[sub.variant_key]
-        if group.size:
+        members = group.variants[sub.variant_key]
+        del members[sub]
+        if not members:
+            del group.variants[sub.variant_key]
+        if group.variants:  # an emptied variant is deleted: no variant left, no member
             return
         del st.groups[group.filter.key]
         clause = group.filter.index
@@ -287,18 +282,14 @@ class Hub:
         """Queue frames built for one subscriber (replies, replays) behind its pending ones."""
         if not frames:
             return
-        size = sum(map(len, frames))
         pending = sink.pending
         if pending is None:
             sink.pending = list(frames)
-            sink.pending_size = size
             self._dirty.append(sink)
         elif isinstance(pending, list):
             pending.extend(frames)
-            sink.pending_size += size
         else:
             sink.pending = [pending, *frames]
-            sink.pending_size += size
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._schedule(self.flush)
@@ -362,7 +353,7 @@ class Hub:
                     if pkey in payloads:
                         payload = payloads[pkey]
                     else:
-                        payload = payloads[pkey] = self._encode(event, projection, codec_name)
+                        payload = payloads[pkey] = self._encode(event, group.filter, codec_name)
                     if payload is None:  # this format cannot carry the event
                         counters.failed_sends += len(members)
                         continue
@@ -372,7 +363,6 @@ class Hub:
                         body = prefix + payload + suffix if prefix else payload
                         opcode = CODECS[codec_name].opcode
                         frame = frames[fkey] = build_frame(opcode, body, level, bits)
-                    size = len(frame)
                     if latest:
                         self._deliver_latest(members, frame)
                     else:
@@ -381,18 +371,15 @@ class Hub:
                             pending = sink.pending
                             if pending is None:
                                 sink.pending = frame
-                                sink.pending_size = size
                                 dirty.append(sink)
                             elif isinstance(pending, list):
                                 pending.append(frame)
-                                sink.pending_size += size
                             else:
                                 sink.pending = [pending, frame]
-                                sink.pending_size += size
                     n = len(members)
                     counters.messages_sent += n
                     counters.bytes_raw += len(payload) * n
-                    counters.bytes_wire += size * n
+                    counters.bytes_wire += len(frame) * n
         if not self._flush_scheduled and self._flushed_events:
             self._flush_scheduled = True
             self._schedule(self.flush)
@@ -405,11 +392,9 @@ class Hub:
             else:
                 self.enqueue(sink, [frame])
 
-    def _encode(self, event: Event, projection: tuple[str, ...] | None, codec: str) -> bytes | None:
-        data = event.data
-        message = data if projection is None else {k: data[k] for k in projection if k in data}
+    def _encode(self, event: Event, flt: Filter, codec: str) -> bytes | None:
         try:
-            return CODECS[codec].message(event.stream, message)
+            return CODECS[codec].message(event.stream, flt.project(event.data))
         except Exception:  # one malformed event must not stop the fan-out
             logger.exception("cannot encode %s seq=%d as %s", event.stream, event.seq, codec)
             return None
@@ -424,7 +409,6 @@ class Hub:
             frames = sub.pending
             if frames is None:  # unsubscribed since it was queued
                 continue
-            sub.pending = None
             # Slow means a backlog already over the cap, not a large tick: one
             # accepted ingest batch may itself be near the cap, and a reader
             # that has kept up must get it.
@@ -432,10 +416,10 @@ class Hub:
             # the connection keeps at or below the cap) can be over the cap, so
             # the others cost no call here.
             if sub.paused and sub.buffered_size() > limit:
-                self._stats.endpoints[sub.stream].failed_sends += count_frames(frames)
-                self.unsubscribe(sub)
+                self.unsubscribe(sub)  # drops the pending frames, counted as failed sends
                 sub.overflow()
                 continue
+            sub.pending = None
             sub.write_frames(frames)
         if self._on_flush is not None and events:
             self._on_flush(events, self._clock())

@@ -23,11 +23,10 @@ _KEYS = {"validators": ("validator", True), "network": ("peerId", False)}
 class SnapshotState:
     """Latest message per validator; latest message per connected peer."""
 
-    __slots__ = ("_items", "_seq")
+    __slots__ = ("_items",)
 
     def __init__(self) -> None:
         self._items: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in _KEYS}
-        self._seq = dict.fromkeys(_KEYS, 0)
 
     def apply(self, events: Sequence[Event]) -> None:
         for event in events:
@@ -40,17 +39,10 @@ class SnapshotState:
                 continue
             key = value.lower() if lower else value
             items = self._items[event.stream]
-            if event.stream == "network" and event.data.get("connected") is False:
-                items.pop(key, None)  # a disconnected peer leaves the set
-            else:
-                items.pop(key, None)  # re-inserted last: items stay in order of change
-                items[key] = event.data
-            self._seq[event.stream] = event.seq
+            items.pop(key, None)  # re-inserted last: items stay in order of change
+            if event.stream != "network" or event.data.get("connected") is not False:
+                items[key] = event.data  # a disconnected peer leaves the set
 
     def items(self, stream: str) -> list[dict[str, Any]]:
         """The current set, least recently changed first."""
         return list(self._items[stream].values())
-
-    def seq(self, stream: str) -> int:
-        """The seq of the last event applied to ``stream``'s set."""
-        return self._seq[stream]

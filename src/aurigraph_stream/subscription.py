@@ -21,8 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aurigraph_stream.codecs import CODECS
 from aurigraph_stream.errors import SubscriptionError
-from aurigraph_stream.filters import Filter, everything, parse_filter
+from aurigraph_stream.filters import MAX_VALUES, OPTIONS, Filter, everything, parse_filter
 from aurigraph_stream.streams import REGISTRY
 
 __all__ = [
@@ -56,10 +57,6 @@ class SubscribeRequest:
         return self.replay is not None or self.since is not None or self.snapshot
 
 
-def _bad(error: str, detail: str) -> SubscriptionError:
-    return SubscriptionError(error, detail)
-
-
 def _parse_since(raw: Any, epoch: Any) -> tuple[int, str | None]:
     """``since`` as ``SEQ``, ``"SEQ:EPOCH"`` or ``{"seq": SEQ, "epoch": EPOCH}``."""
     if isinstance(raw, Mapping):
@@ -68,17 +65,25 @@ def _parse_since(raw: Any, epoch: Any) -> tuple[int, str | None]:
         text, sep, tail = raw.partition(":")
         if sep:
             if epoch is not None and epoch != tail:
-                raise _bad("invalid_position", "since names an epoch and epoch another")
+                raise SubscriptionError(
+                    "invalid_position", "since names an epoch and epoch another"
+                )
             epoch = tail
         if not (text.isascii() and text.isdigit()):
-            raise _bad("invalid_position", f"since must be SEQ or SEQ:EPOCH, got {raw!r}")
+            raise SubscriptionError(
+                "invalid_position", f"since must be SEQ or SEQ:EPOCH, got {raw!r}"
+            )
         seq = int(text)
     elif isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
         seq = raw
     else:
-        raise _bad("invalid_position", f"since must be a non-negative seq, got {raw!r}")
+        raise SubscriptionError(
+            "invalid_position", f"since must be a non-negative seq, got {raw!r}"
+        )
     if epoch is not None and (not isinstance(epoch, str) or not epoch or len(epoch) > 64):
-        raise _bad("invalid_position", f"epoch must be a non-empty string, got {epoch!r}")
+        raise SubscriptionError(
+            "invalid_position", f"epoch must be a non-empty string, got {epoch!r}"
+        )
     return seq, epoch
 
 
@@ -86,7 +91,9 @@ def _parse_replay(raw: Any) -> int:
     if isinstance(raw, str) and raw.isascii() and raw.isdigit():
         raw = int(raw)
     if not isinstance(raw, int) or isinstance(raw, bool) or not 0 <= raw <= MAX_REPLAY:
-        raise _bad("invalid_replay", f"replay must be an integer from 0 to {MAX_REPLAY}")
+        raise SubscriptionError(
+            "invalid_replay", f"replay must be an integer from 0 to {MAX_REPLAY}"
+        )
     return raw
 
 
@@ -94,9 +101,9 @@ def _parse_snapshot(raw: Any, stream: str) -> bool:
     if isinstance(raw, str) and raw.lower() in ("true", "false", "1", "0"):
         raw = raw.lower() in ("true", "1")
     if not isinstance(raw, bool):
-        raise _bad("invalid_snapshot", "snapshot must be true or false")
+        raise SubscriptionError("invalid_snapshot", "snapshot must be true or false")
     if raw and stream not in SNAPSHOT_STREAMS:
-        raise _bad(
+        raise SubscriptionError(
             "invalid_snapshot",
             f"stream {stream} has no snapshot (streams with one: {', '.join(SNAPSHOT_STREAMS)})",
         )
@@ -112,12 +119,12 @@ def _build(
     if since is not None:
         since_seq, since_epoch = _parse_since(since, epoch)
     elif epoch is not None:
-        raise _bad("invalid_position", "epoch needs since")
+        raise SubscriptionError("invalid_position", "epoch needs since")
     wants_snapshot = False if snapshot is None else _parse_snapshot(snapshot, stream)
     if replay_n is not None and since_seq is not None:
-        raise _bad("invalid_position", "ask for replay or since, not both")
+        raise SubscriptionError("invalid_position", "ask for replay or since, not both")
     if replay_n is not None and wants_snapshot:
-        raise _bad("invalid_position", "ask for replay or snapshot, not both")
+        raise SubscriptionError("invalid_position", "ask for replay or snapshot, not both")
     return SubscribeRequest(stream, flt, replay_n, since_seq, since_epoch, wants_snapshot)
 
 
@@ -147,13 +154,17 @@ def from_command(command: Mapping[str, Any]) -> SubscribeRequest:
     """
     unknown = sorted(set(command) - _COMMAND_KEYS)
     if unknown:
-        raise _bad("invalid_command", f"unknown key {unknown[0]!r} in a subscribe command")
+        raise SubscriptionError(
+            "invalid_command", f"unknown key {unknown[0]!r} in a subscribe command"
+        )
     stream = command.get("stream")
     if not isinstance(stream, str) or stream not in REGISTRY:
-        raise _bad("unknown_stream", f"stream must be one of {', '.join(REGISTRY)}, not {stream!r}")
+        raise SubscriptionError(
+            "unknown_stream", f"stream must be one of {', '.join(REGISTRY)}, not {stream!r}"
+        )
     raw_filter = command.get("filter", {})
     if not isinstance(raw_filter, Mapping):
-        raise _bad("invalid_filter", "filter must be an object")
+        raise SubscriptionError("invalid_filter", "filter must be an object")
     flt = parse_filter(stream, raw_filter) if raw_filter else everything(stream)
     return _build(
         stream, flt, command.get("replay"), command.get("since"), None, command.get("snapshot")
@@ -166,9 +177,6 @@ def query_parameters() -> dict[str, dict[str, dict[str, Any]]]:
     For documents (AsyncAPI): every value is a string in a query, so lists are
     described as comma-separated strings.
     """
-    from aurigraph_stream.codecs import CODECS
-    from aurigraph_stream.filters import MAX_EVERY, MAX_VALUES, OPTIONS
-
     common: dict[str, dict[str, Any]] = {
         "replay": {
             "type": "integer",
@@ -196,11 +204,16 @@ def query_parameters() -> dict[str, dict[str, dict[str, Any]]]:
                     "description": f"Comma-separated values (at most {MAX_VALUES}) of the {what}.",
                 }
             elif option.kind == "wei":
-                params[name] = {"type": "string", "pattern": "^(0|[1-9][0-9]{0,77})$"}
+                wei = REGISTRY[stream].message_schema["properties"][option.prop]
+                params[name] = {"type": "string", "pattern": wei["pattern"]}
             elif option.kind == "bool":
                 params[name] = {"type": "string", "enum": ["true", "false"]}
             elif option.kind == "int":
-                params[name] = {"type": "integer", "minimum": 1, "maximum": MAX_EVERY}
+                params[name] = {
+                    "type": "integer",
+                    "minimum": option.minimum,
+                    "maximum": option.maximum,
+                }
             else:
                 params[name] = {"type": "string", "enum": list(option.choices)}
         if stream in SNAPSHOT_STREAMS:

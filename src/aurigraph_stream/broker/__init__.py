@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from aurigraph_stream.broker.base import Broker, EventHandler, HistoryRead
 from aurigraph_stream.broker.memory import MemoryBroker
@@ -12,18 +12,13 @@ from aurigraph_stream.history import HistoryPolicy
 __all__ = ["Broker", "EventHandler", "HistoryRead", "MemoryBroker", "create_broker"]
 
 
-def create_broker(
-    url: str,
-    streams: Sequence[str],
-    history_size: int,
-    policies: Mapping[str, HistoryPolicy] | None = None,
-) -> Broker:
-    """Build the broker a URL names.
+def create_broker(url: str, policies: Mapping[str, HistoryPolicy]) -> Broker:
+    """Build the broker a URL names, for the streams of ``policies`` (their history bounds).
 
     Raises:
         ConfigError: for a scheme no broker implements.
     """
     scheme = url.partition("://")[0]
     if scheme == "memory":
-        return MemoryBroker(streams, history_size, policies)
+        return MemoryBroker(policies)
     raise ConfigError(f"unsupported broker URL scheme {scheme!r} (supported: memory://)")

@@ -47,13 +47,6 @@ class Broker(Protocol):
         """
         ...
 
-    async def history(self, stream: str, since: int | None, limit: int) -> list[Event] | None:
-        """Events after ``since`` (or the last ``limit`` when ``since`` is None).
-
-        Returns ``None`` when events after ``since`` are no longer kept.
-        """
-        ...
-
     def history_now(self, stream: str, since: int | None) -> HistoryRead | None:
         """The history read synchronously, or ``None`` if this broker cannot.
 
@@ -63,10 +56,6 @@ class Broker(Protocol):
         ``None``; the hub's seq check (``Hub.subscribe(after=...)``) then keeps
         a replay and live delivery from overlapping.
         """
-        ...
-
-    async def position(self, stream: str) -> Position:
-        """The stream's last ``seq`` and the history's epoch."""
         ...
 
     async def ping(self) -> bool:

@@ -19,21 +19,12 @@ __all__ = ["MemoryBroker"]
 
 
 class MemoryBroker:
-    def __init__(
-        self,
-        streams: Sequence[str],
-        history_size: int = 1000,
-        policies: Mapping[str, HistoryPolicy] | None = None,
-    ) -> None:
+    def __init__(self, policies: Mapping[str, HistoryPolicy]) -> None:
+        """One stream per entry of ``policies``, with its history bounds."""
         # A new epoch per process: the history does not survive a restart.
         self.epoch = secrets.token_hex(4)
-        self._seq = dict.fromkeys(streams, 0)
-        policies = policies or {}
-        default = HistoryPolicy(history_size)
-        self._history = {
-            name: History(policies.get(name, default).size, policies.get(name, default).max_age)
-            for name in streams
-        }
+        self._seq = dict.fromkeys(policies, 0)
+        self._history = {name: History(p.size, p.max_age) for name, p in policies.items()}
         self._handler: EventHandler | None = None
 
     async def start(self, handler: EventHandler) -> None:
@@ -57,20 +48,10 @@ class MemoryBroker:
             self._handler(events)
         return [event.seq for event in events]
 
-    async def history(self, stream: str, since: int | None, limit: int) -> list[Event] | None:
-        history = self._history[stream]
-        if since is None:
-            return history.last(limit)
-        events = history.since(since)
-        return None if events is None else events[:limit]
-
     def history_now(self, stream: str, since: int | None) -> HistoryRead:
         history = self._history[stream]
         events = history.last(len(history)) if since is None else history.since(since)
         return HistoryRead(Position(self._seq[stream], self.epoch), events, history.first_seq())
-
-    async def position(self, stream: str) -> Position:
-        return Position(self._seq[stream], self.epoch)
 
     async def ping(self) -> bool:
         return True

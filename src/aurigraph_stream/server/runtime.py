@@ -45,9 +45,7 @@ class Runtime:
         # The five streams, and the multiplexed /ws endpoint's connections.
         self.stats = Stats.for_streams((*NAMES, MUX_ENDPOINT))
         self.guard = Guard(settings)  # access policy; raises ConfigError for bad security settings
-        self.broker = create_broker(
-            settings.broker_url, NAMES, settings.history_size, settings.history_policies()
-        )
+        self.broker = create_broker(settings.broker_url, settings.history_policies())
         self.snapshots = SnapshotState()  # current validators and peers, for snapshot=true
         self.connections: set[Connection] = set()
         self.draining = False

@@ -32,7 +32,6 @@ class Opcode(enum.IntEnum):
     PONG = 0xA
 
 
-DATA_OPCODES = frozenset((Opcode.CONT, Opcode.TEXT, Opcode.BINARY))
 CONTROL_OPCODES = frozenset((Opcode.CLOSE, Opcode.PING, Opcode.PONG))
 _KNOWN = frozenset(int(op) for op in Opcode)
 _H16 = struct.Struct("!BBH")
