@@ -84,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(settings: Settings) -> int:
-    from aurigraph_stream.server.run import build_server, configure_logging
+    from aurigraph_stream.server.logs import configure_logging
+    from aurigraph_stream.server.run import build_server
 
     configure_logging(settings)
     try:

@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import Any
 
-from aurigraph_stream.config import ENV_PREFIX, load_settings
+from aurigraph_stream.config import ENV_PREFIX, load_settings, split_list
 from aurigraph_stream.errors import ConfigError
 from aurigraph_stream.streams import NAMES
 
@@ -69,7 +69,7 @@ def run_token_command(args: dict[str, Any], config_file: str | None) -> int:
     from aurigraph_stream.server.auth import mint_token
 
     mint = {key: args.pop(key) for key in list(args) if key.startswith("mint_")}
-    streams = [s.strip() for s in str(mint["mint_streams"]).split(",") if s.strip()]
+    streams = split_list(str(mint["mint_streams"]))
     unknown = [s for s in streams if s != "*" and s not in NAMES]
     try:
         if unknown:

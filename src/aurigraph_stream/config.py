@@ -19,9 +19,14 @@ from aurigraph_stream.errors import ConfigError
 from aurigraph_stream.history import HistoryPolicy, parse_policies
 from aurigraph_stream.streams import NAMES
 
-__all__ = ["PROFILES", "Settings", "load_settings"]
+__all__ = ["PROFILES", "Settings", "load_settings", "split_list"]
 
 ENV_PREFIX = "AURIGRAPH_"
+
+
+def split_list(value: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``: the settings hold comma-separated lists."""
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def _opt(default: Any, help: str, **bounds: float) -> Any:

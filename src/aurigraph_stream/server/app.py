@@ -11,7 +11,6 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from aurigraph_stream import __version__
-from aurigraph_stream.config import Settings
 from aurigraph_stream.server import health, stats_api, telemetry
 from aurigraph_stream.server.cors import add_cors
 from aurigraph_stream.server.docs import install_docs
@@ -22,9 +21,8 @@ from aurigraph_stream.server.runtime import Runtime
 __all__ = ["create_app"]
 
 
-def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+def create_app(runtime: Runtime) -> FastAPI:
     """Build the ASGI app. ``app.state.runtime`` is the running :class:`Runtime`."""
-    runtime = runtime or Runtime(settings)
     observability = Observability(runtime)
 
     @asynccontextmanager
@@ -56,7 +54,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(telemetry.router)
     install_docs(app)
     app.add_middleware(IngestOutcomes, counters=observability.ingest)
-    add_cors(app, settings)  # added last: outermost, so error answers get CORS headers too
+    add_cors(app, runtime.settings)  # added last: outermost, so error answers get CORS headers too
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:

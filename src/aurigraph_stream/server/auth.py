@@ -53,7 +53,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
-from aurigraph_stream.config import Settings
+from aurigraph_stream.config import Settings, split_list
 from aurigraph_stream.errors import AuthError, ConfigError
 
 __all__ = [
@@ -327,10 +327,7 @@ def extract_token(
 
 def subprotocols(headers: Mapping[str, str]) -> list[str]:
     """The subprotocols a WebSocket request offers, in order."""
-    value = headers.get("sec-websocket-protocol")
-    if not value:
-        return []
-    return [item.strip() for item in value.split(",") if item.strip()]
+    return split_list(headers.get("sec-websocket-protocol") or "")
 
 
 def missing_token() -> AuthError:

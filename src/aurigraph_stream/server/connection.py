@@ -25,9 +25,13 @@ from typing import TYPE_CHECKING, Any, cast
 from aurigraph_stream.errors import CloseCode, HandshakeRejected, ProtocolError
 from aurigraph_stream.hub import Subscriber, Subscription, count_frames
 from aurigraph_stream.server.auth import UNRESTRICTED
-from aurigraph_stream.server.httpproto import GuardedHttpProtocol, whole_upgrade_head
+from aurigraph_stream.server.httpproto import (
+    GuardedHttpProtocol,
+    request_timeout,
+    whole_upgrade_head,
+)
 from aurigraph_stream.server.ratelimit import TokenBucket
-from aurigraph_stream.server.subscribe import MUX_ENDPOINT, handle_command, reply
+from aurigraph_stream.server.subscribe import MUX_ENDPOINT, handle_command
 from aurigraph_stream.server.upgrade import route_upgrade
 from aurigraph_stream.wire.deflate import negotiate
 from aurigraph_stream.wire.frames import Opcode, close_frame, encode_frame, parse_close
@@ -60,7 +64,6 @@ class Connection(asyncio.Protocol, Subscriber):
         "close_code",
         "close_handle",
         "deflate_bits",
-        "endpoint",
         "expiry_handle",
         "fallback",
         "format",
@@ -91,7 +94,6 @@ class Connection(asyncio.Protocol, Subscriber):
         self.state = State.HANDSHAKE
         self.reader: Reader | None = None
         self.deflate_bits = 0
-        self.endpoint = ""
         self.peer = ""
         self.opened_at = 0.0
         self.awaiting_pong = 0.0  # loop time of the unanswered ping, 0 if none
@@ -158,7 +160,7 @@ class Connection(asyncio.Protocol, Subscriber):
             # Count the connection's failure once: what follows a bad frame (its
             # payload, say) may not parse either, and is not another error.
             if self.state is State.OPEN:
-                self.runtime.stats.endpoints[self.endpoint].protocol_errors += 1
+                self.runtime.stats.endpoints[self.stream].protocol_errors += 1
                 self.close(exc.code, exc.reason)
             self.reader = None
             self._fail()
@@ -204,7 +206,7 @@ class Connection(asyncio.Protocol, Subscriber):
             logger.info(
                 "close",
                 extra={
-                    "endpoint": self.endpoint,
+                    "endpoint": self.stream,
                     "client": self.peer,
                     "duration_s": round(time.monotonic() - self.opened_at, 3),
                     "code": self.close_code,
@@ -231,24 +233,11 @@ class Connection(asyncio.Protocol, Subscriber):
     # -- /ws commands -----------------------------------------------------------
     def _command(self, payload: bytes | str) -> None:
         assert self.mux is not None
-        runtime = self.runtime
-        if isinstance(payload, bytes):  # a binary frame: accepted when it is UTF-8 JSON
-            try:
-                payload = payload.decode()
-            except UnicodeDecodeError:
-                error = {
-                    "type": "error",
-                    "error": "invalid_command",
-                    "detail": "commands are JSON in UTF-8 (text messages, or binary ones)",
-                }
-                reply(runtime, self, self.format, self.deflate_bits, error)
-                return
-        principal = self.principal
         handle_command(
-            runtime,
+            self.runtime,
             self,
             self.mux,
-            principal.can_read,
+            self.principal.can_read,
             self.format,
             self.deflate_bits,
             payload,
@@ -266,7 +255,7 @@ class Connection(asyncio.Protocol, Subscriber):
     def write_frames(self, frames: bytes | list[bytes]) -> None:
         transport = self.transport
         if self.state is not State.OPEN or transport is None:
-            self.runtime.stats.endpoints[self.endpoint].failed_sends += count_frames(frames)
+            self.runtime.stats.endpoints[self.stream].failed_sends += count_frames(frames)
             return
         if isinstance(frames, bytes):
             transport.write(frames)
@@ -278,7 +267,7 @@ class Connection(asyncio.Protocol, Subscriber):
         return transport.get_write_buffer_size() if transport is not None else 0
 
     def overflow(self) -> None:
-        self.runtime.stats.endpoints[self.endpoint].slow_disconnects += 1
+        self.runtime.stats.endpoints[self.stream].slow_disconnects += 1
         self.close(CloseCode.SLOW_CONSUMER)
 
     # -- keepalive (called by the runtime's sweep) ----------------------------
@@ -293,7 +282,7 @@ class Connection(asyncio.Protocol, Subscriber):
     def check_pong(self, deadline: float) -> None:
         """Close if a ping sent at or before ``deadline`` is still unanswered."""
         if self.state is State.OPEN and 0 < self.awaiting_pong <= deadline:
-            self.runtime.stats.endpoints[self.endpoint].keepalive_disconnects += 1
+            self.runtime.stats.endpoints[self.stream].keepalive_disconnects += 1
             self.close(CloseCode.KEEPALIVE_TIMEOUT)
 
     # -- closing --------------------------------------------------------------
@@ -315,7 +304,7 @@ class Connection(asyncio.Protocol, Subscriber):
             try:
                 code, _ = parse_close(payload)
             except ProtocolError as exc:
-                self.runtime.stats.endpoints[self.endpoint].protocol_errors += 1
+                self.runtime.stats.endpoints[self.stream].protocol_errors += 1
                 self.close(exc.code, exc.reason)
                 self._fail()
                 return
@@ -388,14 +377,7 @@ class Connection(asyncio.Protocol, Subscriber):
         self.close_handle = None
         transport = self.transport
         if self.state is State.HANDSHAKE and transport is not None:
-            timeout = self.runtime.settings.handshake_timeout
-            transport.write(
-                http_error(
-                    HandshakeRejected(
-                        408, "request_timeout", f"the request did not arrive within {timeout:g} s"
-                    )
-                )
-            )
+            transport.write(request_timeout(self.runtime.settings.handshake_timeout))
             transport.close()
 
     def _handshake(self, raw: bytes) -> None:
@@ -429,11 +411,10 @@ class Connection(asyncio.Protocol, Subscriber):
         # The hub checks the exact backlog only once the transport pauses writing,
         # so pausing must start at or below the slow-consumer cap.
         transport.set_write_buffer_limits(high=min(65536, settings.max_buffered_bytes))
-        self.endpoint = route.endpoint
+        self.stream = route.endpoint  # its stats entry and log label; the hub's too
         self.format = route.format
         if route.endpoint == MUX_ENDPOINT:
             self.mux = {}
-            self.stream = MUX_ENDPOINT  # the hub counts this connection's failures there
         self.opened_at = time.monotonic()
         self.principal = route.principal
         self.client = route.client

@@ -12,16 +12,12 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
-from aurigraph_stream.config import Settings
+from aurigraph_stream.config import Settings, split_list
+from aurigraph_stream.server.http import error_response
 
-__all__ = ["JsonErrorCORSMiddleware", "add_cors", "split_list"]
-
-
-def split_list(value: str) -> list[str]:
-    """``"a, b,,c"`` -> ``["a", "b", "c"]``: the settings hold comma-separated lists."""
-    return [item.strip() for item in value.split(",") if item.strip()]
+__all__ = ["JsonErrorCORSMiddleware", "add_cors"]
 
 
 class JsonErrorCORSMiddleware(CORSMiddleware):
@@ -33,13 +29,11 @@ class JsonErrorCORSMiddleware(CORSMiddleware):
         headers = {
             k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")
         }
-        return JSONResponse(
-            {
-                "error": "cors_preflight_refused",
-                "detail": f"this cross-origin request is not allowed: its {refused} "
-                "is not in the server's CORS settings",
-            },
+        return error_response(
             response.status_code,
+            "cors_preflight_refused",
+            f"this cross-origin request is not allowed: its {refused} "
+            "is not in the server's CORS settings",
             headers=headers,
         )
 

@@ -23,29 +23,26 @@ import asyncio
 import re
 from typing import Any
 
-import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from aurigraph_stream.config import Settings
+from aurigraph_stream.errors import HandshakeRejected
+from aurigraph_stream.wire.handshake import http_error
 
-__all__ = ["GuardedHttpProtocol", "http_protocol", "whole_upgrade_head"]
-
-_REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large"}
+__all__ = ["GuardedHttpProtocol", "http_protocol", "request_timeout", "whole_upgrade_head"]
 
 
 class _HeadTooLarge(Exception):
     pass
 
 
-def _json_error(status: int, error: str, detail: str) -> bytes:
-    body = orjson.dumps({"error": error, "detail": detail})
-    head = (
-        f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
-        "content-type: application/json\r\n"
-        f"content-length: {len(body)}\r\n"
-        "connection: close\r\n\r\n"
-    )
-    return head.encode() + body
+def _refusal(status: int, error: str, detail: str) -> bytes:
+    return http_error(HandshakeRejected(status, error, detail))
+
+
+def request_timeout(seconds: float) -> bytes:
+    """The 408 for a request that did not arrive within ``seconds``."""
+    return _refusal(408, "request_timeout", f"the request did not arrive within {seconds:g} s")
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -82,13 +79,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if transport is None or transport.is_closing():
             return
         if self._in_head:
-            transport.write(
-                _json_error(
-                    408,
-                    "request_timeout",
-                    f"the request did not arrive within {self.request_timeout:g} s",
-                )
-            )
+            transport.write(request_timeout(self.request_timeout))
         transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -115,9 +106,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self.scope.get("http_version", "1.1") != "1.1":
             # uvicorn rewrites the request line as HTTP/1.1 before the WebSocket
             # layer reads it, so the version (RFC 6455 4.1: at least 1.1) is checked here.
-            self.transport.write(
-                _json_error(400, "bad_request", "a WebSocket upgrade needs HTTP/1.1")
-            )
+            self.transport.write(_refusal(400, "bad_request", "a WebSocket upgrade needs HTTP/1.1"))
             self.transport.close()
             return
         super().handle_websocket_upgrade()
@@ -148,11 +137,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         self._disarm()
         if self._head_too_large:
-            body = _json_error(
+            body = _refusal(
                 431, "head_too_large", f"the request head is over {self.max_head_size} bytes"
             )
         else:
-            body = _json_error(400, "bad_request", "the request is not valid HTTP/1.1")
+            body = _refusal(400, "bad_request", "the request is not valid HTTP/1.1")
         self.transport.write(body)
         self.transport.close()
 

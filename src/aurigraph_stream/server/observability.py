@@ -40,7 +40,6 @@ class LoopMonitor:
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self.lag = 0.0  # seconds, the latest reading
-        self.max_lag = 0.0  # seconds, the largest reading since start
         self.recent: deque[float] = deque(maxlen=self.WINDOW)
         self.last_tick: float | None = None  # loop time of the latest reading
 
@@ -52,7 +51,6 @@ class LoopMonitor:
             await asyncio.sleep(self.interval)
             now = loop.time()
             self.lag = max(0.0, now - due)
-            self.max_lag = max(self.max_lag, self.lag)
             self.recent.append(self.lag)
             self.last_tick = now
 

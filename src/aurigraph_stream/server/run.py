@@ -17,7 +17,6 @@ import uvicorn
 
 from aurigraph_stream.config import Settings
 from aurigraph_stream.errors import ConfigError
-from aurigraph_stream.server import logs
 from aurigraph_stream.server.app import create_app
 from aurigraph_stream.server.auth import install_log_redaction
 from aurigraph_stream.server.connection import Accept, Connection
@@ -28,7 +27,6 @@ __all__ = [
     "StreamServer",
     "build_server",
     "check_tls",
-    "configure_logging",
     "raise_open_file_limit",
 ]
 
@@ -68,11 +66,6 @@ class StreamServer(uvicorn.Server):
             self._captured_signals.clear()
 
 
-def configure_logging(settings: Settings) -> None:
-    """Readable lines in dev, JSON lines in prod: see :mod:`aurigraph_stream.server.logs`."""
-    logs.configure_logging(settings)
-
-
 def raise_open_file_limit() -> None:
     """Lift the soft limit on open files to the hard limit: each connection is a descriptor."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -104,7 +97,7 @@ def build_server(settings: Settings) -> StreamServer:
     raise_open_file_limit()
     install_log_redaction()
     runtime = Runtime(settings)
-    app = create_app(settings, runtime)
+    app = create_app(runtime)
     ws: Any = functools.partial(Connection, runtime)
     config = uvicorn.Config(
         app,

@@ -49,7 +49,6 @@ class Runtime:
         self.snapshots = SnapshotState()  # current validators and peers, for snapshot=true
         self.connections: set[Connection] = set()
         self.draining = False
-        self.simulator: NetworkSimulator | None = None
         self._hub: Hub | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.flush_listeners: list[Callable[[list[Event], float], None]] = []
@@ -77,14 +76,13 @@ class Runtime:
             self.spawn(self._freeze_survivors)
         self.spawn(self._sample_metrics)
         if settings.simulate:
-            self.simulator = NetworkSimulator(
+            simulator = NetworkSimulator(
                 seed=settings.seed,
                 validators=settings.sim_validators,
                 peers=settings.sim_peers,
                 tx_rate=settings.sim_tx_rate,
                 block_time=settings.sim_block_time,
             )
-            simulator = self.simulator
             self.spawn(lambda: self._simulate(simulator))
 
     async def stop(self) -> None:
@@ -191,7 +189,7 @@ class Runtime:
         self.hub.unsubscribe(conn)
         if conn in self.connections:
             self.connections.remove(conn)
-            self.stats.endpoints[conn.endpoint].connections -= 1
+            self.stats.endpoints[conn.stream].connections -= 1
             self.stats.closes[conn.close_code] += 1
 
     # -- background tasks -----------------------------------------------------

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
-from aurigraph_stream.config import Settings
+from aurigraph_stream.config import Settings, split_list
 from aurigraph_stream.errors import AuthError, ConfigError, HandshakeRejected
 from aurigraph_stream.server.auth import (
     BEARER_PROTOCOL,
@@ -99,10 +99,6 @@ def client_key(ip: IPAddress) -> str:
     return str(ip)
 
 
-def _split_csv(value: str) -> list[str]:
-    return [item.strip() for item in value.split(",") if item.strip()]
-
-
 class Guard:
     """Per-server security state: the authenticator, limiters and lists.
 
@@ -117,10 +113,10 @@ class Guard:
         self.mode = auth_mode(settings)
         self.authenticator = Authenticator(settings) if self.mode == "jwt" else None
         origins = settings.ws_origins if settings.ws_origins is not None else settings.cors_origins
-        listed = {o.lower().rstrip("/") for o in _split_csv(origins)}
+        listed = {o.lower().rstrip("/") for o in split_list(origins)}
         self.origins: frozenset[str] | None = None if "*" in listed else frozenset(listed)
         proxies: list[IPNetwork] = []
-        for item in _split_csv(settings.trusted_proxies):
+        for item in split_list(settings.trusted_proxies):
             try:
                 proxies.append(ipaddress.ip_network(item, strict=False))
             except ValueError:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -150,17 +150,25 @@ def handle_command(
     runtime: Runtime,
     sink: Subscriber,
     subs: dict[str, Subscription],
-    can_read: Any,
+    can_read: Callable[[str], bool],
     codec: str,
     bits: int,
-    text: str,
+    text: str | bytes,
 ) -> None:
     """Run one command received on ``/ws`` and queue its reply.
 
     Args:
         subs: the connection's subscriptions by id (updated here).
-        can_read: ``stream -> bool``: whether the client may read a stream.
+        can_read: whether the client may read a stream.
+        text: a text message, or a binary one (accepted when it is UTF-8 JSON).
     """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode()
+        except UnicodeDecodeError:
+            detail = "commands are JSON in UTF-8 (text messages, or binary ones)"
+            reply(runtime, sink, codec, bits, _error(None, None, "invalid_command", detail))
+            return
     try:
         command = orjson.loads(text)
     except orjson.JSONDecodeError as exc:

@@ -90,7 +90,6 @@ class NetworkSimulator:
         self._next_phase = 0.0
         self._next_validator = 0.0
         self._next_peer = 0.0
-        self._started = False
 
     # -- random helpers -------------------------------------------------------
     def _address(self) -> str:
@@ -166,14 +165,13 @@ class NetworkSimulator:
     def advance(self, wall: float) -> Emitted:
         """Return every event due between the previous call and ``wall`` (seconds)."""
         out: Emitted = []
-        if not self._started:
-            self._started = True
-            self._last = wall
+        last = self._last
+        if last is None:  # the first call: the network as it stands, then what follows
+            last = wall
             self._next_phase = wall
             self._next_validator = wall + self._exp(1 / 3)
             self._next_peer = wall + self._exp(1 / 2)
             out += self.snapshot(wall)
-        last = self._last if self._last is not None else wall
         self._last = wall
         # New transactions: a Poisson process over (last, wall].
         t = last + self._exp(self.tx_rate)

@@ -36,6 +36,7 @@ _REASONS = {
     408: "Request Timeout",
     426: "Upgrade Required",
     429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
