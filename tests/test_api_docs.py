@@ -17,7 +17,7 @@ from jsonschema import Draft7Validator, Draft202012Validator
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Route, sync_playwright
 from websockets.sync.client import connect
 
-from aurigraph_stream.errors import CloseCode
+from aurigraph_stream.contract import CloseCode
 from aurigraph_stream.streams import REGISTRY
 from tests.rawws import RawWebSocket
 from tests.server import ROOT, ServerProcess, run_server

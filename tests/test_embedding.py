@@ -1,5 +1,5 @@
 """The embedding API: a program runs the server in its own event loop and publishes with
-Runtime.publish; subscribers receive it over real WebSockets."""
+Node.publish; subscribers receive it over real WebSockets."""
 
 from __future__ import annotations
 
@@ -12,21 +12,21 @@ import websockets
 
 from aurigraph_stream.config import load_settings
 from aurigraph_stream.errors import UnknownStream, ValidationError
-from aurigraph_stream.server.run import build_server
+from aurigraph_stream.server import build_server
 from tests.server import free_port
 from tests.streamtools import example_event
 
 EVENT: dict[str, Any] = example_event("consensus")
 
 
-def test_runtime_publish_reaches_websocket_subscribers() -> None:
-    """runtime.publish in-process is broadcast with its seqs; bad events raise, publish nothing."""
+def test_node_publish_reaches_websocket_subscribers() -> None:
+    """node.publish in-process is broadcast with its seqs; bad events raise, publish nothing."""
     port = free_port()
     settings = load_settings(
         environ={}, overrides={"port": port, "simulate": False, "log_level": "WARNING"}
     )
     server = build_server(settings)
-    runtime = server.runtime
+    node = server.node
 
     async def main() -> None:
         serving = asyncio.create_task(server.serve())
@@ -37,19 +37,19 @@ def test_runtime_publish_reaches_websocket_subscribers() -> None:
         assert server.started
         try:
             async with websockets.connect(f"ws://127.0.0.1:{port}/ws/consensus") as ws:
-                seqs = await runtime.publish("consensus", [EVENT, {**EVENT, "round": 4}])
+                seqs = await node.publish("consensus", [EVENT, {**EVENT, "round": 4}])
                 assert seqs == [1, 2]
                 received = [orjson.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in seqs]
                 assert received == [{**EVENT, "seq": 1}, {**EVENT, "round": 4, "seq": 2}]
 
                 with pytest.raises(ValidationError) as info:
-                    await runtime.publish("consensus", [EVENT, {**EVENT, "epoch": "x"}])
+                    await node.publish("consensus", [EVENT, {**EVENT, "epoch": "x"}])
                 assert info.value.field == "$.epoch"
                 assert info.value.index == 1
                 with pytest.raises(UnknownStream):
-                    await runtime.publish("blocks", [EVENT])
+                    await node.publish("blocks", [EVENT])
 
-                assert await runtime.publish("consensus", [EVENT]) == [3]
+                assert await node.publish("consensus", [EVENT]) == [3]
                 assert orjson.loads(await asyncio.wait_for(ws.recv(), 5))["seq"] == 3
         finally:
             server.should_exit = True

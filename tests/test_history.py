@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from aurigraph_stream.broker.history import History
 from aurigraph_stream.event import Event
-from aurigraph_stream.history import History
 
 
 def _filled(size: int, upto: int) -> History:

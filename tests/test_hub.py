@@ -9,7 +9,8 @@ import orjson
 
 from aurigraph_stream.event import Event
 from aurigraph_stream.hub import Hub, Subscriber
-from aurigraph_stream.stats import Stats
+from aurigraph_stream.hub.members import DETACHED
+from aurigraph_stream.stats import EndpointStats, Stats
 from aurigraph_stream.streams import NAMES
 
 PLAIN = ("json", 0)
@@ -21,8 +22,8 @@ class Recorder(Subscriber):
 
     __slots__ = ("backlog", "overflows", "writes")
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, counters: EndpointStats = DETACHED) -> None:
+        super().__init__(counters)
         self.writes: list[list[bytes]] = []
         self.backlog = 0
         self.overflows = 0
@@ -126,7 +127,7 @@ def test_events_go_only_to_their_stream() -> None:
 def test_slow_consumer_overflows_once_and_others_get_every_frame() -> None:
     """A backlog over the cap: overflow() once, it leaves the hub, the others get every frame."""
     hub, loop, stats = _hub(max_buffered=1000)
-    slow, fast = Recorder(), Recorder()
+    slow, fast = Recorder(stats.endpoints["metrics"]), Recorder()
     hub.subscribe(slow, "metrics", PLAIN)
     hub.subscribe(fast, "metrics", PLAIN)
     hub.publish([_event(1)])
@@ -158,7 +159,7 @@ def test_a_batch_larger_than_the_cap_reaches_a_subscriber_that_kept_up() -> None
 def test_unsubscribe_drops_pending_frames() -> None:
     """Frames queued for a subscriber that leaves before the flush are never written."""
     hub, loop, stats = _hub()
-    gone, stays = Recorder(), Recorder()
+    gone, stays = Recorder(stats.endpoints["metrics"]), Recorder()
     hub.subscribe(gone, "metrics", PLAIN)
     hub.subscribe(stays, "metrics", PLAIN)
     hub.publish([_event(1), _event(2)])

@@ -7,7 +7,7 @@ import math
 import random
 
 from aurigraph_stream.event import Event
-from aurigraph_stream.latency import (
+from aurigraph_stream.ops.latency import (
     BOUNDS_MS,
     EXPORT_BOUNDS_MS,
     BroadcastLatency,

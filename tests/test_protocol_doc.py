@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from aurigraph_stream.errors import CloseCode
+from aurigraph_stream.contract import CloseCode
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
 SOURCES = Path(__file__).resolve().parent.parent / "src" / "aurigraph_stream"

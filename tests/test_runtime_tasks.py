@@ -1,4 +1,4 @@
-"""The runtime keeps its background tasks alive."""
+"""The node keeps its background tasks alive, and its long-lived objects out of the collector."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import asyncio
 import gc
 
 from aurigraph_stream.config import load_settings
-from aurigraph_stream.server.observability import Observability
-from aurigraph_stream.server.runtime import Runtime
-from aurigraph_stream.server.telemetry import build_registry
+from aurigraph_stream.node import Node
+from aurigraph_stream.ops.observability import Observability
+from aurigraph_stream.ops.telemetry import build_registry
 
 
 def test_failing_background_task_is_restarted() -> None:
@@ -16,8 +16,8 @@ def test_failing_background_task_is_restarted() -> None:
     collector, and stop() ends it."""
 
     async def scenario() -> tuple[int, int, float | None]:
-        runtime = Runtime(load_settings(environ={}, overrides={"simulate": False}))
-        await runtime.start()
+        node = Node(load_settings(environ={}, overrides={"simulate": False}))
+        await node.start()
         runs = 0
         done = asyncio.Event()
 
@@ -29,12 +29,12 @@ def test_failing_background_task_is_restarted() -> None:
             done.set()
             await asyncio.Event().wait()  # then runs until stopped
 
-        runtime.spawn(flaky, max_backoff=0.05)
+        node.tasks.spawn("flaky", flaky, max_backoff=0.05)
         await asyncio.wait_for(done.wait(), 10)
-        registry = build_registry(Observability(runtime))
+        registry = build_registry(Observability(node, set()))
         exported = registry.get_sample_value("aurigraph_background_task_restarts_total")
-        await runtime.stop()
-        return runs, runtime.stats.task_restarts, exported
+        await node.stop()
+        return runs, node.stats.task_restarts, exported
 
     runs, restarts, exported = asyncio.run(scenario())
     assert runs == 3
@@ -42,15 +42,15 @@ def test_failing_background_task_is_restarted() -> None:
     assert exported == 2.0
 
 
-def test_runtime_freezes_long_lived_objects() -> None:
+def test_node_freezes_long_lived_objects() -> None:
     """With gc_freeze_interval set, start-up objects leave the collector's generations."""
 
     async def scenario() -> int:
         gc.unfreeze()
-        runtime = Runtime(
+        node = Node(
             load_settings(environ={}, overrides={"simulate": False, "gc_freeze_interval": 0.05})
         )
-        await runtime.start()
+        await node.start()
         try:
             for _ in range(200):  # bounded: 10 s at most
                 if gc.get_freeze_count() > 0:
@@ -58,7 +58,7 @@ def test_runtime_freezes_long_lived_objects() -> None:
                 await asyncio.sleep(0.05)
             return gc.get_freeze_count()
         finally:
-            await runtime.stop()
+            await node.stop()
             gc.unfreeze()
 
     assert asyncio.run(scenario()) > 1000

@@ -7,20 +7,17 @@ import time
 from typing import Any
 
 import jwt
+import orjson
 import pytest
 
+from aurigraph_stream.access.guard import Guard
+from aurigraph_stream.access.ratelimit import ConnectionCounter, RateLimiter, TokenBucket
+from aurigraph_stream.access.redact import redact
+from aurigraph_stream.access.tokens import Authenticator, auth_mode, extract_token
 from aurigraph_stream.config import Settings
+from aurigraph_stream.contract import BEARER_PROTOCOL
 from aurigraph_stream.errors import AuthError, ConfigError, HandshakeRejected
-from aurigraph_stream.server.auth import (
-    BEARER_PROTOCOL,
-    Authenticator,
-    auth_mode,
-    extract_token,
-    install_log_redaction,
-    redact,
-)
-from aurigraph_stream.server.ratelimit import ConnectionCounter, RateLimiter, TokenBucket
-from aurigraph_stream.server.security import Guard
+from aurigraph_stream.ops.logs import configure_logging
 
 SECRET = "unit-test-secret-of-at-least-32-bytes!"
 
@@ -81,15 +78,17 @@ def test_forwarded_headers_believed_only_from_trusted_proxies() -> None:
     """X-Forwarded-For is read right to left past trusted proxies; others cannot spoof it."""
     guard = _guard(trusted_proxies="10.0.0.0/8, 192.0.2.1")
     xff = {"x-forwarded-for": "1.1.1.1, 203.0.113.9, 10.1.2.3"}
-    assert str(guard.client_ip("10.9.9.9:5555", xff)) == "203.0.113.9"
-    assert str(guard.client_ip("198.51.100.7:5555", xff)) == "198.51.100.7"
-    assert str(guard.client_ip("192.0.2.1:80", {"x-real-ip": "203.0.113.5"})) == "203.0.113.5"
-    assert str(guard.client_ip("192.0.2.1:80", {})) == "192.0.2.1"
-    assert str(guard.client_ip("10.0.0.1:1", {"x-forwarded-for": "garbage, 10.0.0.2"})) == (
+    assert str(guard.proxies.client_ip("10.9.9.9:5555", xff)) == "203.0.113.9"
+    assert str(guard.proxies.client_ip("198.51.100.7:5555", xff)) == "198.51.100.7"
+    assert (
+        str(guard.proxies.client_ip("192.0.2.1:80", {"x-real-ip": "203.0.113.5"})) == "203.0.113.5"
+    )
+    assert str(guard.proxies.client_ip("192.0.2.1:80", {})) == "192.0.2.1"
+    assert str(guard.proxies.client_ip("10.0.0.1:1", {"x-forwarded-for": "garbage, 10.0.0.2"})) == (
         "10.0.0.2"
     )
     untrusting = _guard()
-    assert str(untrusting.client_ip("127.0.0.1:9", xff)) == "127.0.0.1"
+    assert str(untrusting.proxies.client_ip("127.0.0.1:9", xff)) == "127.0.0.1"
 
 
 def test_bad_trusted_proxy_is_a_config_error() -> None:
@@ -182,14 +181,25 @@ def test_redact_blanks_credentials() -> None:
     assert redact("nothing to see") == "nothing to see"
 
 
-def test_log_records_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
-    """Every record created after install goes out redacted, whatever its handler."""
+def test_log_records_are_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    """The configured log handler writes every record redacted, extra= fields included,
+    whichever logger made it (ours or a library's)."""
     token = _token({"streams": "*"})
-    with caplog.at_level(logging.INFO, logger="aurigraph_stream.test"):
-        install_log_redaction()
-        log = logging.getLogger("aurigraph_stream.test")
-        log.info("target=/ws/metrics?token=%s", token)
-        log.info("open", extra={"target": f"/ws/metrics?token={token}"})
-    assert token not in caplog.text
-    assert "token=[redacted]" in caplog.text
-    assert caplog.records[-1].__dict__["target"] == "/ws/metrics?token=[redacted]"
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure_logging(Settings(log_format="json"))
+        logging.getLogger("aurigraph_stream.test").info("target=/ws/metrics?token=%s", token)
+        logging.getLogger("aurigraph_stream.test").info(
+            "open", extra={"target": f"/ws/metrics?token={token}"}
+        )
+        logging.getLogger("uvicorn.error").warning("Authorization: Bearer %s", token)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    err = capsys.readouterr().err
+    assert token not in err
+    lines = [orjson.loads(line) for line in err.splitlines()]
+    assert lines[0]["message"] == "target=/ws/metrics?token=[redacted]"
+    assert lines[1]["target"] == "/ws/metrics?token=[redacted]"
+    assert lines[2]["message"] == "Authorization: Bearer [redacted]"

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from aurigraph_stream.server.httpproto import whole_upgrade_head
+from aurigraph_stream.wire.handshake import whole_upgrade_head
 from tests.rawws import read_http_response
 from tests.server import ServerProcess
 

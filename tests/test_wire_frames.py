@@ -7,7 +7,8 @@ import struct
 
 import pytest
 
-from aurigraph_stream.errors import CloseCode, InvalidPayload, MessageTooBig, ProtocolError
+from aurigraph_stream.contract import CloseCode
+from aurigraph_stream.errors import InvalidPayload, MessageTooBig, ProtocolError
 from aurigraph_stream.wire.frames import (
     Frame,
     Opcode,

@@ -6,7 +6,8 @@ import zlib
 
 import pytest
 
-from aurigraph_stream.errors import CloseCode, InvalidPayload, MessageTooBig, ProtocolError
+from aurigraph_stream.contract import CloseCode
+from aurigraph_stream.errors import InvalidPayload, MessageTooBig, ProtocolError
 from aurigraph_stream.wire.frames import Opcode
 from aurigraph_stream.wire.reader import Message, Reader
 from tests.rawws import frame_bytes

@@ -30,15 +30,15 @@ import orjson
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from aurigraph_stream.contract import BEARER_PROTOCOL, SUBPROTOCOL_PREFIX
 from aurigraph_stream.errors import SubscriptionError
 from aurigraph_stream.proto import aurigraph_v11_pb2 as pb
 from aurigraph_stream.wire.frames import Opcode
 
-__all__ = ["CODECS", "DEFAULT", "NOT_FORMATS", "SUBPROTOCOL_PREFIX", "Codec", "select_codec"]
+__all__ = ["CODECS", "DEFAULT", "NOT_FORMATS", "Codec", "select_codec"]
 
-SUBPROTOCOL_PREFIX = "aurigraph.v11."
-# Our subprotocols that are not formats: the bearer token carrier (server/auth.py).
-NOT_FORMATS = frozenset(("aurigraph.v11.bearer",))
+# Our subprotocols that are not formats: the bearer token carrier (access/tokens.py).
+NOT_FORMATS = frozenset((BEARER_PROTOCOL,))
 
 
 @dataclass(frozen=True, slots=True)

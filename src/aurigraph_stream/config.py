@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aurigraph_stream.broker.history import HistoryPolicy, parse_policies
 from aurigraph_stream.errors import ConfigError
-from aurigraph_stream.history import HistoryPolicy, parse_policies
 from aurigraph_stream.streams import NAMES
 
 __all__ = ["PROFILES", "Settings", "load_settings", "split_list"]

@@ -1,4 +1,4 @@
-"""Exceptions and WebSocket close codes: the one table both live in.
+"""The exception tree: every exception this package raises.
 
 Exception tree::
 
@@ -20,11 +20,10 @@ later", 4500-4999 means "do not reconnect with the same request".
 
 from __future__ import annotations
 
-import enum
+from aurigraph_stream.contract import CloseCode
 
 __all__ = [
     "AuthError",
-    "CloseCode",
     "ConfigError",
     "HandshakeRejected",
     "InvalidPayload",
@@ -35,49 +34,6 @@ __all__ = [
     "UnknownStream",
     "ValidationError",
 ]
-
-
-class CloseCode(enum.IntEnum):
-    """Every close code the server sends, with the reason text it sends."""
-
-    NORMAL = 1000
-    GOING_AWAY = 1001  # server shutting down: reconnect to another instance
-    PROTOCOL_ERROR = 1002
-    UNSUPPORTED_DATA = 1003
-    INVALID_PAYLOAD = 1007  # text frame that is not UTF-8
-    POLICY_VIOLATION = 1008
-    MESSAGE_TOO_BIG = 1009
-    INTERNAL_ERROR = 1011  # never carries details: they may be sensitive
-    # 4000-4499: the client may reconnect (after a back-off).
-    TOKEN_EXPIRED = 4001  # the access token's exp (+ grace) passed: reconnect with a new one
-    SLOW_CONSUMER = 4008  # outbound buffer over its cap; reconnect and resume
-    KEEPALIVE_TIMEOUT = 4009  # a ping went unanswered
-    TOO_MANY_MESSAGES = 4029  # inbound messages over the per-connection rate (like HTTP 429)
-
-    @property
-    def reason(self) -> str:
-        return _REASONS[self]
-
-    @property
-    def reconnect(self) -> bool:
-        """Whether a client should reconnect after this code."""
-        return self in (CloseCode.GOING_AWAY, CloseCode.INTERNAL_ERROR) or 4000 <= self < 4500
-
-
-_REASONS: dict[CloseCode, str] = {
-    CloseCode.NORMAL: "normal closure",
-    CloseCode.GOING_AWAY: "server shutting down",
-    CloseCode.PROTOCOL_ERROR: "protocol error",
-    CloseCode.UNSUPPORTED_DATA: "unsupported data",
-    CloseCode.INVALID_PAYLOAD: "invalid UTF-8 in text message",
-    CloseCode.POLICY_VIOLATION: "policy violation",
-    CloseCode.MESSAGE_TOO_BIG: "message too big",
-    CloseCode.INTERNAL_ERROR: "internal error",
-    CloseCode.SLOW_CONSUMER: "slow consumer",
-    CloseCode.KEEPALIVE_TIMEOUT: "keepalive ping timeout",
-    CloseCode.TOKEN_EXPIRED: "token expired",
-    CloseCode.TOO_MANY_MESSAGES: "too many messages",
-}
 
 
 class StreamError(Exception):

@@ -5,19 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Event", "Position"]
-
-
-@dataclass(frozen=True, slots=True)
-class Position:
-    """Where a stream is: the last ``seq`` and the epoch of the history holding it.
-
-    A different epoch means the history was lost (for example the in-memory
-    broker restarted), so a client cannot resume from an older position.
-    """
-
-    seq: int
-    epoch: str
+__all__ = ["Event"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aurigraph_stream.codecs import CODECS
+from aurigraph_stream.contract import MAX_REPLAY
 from aurigraph_stream.errors import SubscriptionError
 from aurigraph_stream.filters import MAX_VALUES, OPTIONS, Filter, everything, parse_filter
 from aurigraph_stream.streams import REGISTRY
@@ -35,9 +36,8 @@ __all__ = [
     "from_query",
 ]
 
-MAX_REPLAY = 100_000
 SNAPSHOT_STREAMS = ("validators", "network")
-# Query parameters that are not filters: ours, and the access token (server/auth.py).
+# Query parameters that are not filters: ours, and the access token (access/tokens.py).
 CONTROL_PARAMS = frozenset(("replay", "since", "epoch", "snapshot", "format", "token"))
 _COMMAND_KEYS = frozenset(("op", "id", "stream", "filter", "replay", "since", "snapshot"))
 

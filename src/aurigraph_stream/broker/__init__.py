@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from aurigraph_stream.broker.base import Broker, EventHandler, HistoryRead
+from aurigraph_stream.broker.history import HistoryPolicy
 from aurigraph_stream.broker.memory import MemoryBroker
 from aurigraph_stream.errors import ConfigError
-from aurigraph_stream.history import HistoryPolicy
 
 __all__ = ["Broker", "EventHandler", "HistoryRead", "MemoryBroker", "create_broker"]
 

@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aurigraph_stream.event import Event, Position
+from aurigraph_stream.contract import Position
+from aurigraph_stream.event import Event
 
 __all__ = ["Broker", "EventHandler", "HistoryRead"]
 

@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aurigraph_stream.broker.base import Broker, EventHandler, HistoryRead
-from aurigraph_stream.event import Event, Position
-from aurigraph_stream.history import History, HistoryPolicy
+from aurigraph_stream.broker.history import History, HistoryPolicy
+from aurigraph_stream.contract import Position
+from aurigraph_stream.event import Event
 
 __all__ = ["MemoryBroker"]
 

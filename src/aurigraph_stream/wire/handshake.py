@@ -1,8 +1,8 @@
 """The HTTP side of a WebSocket upgrade (RFC 6455 section 4.2), without I/O.
 
-uvicorn hands the connection the raw request it has already parsed once;
-:func:`parse_request` reads it back, :func:`check_upgrade` validates it, and
-:func:`switching_protocols` / :func:`http_error` build the bytes to write.
+:func:`whole_upgrade_head` tells whether a first read is one complete upgrade
+head; :func:`parse_request` reads a head, :func:`check_upgrade` validates it,
+and :func:`switching_protocols` / :func:`http_error` build the bytes to write.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from dataclasses import dataclass
+from http import HTTPStatus
 from urllib.parse import parse_qsl
 
 import orjson
@@ -23,23 +25,12 @@ __all__ = [
     "check_upgrade",
     "http_error",
     "parse_request",
+    "request_timeout",
     "switching_protocols",
+    "whole_upgrade_head",
 ]
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_REASONS = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    426: "Upgrade Required",
-    429: "Too Many Requests",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,14 +128,48 @@ def switching_protocols(key: str, extensions: str | None, subprotocol: str | Non
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
 def http_error(rejected: HandshakeRejected) -> bytes:
     """A complete HTTP error response with a JSON body; the connection closes after it."""
     body = orjson.dumps({"error": rejected.error, "detail": rejected.detail})
     lines = [
-        f"HTTP/1.1 {rejected.status} {_REASONS.get(rejected.status, 'Error')}",
+        f"HTTP/1.1 {rejected.status} {_reason(rejected.status)}",
         "Content-Type: application/json",
         f"Content-Length: {len(body)}",
         "Connection: close",
     ]
     lines += [f"{name}: {value}" for name, value in rejected.headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def request_timeout(seconds: float) -> bytes:
+    """The 408 for a request that did not arrive within ``seconds``."""
+    return http_error(
+        HandshakeRejected(
+            408, "request_timeout", f"the request did not arrive within {seconds:g} s"
+        )
+    )
+
+
+_CONNECTION_UPGRADE = re.compile(rb"\r\nconnection:[^\r\n]*\bupgrade\b")
+
+
+def whole_upgrade_head(data: bytes, max_head: int) -> bool:
+    """Whether ``data`` is exactly one HTTP/1.1 WebSocket upgrade head, and nothing more.
+
+    Anything else (a plain GET, a head split over reads, pipelined bytes, HTTP/1.0)
+    takes uvicorn's ordinary path, which answers it as before.
+    """
+    if not data.startswith(b"GET ") or not data.endswith(b"\r\n\r\n") or len(data) > max_head:
+        return False
+    line_end = data.find(b"\r\n")
+    if not data[:line_end].endswith(b" HTTP/1.1") or data.find(b"\r\n\r\n") != len(data) - 4:
+        return False
+    head = data.lower()
+    return b"\r\nupgrade: websocket\r\n" in head and _CONNECTION_UPGRADE.search(head) is not None

@@ -1,0 +1,1 @@
+"""Who may connect and publish, and how much: tokens, rate limits, trusted proxies."""

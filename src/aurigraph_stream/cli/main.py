@@ -1,0 +1,107 @@
+"""``aurigraph-stream``: the command line. Thin: it builds Settings and runs the server."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from aurigraph_stream import __version__
+from aurigraph_stream.cli.token import add_token_command, run_token_command
+from aurigraph_stream.config import ENV_PREFIX, FIELDS, PROFILES, Settings, load_settings
+from aurigraph_stream.errors import ConfigError
+
+__all__ = ["build_parser", "main"]
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    defaults = Settings()
+    for name, f in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        kind = str(f.type)
+        env = ENV_PREFIX + name.upper()
+        default = getattr(defaults, name)
+        per_profile = ", ".join(f"{p}: {o[name]}" for p, o in PROFILES.items() if name in o)
+        profiles = f"; {per_profile}" if per_profile else ""
+        help_text = f"{f.metadata['help']} (default {default}{profiles}; env {env})"
+        if kind == "bool":
+            parser.add_argument(
+                flag,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+        else:
+            metavar = kind.split(" ")[0].upper()
+            parser.add_argument(
+                flag, dest=name, default=argparse.SUPPRESS, metavar=metavar, help=help_text
+            )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aurigraph-stream",
+        description="Real-time WebSocket streams of the Aurigraph V11 platform.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run the server",
+        description="Run the server. Settings: defaults < profile < --config file < "
+        f"{ENV_PREFIX}* environment < these flags.",
+    )
+    serve.add_argument(
+        "--config",
+        metavar="PATH",
+        default=None,
+        help=f"TOML settings file (env {ENV_PREFIX}CONFIG)",
+    )
+    _add_setting_flags(serve)
+    add_token_command(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    command = args.pop("command")
+    config_file = args.pop("config", None)
+    if command == "token":
+        return run_token_command(args, config_file)
+    try:
+        settings = load_settings(config_file=config_file, overrides=args)
+    except ConfigError as exc:
+        print(f"aurigraph-stream: {exc}", file=sys.stderr)
+        return 2
+    if command == "serve":
+        return _serve(settings)
+    return 2  # pragma: no cover - argparse requires a command
+
+
+def _serve(settings: Settings) -> int:
+    # Imported here: ``token`` and ``--help`` need no web stack.
+    from aurigraph_stream.ops.logs import configure_logging
+    from aurigraph_stream.server import build_server
+
+    configure_logging(settings)
+    try:
+        server = build_server(settings)
+    except ConfigError as exc:
+        print(f"aurigraph-stream: {exc}", file=sys.stderr)
+        return 2
+    secret = ("publisher_key", "jwt_secret")
+    shown: dict[str, Any] = {
+        k: ("***" if v is not None and k in secret else v)
+        for k, v in dataclasses.asdict(settings).items()
+    }
+    # A log record, not a print: in the prod profile every line of output is JSON.
+    logging.getLogger("aurigraph_stream.cli").info(
+        "aurigraph-stream %s profile=%s settings=%s", __version__, settings.profile, shown
+    )
+    server.run()
+    return 0 if server.started else 1

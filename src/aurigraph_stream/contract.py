@@ -1,0 +1,213 @@
+"""The wire contract: what a client may rely on, in one place.
+
+Endpoint paths, subprotocols, the commands of the multiplexed ``/ws``
+endpoint (with the JSON Schema that validates them), stream positions
+(``SEQ:EPOCH``) and the close codes. Everything else on the wire (message
+schemas, filters) is derived from the streams (:mod:`aurigraph_stream.streams`).
+Docs and the AsyncAPI document read these values; nothing repeats them.
+
+Close codes follow RFC 6455 section 7.4 for 1000-1015. Application codes use
+4000-4999 and split like centrifuge's: 4000-4499 means "reconnect, possibly
+later", 4500-4999 means "do not reconnect with the same request".
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "BEARER_PROTOCOL",
+    "COMMAND_OPS",
+    "COMMAND_SCHEMA",
+    "MAX_ID_LENGTH",
+    "MAX_REPLAY",
+    "MUX_ENDPOINT",
+    "MUX_PATH",
+    "STREAM_PATH_PREFIX",
+    "SUBPROTOCOL_PREFIX",
+    "CloseCode",
+    "Position",
+    "stream_path",
+]
+
+# -- endpoints -----------------------------------------------------------------
+STREAM_PATH_PREFIX = "/ws/"  # /ws/{stream}: one stream, chosen by the path
+MUX_PATH = "/ws"  # the multiplexed endpoint: streams chosen by commands
+MUX_ENDPOINT = "ws"  # its stats and metrics label
+
+
+def stream_path(stream: str) -> str:
+    """The endpoint path of one stream: ``/ws/metrics``."""
+    return STREAM_PATH_PREFIX + stream
+
+
+# -- subprotocols ----------------------------------------------------------------
+SUBPROTOCOL_PREFIX = "aurigraph.v11."  # + a format name: aurigraph.v11.json, ...
+# Not a format: the carrier of an access token for browsers (access/tokens.py).
+BEARER_PROTOCOL = SUBPROTOCOL_PREFIX + "bearer"
+
+
+# -- positions -----------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a stream is: the last ``seq`` and the epoch of the history holding it.
+
+    A different epoch means the history was lost (for example the in-memory
+    broker restarted), so a client cannot resume from an older position. On
+    the wire it is ``{"seq": 41, "epoch": "9f3a6c21"}``, or ``41:9f3a6c21`` in
+    a query string (:meth:`text`).
+    """
+
+    seq: int
+    epoch: str
+
+    def text(self) -> str:
+        return f"{self.seq}:{self.epoch}"
+
+
+# -- /ws commands ----------------------------------------------------------------
+MAX_ID_LENGTH = 64
+MAX_REPLAY = 100_000
+MAX_EPOCH_LENGTH = 64
+COMMAND_OPS = ("subscribe", "unsubscribe")
+
+_ID: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_ID_LENGTH,
+    "description": "The client's name for the subscription, unique on the connection.",
+}
+# A seq has at most 19 digits (it fits 63 bits); more is refused before int() reads it.
+_SINCE_TEXT = r"^[0-9]{1,19}(:[^:]{1,64})?$"
+_MAX_SEQ = 2**63 - 1
+
+#: Every command a client may send on ``/ws``; ``$defs`` holds one schema per
+#: ``op`` (the AsyncAPI document lists them as messages). ws/commands.py
+#: compiles it once and answers a command that fails it with an error reply.
+COMMAND_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "Command",
+    "type": "object",
+    "required": ["op"],
+    "properties": {"op": {"enum": list(COMMAND_OPS)}},
+    "allOf": [
+        {
+            "if": {"required": ["op"], "properties": {"op": {"const": op}}},
+            "then": {"$ref": f"#/$defs/{op}"},
+        }
+        for op in COMMAND_OPS
+    ],
+    "$defs": {
+        "subscribe": {
+            "title": "SubscribeCommand",
+            "description": "Start a subscription; answered by `subscribed` or `error`.",
+            "type": "object",
+            "required": ["op", "id", "stream"],
+            "additionalProperties": False,
+            "properties": {
+                "op": {"const": "subscribe"},
+                "id": _ID,
+                "stream": {
+                    "type": "string",
+                    "description": "One of the stream names (GET /api/v11/streams).",
+                },
+                "filter": {
+                    "type": "object",
+                    "description": "The filters of /ws/{stream}, as JSON values.",
+                },
+                "replay": {
+                    "description": "Send the last N messages that pass the filter, then live.",
+                    "anyOf": [
+                        {"type": "integer", "minimum": 0, "maximum": MAX_REPLAY},
+                        {"type": "string", "pattern": "^[0-9]{1,6}$"},
+                    ],
+                },
+                "since": {
+                    "description": "Resume after this position: SEQ, SEQ:EPOCH or "
+                    "{seq, epoch}; the subscribed reply says recovered true or false.",
+                    "anyOf": [
+                        {"type": "integer", "minimum": 0, "maximum": _MAX_SEQ},
+                        {"type": "string", "pattern": _SINCE_TEXT},
+                        {
+                            "type": "object",
+                            "required": ["seq"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "seq": {"type": "integer", "minimum": 0, "maximum": _MAX_SEQ},
+                                "epoch": {
+                                    "type": "string",
+                                    "minLength": 1,
+                                    "maxLength": MAX_EPOCH_LENGTH,
+                                },
+                            },
+                        },
+                    ],
+                },
+                "snapshot": {
+                    "description": "validators, network: the current set first.",
+                    "anyOf": [
+                        {"type": "boolean"},
+                        {
+                            "type": "string",
+                            "pattern": "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0)$",
+                        },
+                    ],
+                },
+            },
+        },
+        "unsubscribe": {
+            "title": "UnsubscribeCommand",
+            "description": "End a subscription; answered by `unsubscribed` or `error`.",
+            "type": "object",
+            "required": ["op", "id"],
+            "additionalProperties": False,
+            "properties": {"op": {"const": "unsubscribe"}, "id": _ID},
+        },
+    },
+}
+
+
+# -- close codes -----------------------------------------------------------------
+class CloseCode(enum.IntEnum):
+    """Every close code the server sends, with the reason text it sends."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # server shutting down: reconnect to another instance
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    INVALID_PAYLOAD = 1007  # text frame that is not UTF-8
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011  # never carries details: they may be sensitive
+    # 4000-4499: the client may reconnect (after a back-off).
+    TOKEN_EXPIRED = 4001  # the access token's exp (+ grace) passed: reconnect with a new one
+    SLOW_CONSUMER = 4008  # outbound buffer over its cap; reconnect and resume
+    KEEPALIVE_TIMEOUT = 4009  # a ping went unanswered
+    TOO_MANY_MESSAGES = 4029  # inbound messages over the per-connection rate (like HTTP 429)
+
+    @property
+    def reason(self) -> str:
+        return _REASONS[self]
+
+    @property
+    def reconnect(self) -> bool:
+        """Whether a client should reconnect after this code."""
+        return self in (CloseCode.GOING_AWAY, CloseCode.INTERNAL_ERROR) or 4000 <= self < 4500
+
+
+_REASONS: dict[CloseCode, str] = {
+    CloseCode.NORMAL: "normal closure",
+    CloseCode.GOING_AWAY: "server shutting down",
+    CloseCode.PROTOCOL_ERROR: "protocol error",
+    CloseCode.UNSUPPORTED_DATA: "unsupported data",
+    CloseCode.INVALID_PAYLOAD: "invalid UTF-8 in text message",
+    CloseCode.POLICY_VIOLATION: "policy violation",
+    CloseCode.MESSAGE_TOO_BIG: "message too big",
+    CloseCode.INTERNAL_ERROR: "internal error",
+    CloseCode.SLOW_CONSUMER: "slow consumer",
+    CloseCode.KEEPALIVE_TIMEOUT: "keepalive ping timeout",
+    CloseCode.TOKEN_EXPIRED: "token expired",
+    CloseCode.TOO_MANY_MESSAGES: "too many messages",
+}

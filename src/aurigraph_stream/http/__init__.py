@@ -1,0 +1,1 @@
+"""HTTP on the WebSocket port: the FastAPI app, ingest, CORS, and the guarded HTTP protocol."""

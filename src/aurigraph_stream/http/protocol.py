@@ -1,0 +1,150 @@
+"""uvicorn's httptools protocol with the limits it lacks: a request deadline and a head size.
+
+Every socket starts with a WebSocket :class:`~aurigraph_stream.ws.connection.Connection`,
+which keeps a complete upgrade head and hands anything else to this protocol
+(see :func:`~aurigraph_stream.wire.handshake.whole_upgrade_head`). uvicorn arms
+no timer until a first response has been sent: a client that trickles half a
+request head (slowloris) would hold a descriptor and a parser for ever, and one
+that sends endless header lines would grow uvicorn's header list without
+bound. This subclass:
+
+- starts a timer when the connection is made (and again when a later
+  request on a kept-alive connection begins); a request whose head and body
+  have not fully arrived when it fires gets 408 and is closed (a slow body
+  is just closed, as a response may have started);
+- answers a head larger than ``max_head_size`` with 431;
+- answers unparsable requests with the JSON error body every other refusal has,
+  and refuses upgrades over HTTP/1.0 (uvicorn hides the version from the
+  WebSocket layer by rewriting the request line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from aurigraph_stream.config import Settings
+from aurigraph_stream.errors import HandshakeRejected
+from aurigraph_stream.wire.handshake import http_error, request_timeout
+
+__all__ = ["GuardedHttpProtocol", "http_protocol"]
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+def _refusal(status: int, error: str, detail: str) -> bytes:
+    return http_error(HandshakeRejected(status, error, detail))
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """Set ``request_timeout`` and ``max_head_size`` on a subclass (:func:`http_protocol`)."""
+
+    request_timeout = 10.0
+    max_head_size = 16384
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._in_head = True
+        self._head_bytes = 0
+        self._head_too_large = False
+
+    # -- the request deadline -------------------------------------------------
+    def _arm(self) -> None:
+        if self._deadline is None:
+            self._deadline = self.loop.call_later(self.request_timeout, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def keep_deadline(self, when: float) -> None:
+        """Carry over a deadline (loop time) that started before this protocol took the socket."""
+        self._disarm()
+        self._deadline = self.loop.call_at(when, self._expired)
+
+    def _expired(self) -> None:
+        self._deadline = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._in_head:
+            transport.write(request_timeout(self.request_timeout))
+        transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_bytes = 0
+        self._arm()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def handle_websocket_upgrade(self) -> None:
+        # From here the WebSocket connection owns the socket and its own timers.
+        self._disarm()
+        if self.scope.get("http_version", "1.1") != "1.1":
+            # uvicorn rewrites the request line as HTTP/1.1 before the WebSocket
+            # layer reads it, so the version (RFC 6455 4.1: at least 1.1) is checked here.
+            self.transport.write(_refusal(400, "bad_request", "a WebSocket upgrade needs HTTP/1.1"))
+            self.transport.close()
+            return
+        super().handle_websocket_upgrade()
+        # This protocol is done. Its parser refers back to it; drop it so the pair
+        # is freed by reference counting even if the node froze it out of the
+        # cyclic collector mid-handshake (node/collector.py).
+        del self.parser
+
+    # -- the head size --------------------------------------------------------
+    def on_headers_complete(self) -> None:
+        size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+        if size > self.max_head_size:
+            self._head_too_large = True
+            raise _HeadTooLarge  # httptools turns it into a parser error: send_400_response
+        self._in_head = False
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # Only bytes of a head still incomplete after this chunk are counted, so a
+        # body that arrives with its head never counts against the head's limit.
+        if self._in_head and self.transport is not None and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head_size:
+                self._head_too_large = True
+                self.send_400_response("")
+
+    def send_400_response(self, msg: str) -> None:
+        self._disarm()
+        if self._head_too_large:
+            body = _refusal(
+                431, "head_too_large", f"the request head is over {self.max_head_size} bytes"
+            )
+        else:
+            body = _refusal(400, "bad_request", "the request is not valid HTTP/1.1")
+        self.transport.write(body)
+        self.transport.close()
+
+
+def http_protocol(settings: Settings) -> type[GuardedHttpProtocol]:
+    """The protocol class for ``uvicorn.Config(http=...)``, carrying ``settings``' limits."""
+    return type(
+        "ConfiguredHttpProtocol",
+        (GuardedHttpProtocol,),
+        {"request_timeout": settings.handshake_timeout, "max_head_size": settings.max_head_size},
+    )

@@ -1,0 +1,16 @@
+"""The hub: fan-out of each event to every matching subscriber, encoded once."""
+
+from aurigraph_stream.hub.fanout import Hub
+from aurigraph_stream.hub.frames import build_frame, control_frame, message_frame
+from aurigraph_stream.hub.members import Subscriber, Subscription, Variant, count_frames
+
+__all__ = [
+    "Hub",
+    "Subscriber",
+    "Subscription",
+    "Variant",
+    "build_frame",
+    "control_frame",
+    "count_frames",
+    "message_frame",
+]

@@ -1,0 +1,51 @@
+"""Building the frames the hub queues: the one place a message becomes bytes on the wire.
+
+Fan-out, replays and control replies all come through here, so a message
+reads the same whichever way it reached a subscriber.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from aurigraph_stream.codecs import CODECS
+from aurigraph_stream.event import Event
+from aurigraph_stream.filters import Filter
+from aurigraph_stream.wire.deflate import compress
+from aurigraph_stream.wire.frames import encode_frame
+
+__all__ = ["build_frame", "control_frame", "encode_payload", "message_frame"]
+
+logger = logging.getLogger("aurigraph_stream.hub")
+
+
+def build_frame(opcode: int, body: bytes, level: int, bits: int) -> bytes:
+    """One server frame: compressed from an empty window when ``bits`` (RFC 7692), else plain."""
+    if bits:
+        return encode_frame(opcode, compress(body, level, bits), rsv1=True)
+    return encode_frame(opcode, body)
+
+
+def encode_payload(event: Event, flt: Filter, codec: str) -> bytes | None:
+    """The event as ``codec`` carries it, projected by ``flt``; ``None`` if it cannot."""
+    try:
+        return CODECS[codec].message(event.stream, flt.project(event.data))
+    except Exception:  # one malformed event must not stop the fan-out
+        logger.exception("cannot encode %s seq=%d as %s", event.stream, event.seq, codec)
+        return None
+
+
+def message_frame(
+    payload: bytes, codec: str, bits: int, prefix: bytes, suffix: bytes, level: int
+) -> bytes:
+    """An encoded message in its envelope (``prefix``/``suffix``, on ``/ws``), framed."""
+    body = prefix + payload + suffix if prefix else payload
+    return build_frame(CODECS[codec].opcode, body, level, bits)
+
+
+def control_frame(codec: str, bits: int, level: int, frame: Mapping[str, Any]) -> bytes:
+    """A control reply (``{"type": "subscribed", ...}``), encoded and framed for one variant."""
+    c = CODECS[codec]
+    return build_frame(c.opcode, c.control(frame), level, bits)

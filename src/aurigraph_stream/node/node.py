@@ -1,0 +1,135 @@
+"""The node: the broker, the hub and the state they share, and ``publish``.
+
+A :class:`Node` is what one server process streams from. Events go in
+through :meth:`Node.publish` (sources, the ingest API, embedding code), are
+ordered and kept by the broker, and come back out through the broker's
+handler to the snapshots and the hub. The node knows nothing of sockets:
+the WebSocket layer (:mod:`aurigraph_stream.ws`) subscribes connections to
+its hub.
+
+It is also the embedding API: code in the same process calls
+:meth:`Node.publish` (from the event loop) to broadcast events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any
+
+from aurigraph_stream.broker import Broker, create_broker
+from aurigraph_stream.config import Settings
+from aurigraph_stream.contract import MUX_ENDPOINT
+from aurigraph_stream.event import Event
+from aurigraph_stream.hub import Hub
+from aurigraph_stream.node.collector import freeze_survivors
+from aurigraph_stream.node.feeds import sample_metrics, simulate
+from aurigraph_stream.node.snapshots import SnapshotState
+from aurigraph_stream.node.tasks import Tasks
+from aurigraph_stream.sources.simulator import NetworkSimulator
+from aurigraph_stream.stats import Stats
+from aurigraph_stream.streams import NAMES, get
+
+__all__ = ["Node"]
+
+FlushListener = Callable[[list[Event], float], None]
+
+
+class Node:
+    """One server process's streams.
+
+    Attributes:
+        draining: set when the server begins to shut down; readiness goes
+            DOWN and new WebSockets are refused.
+        flush_listeners: called after each hub flush with the events it
+            wrote and the flush time (broadcast latency).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        # The five streams, and the multiplexed /ws endpoint's connections.
+        self.stats = Stats.for_streams((*NAMES, MUX_ENDPOINT))
+        self.broker: Broker = create_broker(settings.broker_url, settings.history_policies())
+        self.snapshots = SnapshotState()  # current validators and peers, for snapshot=true
+        self.tasks = Tasks(on_restart=self._count_restart)
+        self.draining = False
+        self.flush_listeners: list[FlushListener] = []
+        self._hub: Hub | None = None
+
+    @property
+    def hub(self) -> Hub:
+        if self._hub is None:
+            raise RuntimeError("the node has not been started")
+        return self._hub
+
+    def _count_restart(self) -> None:
+        self.stats.task_restarts += 1
+
+    # -- lifecycle ------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the hub, the broker and the built-in sources."""
+        loop = asyncio.get_running_loop()
+        settings = self.settings
+        self._hub = Hub(
+            self.stats,
+            schedule=loop.call_soon,
+            max_buffered=settings.max_buffered_bytes,
+            compression_level=settings.compression_level,
+            on_flush=self._on_flush,
+        )
+        await self.broker.start(self._on_events)
+        if settings.gc_freeze_interval > 0:
+            self.tasks.spawn(
+                "gc-freeze",
+                partial(freeze_survivors, settings.gc_freeze_interval, settings.gc_full_interval),
+            )
+        trusted = partial(self.publish, validate=False)
+        self.tasks.spawn(
+            "metrics-sampler",
+            partial(sample_metrics, trusted, self.stats, settings.metrics_interval),
+        )
+        if settings.simulate:
+            simulator = NetworkSimulator(
+                seed=settings.seed,
+                validators=settings.sim_validators,
+                peers=settings.sim_peers,
+                tx_rate=settings.sim_tx_rate,
+                block_time=settings.sim_block_time,
+            )
+            self.tasks.spawn("simulator", partial(simulate, trusted, simulator))
+
+    async def stop(self) -> None:
+        """Stop every background task, then the broker."""
+        await self.tasks.stop()
+        await self.broker.close()
+
+    # -- publishing -----------------------------------------------------------
+    async def publish(
+        self, stream: str, messages: Sequence[Mapping[str, Any]], *, validate: bool = True
+    ) -> list[int]:
+        """Broadcast ``messages`` on ``stream`` in order; returns their ``seq`` values.
+
+        Call from the event loop. Nothing is published if one message is invalid.
+
+        Raises:
+            UnknownStream: no such stream.
+            ValidationError: a message does not match the stream's schema.
+        """
+        spec = get(stream)
+        if validate:
+            for index, message in enumerate(messages):
+                spec.validate(message, index)
+        return await self.broker.publish(stream, messages)
+
+    def _on_events(self, events: Sequence[Event]) -> None:
+        for event in events:
+            if event.stream == "transactions" and event.data.get("status") == "PENDING":
+                self.stats.new_transactions += 1
+        self.snapshots.apply(events)  # before the hub: a snapshot and its changes meet at seq
+        if self.settings.broadcast_enabled:
+            self.hub.publish(events)
+
+    def _on_flush(self, events: list[Event], now: float) -> None:
+        for listener in self.flush_listeners:
+            listener(events, now)

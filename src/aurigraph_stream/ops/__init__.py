@@ -1,0 +1,1 @@
+"""Operating the server: health, stats, Prometheus metrics, logs."""

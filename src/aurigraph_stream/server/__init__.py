@@ -1,1 +1,0 @@
-"""The I/O layer: ASGI app, WebSocket connections, uvicorn runner."""

@@ -1,0 +1,1 @@
+"""WebSocket connections: the session state machine, its asyncio glue, upgrades and commands."""

@@ -1,0 +1,200 @@
+"""The commands of the multiplexed ``/ws`` endpoint.
+
+A client sends JSON commands and gets one reply each::
+
+    {"op": "subscribe", "id": "tx", "stream": "transactions", "filter": {...},
+     "replay": 10 | "since": "41:9f3a..." | {"seq": 41, "epoch": "9f3a..."},
+     "snapshot": true}                                  -> subscribed | error
+    {"op": "unsubscribe", "id": "tx"}                   -> unsubscribed | error
+
+Every command is first checked against the contract's one JSON Schema
+(:data:`~aurigraph_stream.contract.COMMAND_SCHEMA`, compiled once here); a
+command that fails it gets an ``error`` reply naming the first problem, with
+the slug of the key at fault. An error leaves the connection and its other
+subscriptions as they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jsonschema_rs
+import orjson
+
+from aurigraph_stream.contract import COMMAND_OPS, COMMAND_SCHEMA, MAX_ID_LENGTH, MAX_REPLAY
+from aurigraph_stream.errors import SubscriptionError
+from aurigraph_stream.hub import Subscriber, Subscription
+from aurigraph_stream.node import Node
+from aurigraph_stream.streams import REGISTRY
+from aurigraph_stream.subscription import from_command
+from aurigraph_stream.ws.subscribe import attach, reply
+
+__all__ = ["Mux", "check_command"]
+
+_VALIDATOR = jsonschema_rs.validator_for(COMMAND_SCHEMA)
+_KEYS = {op: frozenset(COMMAND_SCHEMA["$defs"][op]["properties"]) for op in COMMAND_OPS}
+
+# The slug of a schema failure, by the command key it is about; earlier keys win.
+_SLUGS = {
+    "op": "unknown_op",
+    "id": "invalid_command",
+    "": "invalid_command",  # the command as a whole: its type, a missing or unknown key
+    "stream": "unknown_stream",
+    "filter": "invalid_filter",
+    "replay": "invalid_replay",
+    "since": "invalid_position",
+    "snapshot": "invalid_snapshot",
+}
+_ORDER = {key: rank for rank, key in enumerate(_SLUGS)}
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _detail(command: Any, key: str) -> str:
+    """The sentence for a schema failure about ``key`` (``""``: the command itself)."""
+    if key == "op":
+        return f"op must be {' or '.join(COMMAND_OPS)}, not {_short(command.get('op'))}"
+    if key == "id":
+        return f"id must be a string of 1 to {MAX_ID_LENGTH} characters"
+    if key == "stream":
+        return f"stream must be one of {', '.join(REGISTRY)}, not {_short(command.get('stream'))}"
+    if key == "filter":
+        return "filter must be an object"
+    if key == "replay":
+        return f"replay must be an integer from 0 to {MAX_REPLAY}"
+    if key == "since":
+        return f"since must be SEQ, SEQ:EPOCH or {{seq, epoch}}, got {_short(command['since'])}"
+    if key == "snapshot":
+        return "snapshot must be true or false"
+    if not isinstance(command, dict):
+        return 'a command is a JSON object: {"op": "subscribe" | "unsubscribe", ...}'
+    op = command["op"]
+    unknown = sorted(set(command) - _KEYS[op])
+    if unknown:
+        if op == "unsubscribe":
+            return "unsubscribe takes only op and id"
+        return f"unknown key {unknown[0]!r} in a {op} command"
+    return f"id must be a string of 1 to {MAX_ID_LENGTH} characters"  # the one left to miss
+
+
+def check_command(command: Any) -> None:
+    """Check a decoded command against :data:`COMMAND_SCHEMA`.
+
+    Raises:
+        SubscriptionError: with the slug and sentence of the first problem.
+    """
+    if _VALIDATOR.is_valid(command):
+        return
+    keys = []
+    for error in _VALIDATOR.iter_errors(command):
+        path = error.instance_path
+        key = str(path[0]) if path else ""
+        if key == "" and isinstance(command, dict):
+            missing = _missing_key(error.message)
+            if missing in ("op", "id", "stream"):
+                key = missing
+        keys.append(key if key in _ORDER else "")
+    key = min(keys, key=_ORDER.__getitem__)
+    raise SubscriptionError(_SLUGS[key], _detail(command, key))
+
+
+def _missing_key(message: str) -> str | None:
+    # jsonschema-rs words it '"stream" is a required property'.
+    if message.endswith(" is a required property") and message.startswith('"'):
+        return message[1:].partition('"')[0]
+    return None
+
+
+def _error(op: Any, sub_id: Any, error: str, detail: str) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "error"}
+    if isinstance(sub_id, str):
+        frame["id"] = sub_id
+    if isinstance(op, str):
+        frame["op"] = op
+    return frame | {"error": error, "detail": detail}
+
+
+class Mux:
+    """The subscriptions of one ``/ws`` connection, and the commands that change them.
+
+    Args:
+        can_read: whether the client's token grants a stream.
+        codec, bits: the connection's format and deflate window.
+        limit: the most subscriptions it may hold (``max_subscriptions``).
+    """
+
+    __slots__ = ("bits", "can_read", "codec", "limit", "node", "sink", "subs")
+
+    def __init__(
+        self,
+        node: Node,
+        sink: Subscriber,
+        can_read: Callable[[str], bool],
+        codec: str,
+        bits: int,
+        limit: int,
+    ) -> None:
+        self.node = node
+        self.sink = sink
+        self.can_read = can_read
+        self.codec = codec
+        self.bits = bits
+        self.limit = limit
+        self.subs: dict[str, Subscription] = {}
+
+    def _reply(self, frame: Mapping[str, Any]) -> None:
+        reply(self.node, self.sink, self.codec, self.bits, frame)
+
+    def handle(self, text: str | bytes) -> None:
+        """Run one message received on ``/ws`` and queue its reply.
+
+        A binary message is accepted when it is UTF-8 JSON.
+        """
+        if isinstance(text, bytes):
+            try:
+                text = text.decode()
+            except UnicodeDecodeError:
+                detail = "commands are JSON in UTF-8 (text messages, or binary ones)"
+                self._reply(_error(None, None, "invalid_command", detail))
+                return
+        try:
+            command = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            self._reply(_error(None, None, "invalid_json", f"not JSON: {exc}"))
+            return
+        op = command.get("op") if isinstance(command, dict) else None
+        sub_id = command.get("id") if isinstance(command, dict) else None
+        try:
+            check_command(command)  # from here: a dict with a valid op and id
+            if op == "unsubscribe":
+                self._unsubscribe(command["id"])
+            else:
+                self._subscribe(command)
+        except SubscriptionError as exc:
+            self._reply(_error(op, sub_id, exc.error, exc.detail))
+
+    def _unsubscribe(self, sub_id: str) -> None:
+        sub = self.subs.pop(sub_id, None)
+        if sub is None:
+            raise SubscriptionError("unknown_id", f"no subscription with id {sub_id!r}")
+        self.node.hub.remove(sub)
+        self._reply({"type": "unsubscribed", "id": sub_id})
+
+    def _subscribe(self, command: dict[str, Any]) -> None:
+        sub_id = command["id"]
+        if sub_id in self.subs:
+            raise SubscriptionError("duplicate_id", f"subscription id {sub_id!r} is in use")
+        if len(self.subs) >= self.limit:
+            raise SubscriptionError(
+                "too_many_subscriptions", f"a connection holds at most {self.limit} subscriptions"
+            )
+        request = from_command(command)
+        if not self.can_read(request.stream):
+            raise SubscriptionError(
+                "forbidden", f"the token does not grant the stream {request.stream!r}"
+            )
+        self.subs[sub_id] = attach(self.node, self.sink, request, self.codec, self.bits, sub_id)

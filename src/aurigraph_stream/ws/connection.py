@@ -1,0 +1,410 @@
+"""One WebSocket connection: the asyncio glue around a sans-I/O :class:`Session`.
+
+uvicorn accepts each socket and asks :class:`Accept` (``uvicorn.Config(http=...)``)
+for its protocol: a :class:`Connection`. When the first read is one whole upgrade
+head, the connection answers it itself; anything else (plain HTTP for the FastAPI
+app on the same port, a head split over reads) goes to uvicorn's HTTP protocol,
+which hands a WebSocket upgrade back to a new :class:`Connection`
+(``uvicorn.Config(ws=...)``). So the common connect builds no HTTP parser and
+parses its head once (docs/benchmarks.md, finding 4).
+
+The connection only moves bytes between the socket and its session, arms the
+session's timer, and acts on the session's events: it routes an upgrade
+(:mod:`.upgrade`), subscribes the connection to the hub, runs ``/ws``
+commands (:mod:`.commands`) and leaves the hub when the session closes.
+There is no task and no queue per connection: the hub writes frames straight
+to the transport. With ``__slots__`` an idle connection is a few hundred
+bytes of Python objects plus the transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, cast
+
+from aurigraph_stream.contract import MUX_ENDPOINT, CloseCode
+from aurigraph_stream.errors import HandshakeRejected
+from aurigraph_stream.hub import Subscriber, count_frames
+from aurigraph_stream.wire.deflate import negotiate
+from aurigraph_stream.wire.handshake import switching_protocols, whole_upgrade_head
+from aurigraph_stream.ws.commands import Mux
+from aurigraph_stream.ws.context import WsContext
+from aurigraph_stream.ws.session import (
+    Action,
+    Closing,
+    HandshakeFailed,
+    MessageReceived,
+    Session,
+    State,
+    UpgradeRequest,
+)
+from aurigraph_stream.ws.subscribe import attach
+from aurigraph_stream.ws.upgrade import Route, route_upgrade
+
+__all__ = ["Accept", "Connection", "HttpFallback"]
+
+logger = logging.getLogger("aurigraph_stream.connection")
+
+
+class HttpFallback(Protocol):
+    """The HTTP protocol a socket is handed to when its first read is not an upgrade head."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None: ...
+
+    def data_received(self, data: bytes) -> None: ...
+
+    def keep_deadline(self, when: float) -> None:
+        """Carry over the request deadline (loop time) started at the accept."""
+        ...
+
+
+class Connection(asyncio.Protocol, Subscriber):
+    __slots__ = (
+        "client",
+        "ctx",
+        "endpoint",
+        "expiry_handle",
+        "fallback",
+        "mux",
+        "opened_at",
+        "peer",
+        "server_state",
+        "session",
+        "timer",
+        "timer_at",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        ctx: WsContext,
+        config: Any = None,
+        server_state: Any = None,
+        app_state: Any = None,
+        fallback: Callable[[], HttpFallback] | None = None,
+    ) -> None:
+        Subscriber.__init__(self)
+        self.ctx = ctx
+        self.server_state = server_state
+        self.transport: asyncio.Transport | None = None
+        # A fallback means the head has yet to arrive: the session keeps its deadline.
+        self.session = Session(ctx.limits, head_deadline=fallback is not None)
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at: float | None = None  # the session deadline the timer is armed for
+        self.endpoint = ""  # the stream name, or "ws": its stats entry and log label
+        self.peer = ""
+        self.client = ""  # the client address key the per-address connection count uses
+        self.opened_at = 0.0
+        self.expiry_handle: asyncio.TimerHandle | None = None  # closes at the token's exp
+        self.mux: Mux | None = None  # on /ws: the subscriptions and their commands
+        # The HTTP protocol to hand the socket to if its first read is not a whole
+        # upgrade head; None once read, or when uvicorn already parsed the head.
+        self.fallback = fallback
+
+    # -- asyncio.Protocol -----------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, hence the cast.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
+        if self.server_state is not None:
+            self.server_state.connections.add(self)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        session = self.session
+        fallback = self.fallback
+        if fallback is not None:
+            self.fallback = None
+            if not whole_upgrade_head(data, self.ctx.settings.max_head_size):
+                self._to_http(fallback, data, session.deadline)
+                return
+        try:
+            session.receive_data(data)
+        except Exception:
+            logger.exception("connection failed", extra={"client": self.peer})
+            session.fail_internal()
+        self._pump()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.session.receive_eof()
+        self._handle_events()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.expiry_handle is not None:
+            self.expiry_handle.cancel()
+            self.expiry_handle = None
+        if self.server_state is not None:
+            self.server_state.connections.discard(self)
+        ctx = self.ctx
+        if self in ctx.open:
+            ctx.open.discard(self)
+            ctx.guard.closed(self.client)
+            ctx.node.hub.unsubscribe(self)
+            self.counters.connections -= 1
+            ctx.node.stats.closes[self.session.close_code] += 1
+            # Fields as extra=: key=value in text logs, keys in JSON logs (ops/logs.py).
+            logger.info(
+                "close",
+                extra={
+                    "endpoint": self.endpoint,
+                    "client": self.peer,
+                    "duration_s": round(time.monotonic() - self.opened_at, 3),
+                    "code": self.session.close_code,
+                },
+            )
+        # Break this connection's reference cycles (transport <-> protocol,
+        # subscriptions <-> subscriber) so reference counting alone frees it:
+        # the node freezes long-lived objects out of the cyclic collector.
+        self.transport = None
+        self.mux = None
+
+    def pause_writing(self) -> None:
+        # The transport's buffer passed its high-water mark: latest-wins
+        # subscriptions now keep only their newest frame (Hub.publish).
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        if self.session.state is State.OPEN:
+            self.ctx.node.hub.resume(self)
+        else:
+            self.paused = False
+
+    # -- uvicorn --------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Called by uvicorn on SIGTERM/SIGINT: close 1001 and let the client go."""
+        if self.session.state is State.OPEN:
+            self.close(CloseCode.GOING_AWAY)
+        elif self.session.state is State.CONNECTING and self.transport is not None:
+            self.transport.close()
+
+    # -- Subscriber (called by the hub) ---------------------------------------
+    def write_frames(self, frames: bytes | list[bytes]) -> None:
+        transport = self.transport
+        if self.session.state is not State.OPEN or transport is None:
+            self.counters.failed_sends += count_frames(frames)
+            return
+        if isinstance(frames, bytes):
+            transport.write(frames)
+        else:
+            transport.writelines(frames)
+
+    def buffered_size(self) -> int:
+        transport = self.transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    def overflow(self) -> None:
+        self.counters.slow_disconnects += 1
+        self.close(CloseCode.SLOW_CONSUMER)
+
+    # -- keepalive (ws/keepalive.py) -------------------------------------------
+    def ping(self) -> bool:
+        sent = self.session.ping()
+        if sent:
+            self._pump()
+        return sent
+
+    def check_pong(self, sent_by: float) -> None:
+        if self.session.check_pong(sent_by):
+            self.counters.keepalive_disconnects += 1
+            self._pump()
+
+    # -- closing --------------------------------------------------------------
+    def close(self, code: CloseCode, reason: str | None = None) -> None:
+        """Start the closing handshake: stop deliveries, send close, await the reply."""
+        self.session.close(code, reason)
+        self._pump()
+
+    def _expire(self) -> None:
+        """The token's exp (+ grace) has passed: access ends now, not at the next reconnect."""
+        self.expiry_handle = None
+        self.close(CloseCode.TOKEN_EXPIRED)
+
+    # -- driving the session ----------------------------------------------------
+    def _pump(self) -> None:
+        """Act on what the session produced: events, bytes to write, the transport, its timer."""
+        session = self.session
+        try:
+            self._handle_events()
+        except Exception:
+            # A bug costs this one client an answer, not a silently dropped socket.
+            logger.exception("connection failed", extra={"client": self.peer})
+            session.fail_internal()
+            self._handle_events()
+        transport = self.transport
+        if transport is None:
+            return
+        out = session.data_to_send()
+        if out:
+            if len(out) == 1:
+                transport.write(out[0])
+            else:
+                transport.writelines(out)
+        action = session.transport_action
+        if action is Action.CLOSE:
+            transport.close()
+        elif action is Action.ABORT:
+            transport.abort()
+        if session.deadline != self.timer_at:
+            self._arm()
+
+    def _handle_events(self) -> None:
+        for event in self.session.events_received():
+            if type(event) is MessageReceived:
+                if self.mux is not None:
+                    self.mux.handle(event.data)
+                # Data messages on a stream endpoint carry no meaning: ignored.
+            elif type(event) is Closing:
+                self.ctx.node.hub.unsubscribe(self)
+                if event.cause == "protocol_error":
+                    self.counters.protocol_errors += 1
+            elif type(event) is UpgradeRequest:
+                self._upgrade(event)
+            elif type(event) is HandshakeFailed:
+                self._refused(event.rejected)
+
+    def _arm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        deadline = self.timer_at = self.session.deadline
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            # The session's clock is time.monotonic, the loop's may differ by an offset.
+            self.timer = loop.call_later(max(0.0, deadline - time.monotonic()), self._fire)
+
+    def _fire(self) -> None:
+        self.timer = None
+        self.timer_at = None
+        self.session.tick()
+        self._pump()  # re-arms if the deadline is still ahead (a timer that fired early)
+
+    # -- the opening handshake ------------------------------------------------
+    def _to_http(
+        self, fallback: Callable[[], HttpFallback], data: bytes, deadline: float | None
+    ) -> None:
+        """Give the socket to uvicorn's HTTP protocol, as if it had been there from the start.
+
+        The request keeps the deadline that started when the socket was accepted.
+        """
+        transport = self.transport
+        assert transport is not None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.session.receive_eof()  # done: this protocol is no longer the socket's
+        self.transport = None
+        if self.server_state is not None:
+            self.server_state.connections.discard(self)
+        protocol = fallback()
+        transport.set_protocol(cast(asyncio.BaseProtocol, protocol))
+        protocol.connection_made(transport)
+        if deadline is not None:
+            protocol.keep_deadline(asyncio.get_running_loop().time() + deadline - time.monotonic())
+        protocol.data_received(data)
+
+    def _refused(self, exc: HandshakeRejected) -> None:
+        self.ctx.node.stats.refused[exc.error] += 1
+        logger.info(
+            "refused", extra={"client": self.peer, "status": exc.status, "reason": exc.error}
+        )
+
+    def _upgrade(self, event: UpgradeRequest) -> None:
+        ctx = self.ctx
+        session = self.session
+        request = event.request
+        try:
+            route = route_upgrade(ctx.guard, request, self.peer, ctx.admit)
+        except HandshakeRejected as exc:
+            session.reject(exc)
+            self._refused(exc)
+            return
+        settings = ctx.settings
+        offer = request.header("sec-websocket-extensions")
+        negotiated = negotiate(offer) if settings.compression else None
+        bits = negotiated[0] if negotiated else 0
+        session.accept(
+            switching_protocols(
+                event.key, negotiated[1] if negotiated else None, route.subprotocol
+            ),
+            deflate=bits > 0,
+        )
+        self._open(route, bits)
+
+    def _open(self, route: Route, bits: int) -> None:
+        ctx = self.ctx
+        node = ctx.node
+        settings = ctx.settings
+        transport = self.transport
+        assert transport is not None
+        # The hub checks the exact backlog only once the transport pauses writing,
+        # so pausing must start at or below the slow-consumer cap.
+        transport.set_write_buffer_limits(high=min(65536, settings.max_buffered_bytes))
+        self.endpoint = route.endpoint
+        self.counters = counters = node.stats.endpoints[route.endpoint]
+        self.opened_at = time.monotonic()
+        self.client = route.client
+        ctx.guard.opened(route.client)
+        ctx.open.add(self)
+        counters.connections += 1
+        counters.connects += 1
+        principal = route.principal
+        if principal.expires_at is not None:
+            delay = principal.expires_at + settings.auth_expiry_grace - time.time()
+            self.expiry_handle = asyncio.get_running_loop().call_later(
+                max(0.0, delay), self._expire
+            )
+        if route.endpoint == MUX_ENDPOINT:
+            self.mux = Mux(
+                node, self, principal.can_read, route.format, bits, settings.max_subscriptions
+            )
+        elif route.subscription is None:
+            node.hub.subscribe(self, route.endpoint, (route.format, bits))
+        else:
+            attach(node, self, route.subscription, route.format, bits)
+        logger.info(
+            "open",
+            extra={
+                "endpoint": route.endpoint,
+                "client": self.peer,
+                "deflate": bool(bits),
+                "format": route.format,
+            },
+        )
+
+
+class Accept:
+    """The protocol factory uvicorn calls for every accepted socket (``Config(http=...)``).
+
+    Each socket gets a :class:`Connection`, able to fall back to ``http_class``
+    (uvicorn's HTTP protocol, bound once to uvicorn's shared state).
+    """
+
+    __slots__ = ("_fallback", "_state", "ctx", "http_class")
+
+    def __init__(self, ctx: WsContext, http_class: Callable[..., HttpFallback]) -> None:
+        self.ctx = ctx
+        self.http_class = http_class
+        self._fallback: Callable[[], HttpFallback] | None = None
+        self._state: Any = None  # the uvicorn server state the fallback is bound to
+
+    def __call__(
+        self, config: Any, server_state: Any, app_state: Any, _loop: Any = None
+    ) -> Connection:
+        fallback = self._fallback
+        # uvicorn passes the same state for every socket of one server run.
+        if fallback is None or server_state is not self._state:
+            self._state = server_state
+            fallback = self._fallback = functools.partial(
+                self.http_class,
+                config=config,
+                server_state=server_state,
+                app_state=app_state,
+                _loop=_loop,
+            )
+        return Connection(self.ctx, server_state=server_state, fallback=fallback)

@@ -1,0 +1,354 @@
+"""One WebSocket connection's protocol state machine, without I/O.
+
+Bytes and clock readings go in; events and bytes to send come out. The
+asyncio glue (:mod:`.connection`) only moves bytes, arms one timer at
+:attr:`Session.deadline`, and reacts to the events, as python-websockets'
+``protocol.py`` is driven by its ``asyncio`` layer. So every rule below is
+unit-tested by feeding bytes and reading frames, with no socket.
+
+States::
+
+    CONNECTING --accept()--> OPEN --close()/peer close--> CLOSING --EOF/abort--> CLOSED
+        |                      |                             ^
+        +--reject()------------+--fail(): protocol error ----+ (input discarded from here)
+
+After each call, the caller must:
+
+1. write :meth:`data_to_send` to the transport;
+2. act on :meth:`events_received`;
+3. close the transport when :attr:`transport_action` says ``CLOSE`` (after
+   writing), abort it on ``ABORT``;
+4. arm its timer for :attr:`deadline`, and call :meth:`tick` when it fires.
+
+The hub writes fan-out frames straight to the transport, bypassing the
+session: they are shared bytes, and the session only decides whether the
+connection is :attr:`State.OPEN` to receive them.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aurigraph_stream.access.ratelimit import TokenBucket
+from aurigraph_stream.contract import CloseCode
+from aurigraph_stream.errors import HandshakeRejected, ProtocolError
+from aurigraph_stream.wire.frames import Opcode, close_frame, encode_frame, parse_close
+from aurigraph_stream.wire.handshake import (
+    Request,
+    check_upgrade,
+    http_error,
+    parse_request,
+    request_timeout,
+)
+from aurigraph_stream.wire.reader import Reader
+
+__all__ = [
+    "Action",
+    "Closing",
+    "Event",
+    "HandshakeFailed",
+    "MessageReceived",
+    "Session",
+    "SessionLimits",
+    "State",
+    "UpgradeRequest",
+]
+
+PING = encode_frame(Opcode.PING, b"keepalive")
+
+
+class State(enum.IntEnum):
+    CONNECTING, OPEN, CLOSING, CLOSED = range(4)
+
+
+class Action(enum.IntEnum):
+    """What the caller must do with the transport."""
+
+    NONE = 0
+    CLOSE = 1  # close it once what was written is sent
+    ABORT = 2  # drop it now
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """The limits one session enforces (from Settings)."""
+
+    max_frame: int = 65536
+    max_message: int = 1048576
+    inbound_rate: float = 50.0  # messages per second; 0: no limit
+    inbound_burst: int = 100
+    close_timeout: float = 5.0  # seconds to wait for the peer's close reply
+    handshake_timeout: float = 10.0  # seconds for the whole head to arrive
+
+
+# -- events ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class UpgradeRequest:
+    """A valid upgrade head: the caller decides, then calls accept() or reject()."""
+
+    request: Request
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeFailed:
+    """The head was refused (malformed, or not an upgrade); the refusal is already written."""
+
+    rejected: HandshakeRejected
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """A complete data message from the client: ``str`` for text, ``bytes`` for binary."""
+
+    data: str | bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Closing:
+    """The connection stopped being OPEN: stop delivering to it.
+
+    ``code`` is the close code sent or received; ``cause`` says why:
+    ``"peer"`` (the client closed), ``"server"`` (:meth:`Session.close`),
+    ``"protocol_error"`` (the client broke RFC 6455/7692) or ``"rate"``
+    (over the inbound message rate).
+    """
+
+    code: int
+    cause: str
+
+
+Event = UpgradeRequest | HandshakeFailed | MessageReceived | Closing
+
+
+class Session:
+    """The protocol state of one server-side WebSocket connection."""
+
+    __slots__ = (
+        "_events",
+        "_inbound",
+        "_outgoing",
+        "_reader",
+        "awaiting_pong",
+        "clock",
+        "close_code",
+        "deadline",
+        "deflate",
+        "limits",
+        "state",
+        "transport_action",
+    )
+
+    def __init__(
+        self,
+        limits: SessionLimits,
+        *,
+        head_deadline: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Args:
+        head_deadline: the head has yet to arrive: refuse it with 408 if it
+            is not complete by ``handshake_timeout`` (slowloris).
+        clock: monotonic seconds; the caller's timers use the same clock.
+        """
+        self.limits = limits
+        self.clock = clock
+        self.state = State.CONNECTING
+        self.deflate = False
+        self.close_code = 1006  # until a close frame is sent or received
+        self.awaiting_pong = 0.0  # clock reading of the unanswered ping; 0 if none
+        self.transport_action = Action.NONE
+        self.deadline: float | None = clock() + limits.handshake_timeout if head_deadline else None
+        self._reader: Reader | None = None  # made when the client first sends a frame
+        self._inbound: TokenBucket | None = None  # made at the first message
+        self._events: list[Event] = []
+        self._outgoing: list[bytes] = []
+
+    # -- output ---------------------------------------------------------------------
+    def events_received(self) -> list[Event]:
+        """The events since the last call, oldest first."""
+        events, self._events = self._events, []
+        return events
+
+    def data_to_send(self) -> list[bytes]:
+        """The bytes to write since the last call, in order."""
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    # -- input ----------------------------------------------------------------------
+    def receive_data(self, data: bytes) -> None:
+        """Take bytes read from the socket."""
+        state = self.state
+        if state is State.OPEN or state is State.CLOSING:
+            if self._reader is None and _is_lone_pong(data):
+                # The common keepalive answer: no reader, no allocation, and it does
+                # not count against the client's inbound message rate.
+                self.awaiting_pong = 0.0
+                return
+            self._receive_frames(data)
+        elif state is State.CONNECTING:
+            self._receive_head(data)
+        # CLOSED: input after the end is discarded unread.
+
+    def receive_eof(self) -> None:
+        """The client closed its side, or the socket was lost."""
+        if self.state is State.OPEN:
+            self._events.append(Closing(self.close_code, "peer"))
+        self.state = State.CLOSED
+        self.deadline = None
+
+    def tick(self) -> None:
+        """The caller's timer fired at :attr:`deadline`."""
+        if self.deadline is None or self.clock() < self.deadline:
+            return
+        self.deadline = None
+        if self.state is State.CONNECTING:
+            self._outgoing.append(request_timeout(self.limits.handshake_timeout))
+            self._end(Action.CLOSE)
+        elif self.state is State.CLOSING:  # the client never answered our close
+            self._end(Action.ABORT)
+
+    # -- the opening handshake ------------------------------------------------------
+    def _receive_head(self, data: bytes) -> None:
+        self.deadline = None
+        try:
+            request = parse_request(data)
+            key = check_upgrade(request)
+        except HandshakeRejected as exc:
+            self.reject(exc)
+            self._events.append(HandshakeFailed(exc))
+            return
+        self._events.append(UpgradeRequest(request, key))
+
+    def accept(self, response: bytes, *, deflate: bool) -> None:
+        """Send the 101 ``response``: the connection is OPEN."""
+        if self.state is not State.CONNECTING:
+            return
+        self._outgoing.append(response)
+        self.deflate = deflate
+        self.state = State.OPEN
+
+    def reject(self, rejected: HandshakeRejected) -> None:
+        """Answer the upgrade with an HTTP error and close."""
+        if self.state is not State.CONNECTING:
+            return
+        self._outgoing.append(http_error(rejected))
+        self._end(Action.CLOSE)
+
+    def fail_internal(self) -> None:
+        """A bug while serving this connection: tell the client, without details."""
+        if self.state is State.CONNECTING:
+            self.reject(HandshakeRejected(500, "internal_error", "the server failed the upgrade"))
+        elif self.state is State.OPEN:  # the 101 went out: close as a WebSocket
+            self.close(CloseCode.INTERNAL_ERROR)
+        elif self.state is State.CLOSING:
+            self._end(Action.ABORT)
+
+    # -- frames -----------------------------------------------------------------------
+    def _receive_frames(self, data: bytes) -> None:
+        limits = self.limits
+        if self._reader is None:
+            self._reader = Reader(limits.max_frame, limits.max_message, self.deflate)
+        try:
+            messages = self._reader.feed(data)
+        except ProtocolError as exc:
+            self.fail(exc.code, exc.reason, "protocol_error")
+            return
+        if messages and limits.inbound_rate > 0 and self.state is State.OPEN:
+            now = self.clock()
+            if self._inbound is None:
+                self._inbound = TokenBucket(limits.inbound_rate, limits.inbound_burst, now)
+            if self._inbound.take(now, len(messages)):
+                self.fail(CloseCode.TOO_MANY_MESSAGES, None, "rate")
+                return
+        for opcode, payload in messages:
+            if opcode == Opcode.PING:
+                if self.state is State.OPEN:
+                    assert isinstance(payload, bytes)
+                    self._outgoing.append(encode_frame(Opcode.PONG, payload))
+            elif opcode == Opcode.PONG:
+                self.awaiting_pong = 0.0
+            elif opcode == Opcode.CLOSE:
+                assert isinstance(payload, bytes)
+                self._receive_close(payload)
+                return
+            elif self.state is State.OPEN:
+                self._events.append(MessageReceived(payload))
+            # Data after our close frame is discarded (RFC 6455 1.4).
+
+    def _receive_close(self, payload: bytes) -> None:
+        if self.state is State.OPEN:
+            try:
+                code, _ = parse_close(payload)
+            except ProtocolError as exc:
+                self.fail(exc.code, exc.reason, "protocol_error")
+                return
+            self.close_code = code
+            self.state = State.CLOSING
+            self._events.append(Closing(code, "peer"))
+            # Echo the code (RFC 6455 5.5.1); an empty close is echoed empty.
+            self._outgoing.append(encode_frame(Opcode.CLOSE, payload[:2]))
+        # Either way the closing handshake is complete: the server closes TCP first.
+        self._end(Action.CLOSE)
+
+    # -- closing ------------------------------------------------------------------------
+    def close(self, code: CloseCode, reason: str | None = None) -> None:
+        """Start the closing handshake: send close and wait ``close_timeout`` for the reply."""
+        if self.state is not State.OPEN:
+            return
+        self._start_closing(code, reason, "server")
+        self.deadline = self.clock() + self.limits.close_timeout
+
+    def fail(self, code: CloseCode, reason: str | None, cause: str) -> None:
+        """Fail the connection: send close, then stop reading and close the transport.
+
+        RFC 6455 7.1.7: once it fails the connection, the server must not read
+        the client's data any more, not even a close reply; what the client
+        sends after this is discarded unread.
+        """
+        if self.state is State.OPEN:
+            self._start_closing(code, reason, cause)
+        self._end(Action.CLOSE)
+
+    def _start_closing(self, code: CloseCode, reason: str | None, cause: str) -> None:
+        self.state = State.CLOSING
+        self.close_code = int(code)
+        self._events.append(Closing(int(code), cause))
+        self._outgoing.append(close_frame(code, reason or code.reason))
+
+    def _end(self, action: Action) -> None:
+        self.state = State.CLOSED
+        self.deadline = None
+        self._reader = None
+        if action > self.transport_action:
+            self.transport_action = action
+
+    # -- keepalive ------------------------------------------------------------------------
+    def ping(self) -> bool:
+        """Send a keepalive ping unless one is outstanding; True if sent."""
+        if self.state is not State.OPEN or self.awaiting_pong:
+            return False
+        self.awaiting_pong = self.clock()
+        self._outgoing.append(PING)
+        return True
+
+    def check_pong(self, sent_by: float) -> bool:
+        """Close with 4009 if a ping sent at or before ``sent_by`` is unanswered; True if so."""
+        if self.state is State.OPEN and 0 < self.awaiting_pong <= sent_by:
+            self.close(CloseCode.KEEPALIVE_TIMEOUT)
+            return True
+        return False
+
+
+def _is_lone_pong(data: bytes) -> bool:
+    """Whether ``data`` is exactly one masked, final pong frame (payload under 126 bytes)."""
+    return (
+        len(data) >= 6
+        and data[0] == 0x8A  # FIN, no reserved bits, PONG
+        and data[1] & 0x80 != 0  # masked
+        and len(data) == 6 + (data[1] & 0x7F)
+        and data[1] & 0x7F < 126
+    )
