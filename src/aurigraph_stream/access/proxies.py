@@ -88,7 +88,7 @@ class TrustedProxies:
 
     def client_ip(self, peer: str, headers: Mapping[str, str]) -> IPAddress | None:
         """The client's address: the peer's, unless the peer is a trusted proxy."""
-        ip = parse_ip(peer_host(peer))
+        ip = parse_ip(peer.rpartition(":")[0] if ":" in peer else peer)  # peer_host, inline
         if ip is None or not self.networks or not self.trusted(ip):
             return ip
         forwarded = headers.get("x-forwarded-for")

@@ -88,6 +88,7 @@ class Subscription:
         "sink",
         "stream",
         "suffix",
+        "variant_key",
     )
 
     def __init__(
@@ -102,13 +103,10 @@ class Subscription:
         self.prefix, self.suffix = (
             CODECS[codec].envelope(stream, sub_id) if sub_id is not None else (b"", b"")
         )
+        self.variant_key: VariantKey = (codec, bits, self.prefix, self.suffix)
         self.after: int | None = None  # joining: deliver only events with a greater seq
         self.held: bytes | None = None  # latest-wins: the newest frame while paused
         self.group: Group | None = None
-
-    @property
-    def variant_key(self) -> VariantKey:
-        return (self.codec, self.bits, self.prefix, self.suffix)
 
 
 class Group:
@@ -162,10 +160,11 @@ class Members:
                 self.joining.remove(sub)
             return
         sub.group = None
-        members = group.variants[sub.variant_key]
+        key = sub.variant_key
+        members = group.variants[key]
         del members[sub]
         if not members:
-            del group.variants[sub.variant_key]
+            del group.variants[key]
         if group.variants:  # an emptied variant is deleted: no variant left, no member
             return
         del self.groups[group.filter.key]

@@ -71,7 +71,7 @@ def parse_request(raw: bytes) -> Request:
         value = value.strip()
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     path, _, query = target.partition("?")
-    return Request(method, path, dict(parse_qsl(query)), headers)
+    return Request(method, path, dict(parse_qsl(query)) if query else {}, headers)
 
 
 def accept_key(key: str) -> str:

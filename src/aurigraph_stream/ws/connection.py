@@ -36,6 +36,7 @@ from aurigraph_stream.ws.context import WsContext
 from aurigraph_stream.ws.session import (
     Action,
     Closing,
+    Event,
     HandshakeFailed,
     MessageReceived,
     Session,
@@ -43,11 +44,14 @@ from aurigraph_stream.ws.session import (
     UpgradeRequest,
 )
 from aurigraph_stream.ws.subscribe import attach
-from aurigraph_stream.ws.upgrade import Route, route_upgrade
+from aurigraph_stream.ws.upgrade import route_upgrade
 
 __all__ = ["Accept", "Connection", "HttpFallback"]
 
 logger = logging.getLogger("aurigraph_stream.connection")
+
+_CONNECTING, _OPEN, _CLOSING, _CLOSED = State  # globals: faster to read than enum members
+_NONE, _CLOSE_TRANSPORT, _ABORT = Action
 
 
 class HttpFallback(Protocol):
@@ -113,7 +117,11 @@ class Connection(asyncio.Protocol, Subscriber):
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
         if self.server_state is not None:
             self.server_state.connections.add(self)
-        self._arm()
+        if self.session.deadline is not None:  # the head's deadline (slowloris)
+            self.timer_at = self.session.deadline
+            self.timer = asyncio.get_running_loop().call_later(
+                self.ctx.limits.handshake_timeout, self._fire
+            )
 
     def data_received(self, data: bytes) -> None:
         session = self.session
@@ -132,7 +140,6 @@ class Connection(asyncio.Protocol, Subscriber):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.session.receive_eof()
-        self._handle_events()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -142,10 +149,10 @@ class Connection(asyncio.Protocol, Subscriber):
         if self.server_state is not None:
             self.server_state.connections.discard(self)
         ctx = self.ctx
-        if self in ctx.open:
+        if self in ctx.open:  # it was opened
             ctx.open.discard(self)
             ctx.guard.closed(self.client)
-            ctx.node.hub.unsubscribe(self)
+            ctx.node.hub.unsubscribe(self)  # idempotent: a close took it out already
             self.counters.connections -= 1
             ctx.node.stats.closes[self.session.close_code] += 1
             # Fields as extra=: key=value in text logs, keys in JSON logs (ops/logs.py).
@@ -170,7 +177,7 @@ class Connection(asyncio.Protocol, Subscriber):
         self.paused = True
 
     def resume_writing(self) -> None:
-        if self.session.state is State.OPEN:
+        if self.session.state is _OPEN:
             self.ctx.node.hub.resume(self)
         else:
             self.paused = False
@@ -178,15 +185,15 @@ class Connection(asyncio.Protocol, Subscriber):
     # -- uvicorn --------------------------------------------------------------
     def shutdown(self) -> None:
         """Called by uvicorn on SIGTERM/SIGINT: close 1001 and let the client go."""
-        if self.session.state is State.OPEN:
+        if self.session.state is _OPEN:
             self.close(CloseCode.GOING_AWAY)
-        elif self.session.state is State.CONNECTING and self.transport is not None:
+        elif self.session.state is _CONNECTING and self.transport is not None:
             self.transport.close()
 
     # -- Subscriber (called by the hub) ---------------------------------------
     def write_frames(self, frames: bytes | list[bytes]) -> None:
         transport = self.transport
-        if self.session.state is not State.OPEN or transport is None:
+        if self.session.state is not _OPEN or transport is None:
             self.counters.failed_sends += count_frames(frames)
             return
         if isinstance(frames, bytes):
@@ -230,12 +237,14 @@ class Connection(asyncio.Protocol, Subscriber):
         """Act on what the session produced: events, bytes to write, the transport, its timer."""
         session = self.session
         try:
-            self._handle_events()
+            for event in session.events_received():
+                self._handle(event)
         except Exception:
             # A bug costs this one client an answer, not a silently dropped socket.
             logger.exception("connection failed", extra={"client": self.peer})
             session.fail_internal()
-            self._handle_events()
+            for event in session.events_received():
+                self._handle(event)
         transport = self.transport
         if transport is None:
             return
@@ -246,27 +255,27 @@ class Connection(asyncio.Protocol, Subscriber):
             else:
                 transport.writelines(out)
         action = session.transport_action
-        if action is Action.CLOSE:
-            transport.close()
-        elif action is Action.ABORT:
-            transport.abort()
-        if session.deadline != self.timer_at:
+        if action:
+            if action is _ABORT:
+                transport.abort()
+            else:
+                transport.close()
+        if session.deadline != self.timer_at:  # the session wants its timer moved
             self._arm()
 
-    def _handle_events(self) -> None:
-        for event in self.session.events_received():
-            if type(event) is MessageReceived:
-                if self.mux is not None:
-                    self.mux.handle(event.data)
-                # Data messages on a stream endpoint carry no meaning: ignored.
-            elif type(event) is Closing:
-                self.ctx.node.hub.unsubscribe(self)
-                if event.cause == "protocol_error":
-                    self.counters.protocol_errors += 1
-            elif type(event) is UpgradeRequest:
-                self._upgrade(event)
-            elif type(event) is HandshakeFailed:
-                self._refused(event.rejected)
+    def _handle(self, event: Event) -> None:
+        if type(event) is MessageReceived:
+            if self.mux is not None:
+                self.mux.handle(event.data)
+            # Data messages on a stream endpoint carry no meaning: ignored.
+        elif type(event) is Closing:
+            self.ctx.node.hub.unsubscribe(self)
+            if event.cause == "protocol_error":
+                self.counters.protocol_errors += 1
+        elif type(event) is UpgradeRequest:
+            self._upgrade(event)
+        elif type(event) is HandshakeFailed:
+            self._refused(event.rejected)
 
     def _arm(self) -> None:
         if self.timer is not None:
@@ -334,12 +343,7 @@ class Connection(asyncio.Protocol, Subscriber):
             ),
             deflate=bits > 0,
         )
-        self._open(route, bits)
-
-    def _open(self, route: Route, bits: int) -> None:
-        ctx = self.ctx
         node = ctx.node
-        settings = ctx.settings
         transport = self.transport
         assert transport is not None
         # The hub checks the exact backlog only once the transport pauses writing,

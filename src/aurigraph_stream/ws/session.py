@@ -22,15 +22,16 @@ After each call, the caller must:
 
 The hub writes fan-out frames straight to the transport, bypassing the
 session: they are shared bytes, and the session only decides whether the
-connection is :attr:`State.OPEN` to receive them.
+connection is :attr:`_OPEN` to receive them.
 """
 
 from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from aurigraph_stream.access.ratelimit import TokenBucket
 from aurigraph_stream.contract import CloseCode
@@ -72,6 +73,12 @@ class Action(enum.IntEnum):
     ABORT = 2  # drop it now
 
 
+# Module constants: reading an enum member off its class costs ten times a global here,
+# and these are read on every connect and every frame.
+_CONNECTING, _OPEN, _CLOSING, _CLOSED = State
+_NONE, _CLOSE_TRANSPORT, _ABORT = Action
+
+
 @dataclass(frozen=True, slots=True)
 class SessionLimits:
     """The limits one session enforces (from Settings)."""
@@ -84,31 +91,27 @@ class SessionLimits:
     handshake_timeout: float = 10.0  # seconds for the whole head to arrive
 
 
-# -- events ------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class UpgradeRequest:
+# -- events (tuples: one is made per connect and per command) -------------------------
+class UpgradeRequest(NamedTuple):
     """A valid upgrade head: the caller decides, then calls accept() or reject()."""
 
     request: Request
     key: str
 
 
-@dataclass(frozen=True, slots=True)
-class HandshakeFailed:
+class HandshakeFailed(NamedTuple):
     """The head was refused (malformed, or not an upgrade); the refusal is already written."""
 
     rejected: HandshakeRejected
 
 
-@dataclass(frozen=True, slots=True)
-class MessageReceived:
+class MessageReceived(NamedTuple):
     """A complete data message from the client: ``str`` for text, ``bytes`` for binary."""
 
     data: str | bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Closing:
+class Closing(NamedTuple):
     """The connection stopped being OPEN: stop delivering to it.
 
     ``code`` is the close code sent or received; ``cause`` says why:
@@ -156,60 +159,82 @@ class Session:
         """
         self.limits = limits
         self.clock = clock
-        self.state = State.CONNECTING
+        self.state = _CONNECTING
         self.deflate = False
         self.close_code = 1006  # until a close frame is sent or received
         self.awaiting_pong = 0.0  # clock reading of the unanswered ping; 0 if none
-        self.transport_action = Action.NONE
+        self.transport_action = _NONE
         self.deadline: float | None = clock() + limits.handshake_timeout if head_deadline else None
         self._reader: Reader | None = None  # made when the client first sends a frame
         self._inbound: TokenBucket | None = None  # made at the first message
-        self._events: list[Event] = []
-        self._outgoing: list[bytes] = []
+        # Lists only once there is something to hold: an idle connection allocates none.
+        self._events: list[Event] | None = None
+        self._outgoing: list[bytes] | None = None
 
     # -- output ---------------------------------------------------------------------
-    def events_received(self) -> list[Event]:
+    def events_received(self) -> Sequence[Event]:
         """The events since the last call, oldest first."""
-        events, self._events = self._events, []
+        events = self._events
+        if events is None:
+            return ()
+        self._events = None
         return events
 
-    def data_to_send(self) -> list[bytes]:
+    def data_to_send(self) -> Sequence[bytes]:
         """The bytes to write since the last call, in order."""
-        out, self._outgoing = self._outgoing, []
+        out = self._outgoing
+        if out is None:
+            return ()
+        self._outgoing = None
         return out
+
+    def _emit(self, event: Event) -> None:
+        if self._events is None:
+            self._events = [event]
+        else:
+            self._events.append(event)
+
+    def _send(self, data: bytes) -> None:
+        if self._outgoing is None:
+            self._outgoing = [data]
+        else:
+            self._outgoing.append(data)
 
     # -- input ----------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
         """Take bytes read from the socket."""
         state = self.state
-        if state is State.OPEN or state is State.CLOSING:
+        if state is _OPEN or state is _CLOSING:
             if self._reader is None and _is_lone_pong(data):
                 # The common keepalive answer: no reader, no allocation, and it does
                 # not count against the client's inbound message rate.
                 self.awaiting_pong = 0.0
                 return
             self._receive_frames(data)
-        elif state is State.CONNECTING:
+        elif state is _CONNECTING:
             self._receive_head(data)
         # CLOSED: input after the end is discarded unread.
 
     def receive_eof(self) -> None:
-        """The client closed its side, or the socket was lost."""
-        if self.state is State.OPEN:
-            self._events.append(Closing(self.close_code, "peer"))
-        self.state = State.CLOSED
+        """The socket was closed or lost: the session is over, and emits nothing more.
+
+        The caller takes the connection out of the hub (if it was open); there is
+        no event for it, since the caller is the one who saw the end.
+        """
+        self.state = _CLOSED
         self.deadline = None
+        self._reader = None
 
     def tick(self) -> None:
         """The caller's timer fired at :attr:`deadline`."""
         if self.deadline is None or self.clock() < self.deadline:
             return
         self.deadline = None
-        if self.state is State.CONNECTING:
-            self._outgoing.append(request_timeout(self.limits.handshake_timeout))
-            self._end(Action.CLOSE)
-        elif self.state is State.CLOSING:  # the client never answered our close
-            self._end(Action.ABORT)
+        if self.state is _CONNECTING:
+            self._send(request_timeout(self.limits.handshake_timeout))
+            self._end(_CLOSE_TRANSPORT)
+        elif self.state is _CLOSING:  # the client never answered our close
+            self._end(_ABORT)
 
     # -- the opening handshake ------------------------------------------------------
     def _receive_head(self, data: bytes) -> None:
@@ -219,33 +244,33 @@ class Session:
             key = check_upgrade(request)
         except HandshakeRejected as exc:
             self.reject(exc)
-            self._events.append(HandshakeFailed(exc))
+            self._emit(HandshakeFailed(exc))
             return
-        self._events.append(UpgradeRequest(request, key))
+        self._emit(UpgradeRequest(request, key))
 
     def accept(self, response: bytes, *, deflate: bool) -> None:
         """Send the 101 ``response``: the connection is OPEN."""
-        if self.state is not State.CONNECTING:
+        if self.state is not _CONNECTING:
             return
-        self._outgoing.append(response)
+        self._send(response)
         self.deflate = deflate
-        self.state = State.OPEN
+        self.state = _OPEN
 
     def reject(self, rejected: HandshakeRejected) -> None:
         """Answer the upgrade with an HTTP error and close."""
-        if self.state is not State.CONNECTING:
+        if self.state is not _CONNECTING:
             return
-        self._outgoing.append(http_error(rejected))
-        self._end(Action.CLOSE)
+        self._send(http_error(rejected))
+        self._end(_CLOSE_TRANSPORT)
 
     def fail_internal(self) -> None:
         """A bug while serving this connection: tell the client, without details."""
-        if self.state is State.CONNECTING:
+        if self.state is _CONNECTING:
             self.reject(HandshakeRejected(500, "internal_error", "the server failed the upgrade"))
-        elif self.state is State.OPEN:  # the 101 went out: close as a WebSocket
+        elif self.state is _OPEN:  # the 101 went out: close as a WebSocket
             self.close(CloseCode.INTERNAL_ERROR)
-        elif self.state is State.CLOSING:
-            self._end(Action.ABORT)
+        elif self.state is _CLOSING:
+            self._end(_ABORT)
 
     # -- frames -----------------------------------------------------------------------
     def _receive_frames(self, data: bytes) -> None:
@@ -257,7 +282,7 @@ class Session:
         except ProtocolError as exc:
             self.fail(exc.code, exc.reason, "protocol_error")
             return
-        if messages and limits.inbound_rate > 0 and self.state is State.OPEN:
+        if messages and limits.inbound_rate > 0 and self.state is _OPEN:
             now = self.clock()
             if self._inbound is None:
                 self._inbound = TokenBucket(limits.inbound_rate, limits.inbound_burst, now)
@@ -266,38 +291,38 @@ class Session:
                 return
         for opcode, payload in messages:
             if opcode == Opcode.PING:
-                if self.state is State.OPEN:
+                if self.state is _OPEN:
                     assert isinstance(payload, bytes)
-                    self._outgoing.append(encode_frame(Opcode.PONG, payload))
+                    self._send(encode_frame(Opcode.PONG, payload))
             elif opcode == Opcode.PONG:
                 self.awaiting_pong = 0.0
             elif opcode == Opcode.CLOSE:
                 assert isinstance(payload, bytes)
                 self._receive_close(payload)
                 return
-            elif self.state is State.OPEN:
-                self._events.append(MessageReceived(payload))
+            elif self.state is _OPEN:
+                self._emit(MessageReceived(payload))
             # Data after our close frame is discarded (RFC 6455 1.4).
 
     def _receive_close(self, payload: bytes) -> None:
-        if self.state is State.OPEN:
+        if self.state is _OPEN:
             try:
                 code, _ = parse_close(payload)
             except ProtocolError as exc:
                 self.fail(exc.code, exc.reason, "protocol_error")
                 return
             self.close_code = code
-            self.state = State.CLOSING
-            self._events.append(Closing(code, "peer"))
+            self.state = _CLOSING
+            self._emit(Closing(code, "peer"))
             # Echo the code (RFC 6455 5.5.1); an empty close is echoed empty.
-            self._outgoing.append(encode_frame(Opcode.CLOSE, payload[:2]))
+            self._send(encode_frame(Opcode.CLOSE, payload[:2]))
         # Either way the closing handshake is complete: the server closes TCP first.
-        self._end(Action.CLOSE)
+        self._end(_CLOSE_TRANSPORT)
 
     # -- closing ------------------------------------------------------------------------
     def close(self, code: CloseCode, reason: str | None = None) -> None:
         """Start the closing handshake: send close and wait ``close_timeout`` for the reply."""
-        if self.state is not State.OPEN:
+        if self.state is not _OPEN:
             return
         self._start_closing(code, reason, "server")
         self.deadline = self.clock() + self.limits.close_timeout
@@ -309,18 +334,18 @@ class Session:
         the client's data any more, not even a close reply; what the client
         sends after this is discarded unread.
         """
-        if self.state is State.OPEN:
+        if self.state is _OPEN:
             self._start_closing(code, reason, cause)
-        self._end(Action.CLOSE)
+        self._end(_CLOSE_TRANSPORT)
 
     def _start_closing(self, code: CloseCode, reason: str | None, cause: str) -> None:
-        self.state = State.CLOSING
+        self.state = _CLOSING
         self.close_code = int(code)
-        self._events.append(Closing(int(code), cause))
-        self._outgoing.append(close_frame(code, reason or code.reason))
+        self._emit(Closing(int(code), cause))
+        self._send(close_frame(code, reason or code.reason))
 
     def _end(self, action: Action) -> None:
-        self.state = State.CLOSED
+        self.state = _CLOSED
         self.deadline = None
         self._reader = None
         if action > self.transport_action:
@@ -329,15 +354,15 @@ class Session:
     # -- keepalive ------------------------------------------------------------------------
     def ping(self) -> bool:
         """Send a keepalive ping unless one is outstanding; True if sent."""
-        if self.state is not State.OPEN or self.awaiting_pong:
+        if self.state is not _OPEN or self.awaiting_pong:
             return False
         self.awaiting_pong = self.clock()
-        self._outgoing.append(PING)
+        self._send(PING)
         return True
 
     def check_pong(self, sent_by: float) -> bool:
         """Close with 4009 if a ping sent at or before ``sent_by`` is unanswered; True if so."""
-        if self.state is State.OPEN and 0 < self.awaiting_pong <= sent_by:
+        if self.state is _OPEN and 0 < self.awaiting_pong <= sent_by:
             self.close(CloseCode.KEEPALIVE_TIMEOUT)
             return True
         return False

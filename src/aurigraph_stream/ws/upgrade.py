@@ -48,16 +48,20 @@ class Admission:
 
     def check(self, open_connections: int, draining: bool) -> None:
         """Raises HandshakeRejected (503) unless one more connection may open."""
-        retry = (("Retry-After", str(self.retry_after)),)
         if draining:
-            raise HandshakeRejected(503, "shutting_down", "the server is shutting down", retry)
+            raise HandshakeRejected(
+                503, "shutting_down", "the server is shutting down", self._retry()
+            )
         if open_connections >= self.max_connections:
             raise HandshakeRejected(
                 503,
                 "too_many_connections",
                 f"the server holds its maximum of {self.max_connections} connections",
-                retry,
+                self._retry(),
             )
+
+    def _retry(self) -> tuple[tuple[str, str], ...]:
+        return (("Retry-After", str(self.retry_after)),)
 
 
 def route_upgrade(guard: Guard, request: Request, peer: str, admit: Callable[[], None]) -> Route:
