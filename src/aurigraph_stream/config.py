@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from aurigraph_stream.broker.history import HistoryPolicy, parse_policies
 from aurigraph_stream.errors import ConfigError
 from aurigraph_stream.streams import NAMES
 
-__all__ = ["PROFILES", "Settings", "load_settings", "split_list"]
+__all__ = ["KINDS", "PROFILES", "Settings", "coerce", "load_settings", "split_list"]
 
 ENV_PREFIX = "AURIGRAPH_"
 
@@ -200,43 +201,60 @@ PROFILES: dict[str, dict[str, Any]] = {
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
 
+def _kinds() -> dict[str, tuple[type, bool]]:
+    """Each setting's value type and whether it may be unset (``None``), from its type hint."""
+    kinds: dict[str, tuple[type, bool]] = {}
+    for name, hint in typing.get_type_hints(Settings).items():
+        args = typing.get_args(hint)
+        if type(None) in args:  # ``X | None``
+            (base,) = (a for a in args if a is not type(None))
+            kinds[name] = (base, True)
+        else:
+            kinds[name] = (hint, False)
+    return kinds
+
+
+#: name -> (value type, optional): what ``coerce`` converts to.
+KINDS = _kinds()
+
+_TRUE = frozenset(("1", "true", "yes", "on"))
+_FALSE = frozenset(("0", "false", "no", "off"))
+
+
 def coerce(name: str, raw: Any) -> Any:
     """Convert a value from TOML, the environment or the CLI to the field's type.
 
     Raises:
         ConfigError: for an unknown key or a value of the wrong type.
     """
-    if name not in FIELDS:
+    if name not in KINDS:
         raise ConfigError(f"unknown setting {name!r}")
-    kind = str(FIELDS[name].type)
-    if raw is None or (isinstance(raw, str) and raw == "" and "None" in kind):
-        if "None" in kind:
+    kind, optional = KINDS[name]
+    if raw is None or (optional and raw == ""):
+        if optional:
             return None
         raise ConfigError(f"{name} needs a value")
     try:
-        if kind.startswith("bool"):
+        if kind is bool:
             if isinstance(raw, bool):
                 return raw
             text = str(raw).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
+            if text in _TRUE or text in _FALSE:
+                return text in _TRUE
             raise ValueError(raw)
-        if kind.startswith("int"):
-            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+        if isinstance(raw, bool):  # a TOML true is not a number
+            raise ValueError(raw)
+        if kind is int:
+            if isinstance(raw, float) and not raw.is_integer():
                 raise ValueError(raw)
             return int(raw)
-        if kind.startswith("float"):
-            if isinstance(raw, bool):
-                raise ValueError(raw)
+        if kind is float:
             return float(raw)
         if not isinstance(raw, str):
             raise ValueError(raw)
         return raw
     except ValueError:
-        expected = kind.split(" ")[0].split("|")[0]
-        raise ConfigError(f"{name}: expected {expected}, got {raw!r}") from None
+        raise ConfigError(f"{name}: expected {kind.__name__}, got {raw!r}") from None
 
 
 def load_settings(

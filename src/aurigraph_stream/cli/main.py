@@ -11,7 +11,7 @@ from typing import Any
 
 from aurigraph_stream import __version__
 from aurigraph_stream.cli.token import add_token_command, run_token_command
-from aurigraph_stream.config import ENV_PREFIX, FIELDS, PROFILES, Settings, load_settings
+from aurigraph_stream.config import ENV_PREFIX, FIELDS, KINDS, PROFILES, Settings, load_settings
 from aurigraph_stream.errors import ConfigError
 
 __all__ = ["build_parser", "main"]
@@ -21,13 +21,13 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     defaults = Settings()
     for name, f in FIELDS.items():
         flag = "--" + name.replace("_", "-")
-        kind = str(f.type)
+        kind = KINDS[name][0]
         env = ENV_PREFIX + name.upper()
         default = getattr(defaults, name)
         per_profile = ", ".join(f"{p}: {o[name]}" for p, o in PROFILES.items() if name in o)
         profiles = f"; {per_profile}" if per_profile else ""
         help_text = f"{f.metadata['help']} (default {default}{profiles}; env {env})"
-        if kind == "bool":
+        if kind is bool:
             parser.add_argument(
                 flag,
                 dest=name,
@@ -36,7 +36,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
                 help=help_text,
             )
         else:
-            metavar = kind.split(" ")[0].upper()
+            metavar = kind.__name__.upper()
             parser.add_argument(
                 flag, dest=name, default=argparse.SUPPRESS, metavar=metavar, help=help_text
             )
