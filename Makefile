@@ -32,6 +32,7 @@ system-deps:
 lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: $(VENV)/.test-installed
 	$(VENV)/bin/mypy

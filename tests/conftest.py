@@ -5,7 +5,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.server import ServerProcess, run_server
+from tests.support.server import ServerProcess, run_server
+
+# tests/<kind>/...: each test is marked with its kind, so `pytest -m unit` selects one.
+KINDS = ("unit", "contract", "integration")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        kind = item.path.parent.name
+        if kind not in KINDS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/{{{','.join(KINDS)}}}/")
+        item.add_marker(getattr(pytest.mark, kind))
+
 
 # A server fed by the simulator, fast enough that every stream moves within a second.
 LIVE_ARGS = (

@@ -48,6 +48,14 @@ class Broker(Protocol):
         """
         ...
 
+    async def history(self, stream: str, since: int | None) -> HistoryRead:
+        """The stream's history after ``since`` (every event kept when ``None``), and its position.
+
+        Every broker answers this; live delivery continues right after the
+        position it reports.
+        """
+        ...
+
     def history_now(self, stream: str, since: int | None) -> HistoryRead | None:
         """The history read synchronously, or ``None`` if this broker cannot.
 

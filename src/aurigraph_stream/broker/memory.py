@@ -49,6 +49,9 @@ class MemoryBroker:
             self._handler(events)
         return [event.seq for event in events]
 
+    async def history(self, stream: str, since: int | None) -> HistoryRead:
+        return self.history_now(stream, since)
+
     def history_now(self, stream: str, since: int | None) -> HistoryRead:
         history = self._history[stream]
         events = history.last(len(history)) if since is None else history.since(since)

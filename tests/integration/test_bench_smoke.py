@@ -1,0 +1,172 @@
+"""The benchmark harness (bench/) against the real server, briefly, so it cannot rot."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import websockets.sync.client
+from bench.floorserver import MAX_MESSAGE
+from bench.loadgen import LoadGenerator, Snapshot
+from bench.procstat import cpu_seconds, rss_bytes
+from bench.publisher import Publisher, Target
+from bench.sendcost import measure
+from bench.servers import HOST, Floor
+
+from tests.support.rawws import (
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    RawWebSocket,
+    frame_bytes,
+)
+from tests.support.server import ServerProcess
+
+INGEST = "/api/v11/streams/transactions/events"
+
+
+@pytest.fixture
+def floor_server(tmp_path: Path) -> Iterator[Floor]:
+    """The floor reference server (bench/floorserver.py), started and stopped by PID."""
+    server = Floor(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_bench_harness_counts_every_delivery(quiet_server: ServerProcess) -> None:
+    """Load generator and publisher: every message reaches every client, in order, with sane
+    latency, connect time, RSS and CPU figures, compressed or not."""
+    host, port = quiet_server.host, quiet_server.port
+    with (
+        LoadGenerator(workers=2) as lg,
+        Publisher(Target("ingest", host, port, INGEST)) as pub,
+    ):
+        plain = lg.connect(host, port, ["/ws/transactions"] * 6, group="plain")
+        packed = lg.connect(host, port, ["/ws/transactions"] * 4, deflate=True, group="deflate")
+        assert (plain.opened, plain.failed, packed.opened, packed.failed) == (6, {}, 4, {})
+        assert packed.deflate == 4
+        assert 0 < plain.seconds < 10
+        first = pub.prime()
+        cpu_before = cpu_seconds(quiet_server.proc.pid)
+        for group in ("plain", "deflate"):
+            lg.reset(first, group)
+        result = pub.run(rate=50, duration=2.0)
+        assert (result.first, result.sent, result.last - result.first + 1) == (first, 100, 100)
+        for group, clients in (("plain", 6), ("deflate", 4)):
+            snap = _all_delivered(lg, group, clients, result.last, 100)
+            p50, p99 = snap.hist.percentile_us(0.5), snap.hist.percentile_us(0.99)
+            assert p50 is not None
+            assert p99 is not None
+            assert 0 < p50 <= p99 <= snap.hist.max_us < 2_000_000
+        assert cpu_seconds(quiet_server.proc.pid) > cpu_before
+        assert rss_bytes(quiet_server.proc.pid) > 10_000_000
+        assert lg.cpu_seconds() > 0
+
+
+def test_floor_server_delivers_every_message(floor_server: Floor) -> None:
+    """The floor server hands every published message to every subscriber, in order, and
+    answers without permessage-deflate even when it is offered."""
+    port = floor_server.port
+    with (
+        LoadGenerator(workers=1) as lg,
+        Publisher(floor_server.publish_target("transactions")) as pub,
+    ):
+        plain = lg.connect(HOST, port, ["/ws/transactions"] * 3, group="plain")
+        offered = lg.connect(HOST, port, ["/ws/transactions"] * 2, deflate=True, group="offered")
+        assert (plain.opened, plain.failed, offered.opened, offered.failed) == (3, {}, 2, {})
+        assert offered.deflate == 0
+        first = pub.prime()
+        for group in ("plain", "offered"):
+            lg.reset(first, group)
+        result = pub.run(rate=100, duration=1.0)
+        assert (result.first, result.sent, result.last - result.first + 1) == (first, 100, 100)
+        for group, clients in (("plain", 3), ("offered", 2)):
+            _all_delivered(lg, group, clients, result.last, 100)
+
+
+def _all_delivered(
+    lg: LoadGenerator, group: str, clients: int, last: int, messages: int
+) -> Snapshot:
+    """Assert that each of the group's clients got all ``messages``, in order, none dropped."""
+    assert lg.wait_delivered(last_seq=last, timeout=10, group=group)
+    snap = lg.snapshot(expected=messages, group=group)
+    assert (snap.deliveries, snap.lost, snap.out_of_order, snap.gaps) == (
+        messages * clients,
+        0,
+        0,
+        0,
+    )
+    assert (snap.dropped, snap.bad, snap.open) == (0, 0, clients)
+    return snap
+
+
+def test_floor_server_parses_client_frames(floor_server: Floor) -> None:
+    """The floor server reassembles split, 16/64-bit-length and fragmented publisher frames,
+    answers pings, echoes a close and closes, and refuses unmasked frames with 1002."""
+    port = floor_server.port
+    with RawWebSocket(port) as sub, RawWebSocket(port) as pub, RawWebSocket(port) as rude:
+        assert (
+            "sec-websocket-extensions"
+            not in sub.open(
+                "/ws/transactions", extensions="permessage-deflate; client_max_window_bits"
+            ).headers
+        )
+        pub.open("/publish/transactions")
+        medium, large = b"m" * 300, bytes(range(256)) * 300  # 16-bit and 64-bit lengths
+        data = frame_bytes(OP_TEXT, medium) + frame_bytes(OP_TEXT, large)
+        data += frame_bytes(OP_TEXT, b"frag", fin=False) + frame_bytes(OP_CONT, b"mented")
+        for i in range(0, len(data), 1000):  # split anywhere, headers included
+            pub.sock.sendall(data[i : i + 1000])
+        assert [sub.recv_frame().payload for _ in range(3)] == [medium, large, b"fragmented"]
+        pub.send_frame(OP_PING, b"are you there")
+        pong = pub.recv_frame()
+        assert (pong.opcode, pong.payload) == (OP_PONG, b"are you there")
+        # Only the head of an oversized frame: the server must refuse it before the payload.
+        pub.sock.sendall(struct.pack("!BBQ", 0x81, 0xFF, MAX_MESSAGE + 1) + b"mask")
+        assert pub.recv_until(OP_CLOSE).close_code() == 1009
+        sub.send_frame(OP_CLOSE, (1000).to_bytes(2, "big"))
+        assert sub.recv_until(OP_CLOSE).close_code() == 1000
+        assert sub.sock.recv(16) == b""  # then the server closed the connection
+        rude.open("/ws/transactions")
+        rude.sock.sendall(bytes((0x81, 5)) + b"plain")
+        assert rude.recv_until(OP_CLOSE).close_code() == 1002
+
+
+def test_floor_server_handshake_satisfies_a_real_client(floor_server: Floor) -> None:
+    """The `websockets` client, which checks Sec-WebSocket-Accept, opens and closes cleanly."""
+    url = f"ws://{HOST}:{floor_server.port}/ws/transactions"
+    with websockets.sync.client.connect(url, open_timeout=5, close_timeout=5) as ws:
+        ws.ping().wait(5)
+    assert ws.close_code == 1000
+
+
+def test_send_cost_is_measured_and_cleaned_up() -> None:
+    """The machine's loopback send() cost comes out positive, and no socket is left open."""
+    before = _open_sockets()
+    cost = measure(pairs=200, rounds=3)
+    assert (cost.pairs, cost.rounds, cost.payload) == (200, 3, 300)
+    assert 0 < cost.wall_us < 10_000
+    assert cost.kernel_us >= 0
+    assert cost.broadcast_ms()[0] == pytest.approx(cost.wall_us * 10)
+    assert "10,000 in a row" in cost.describe()
+    assert _open_sockets() == before
+
+
+def _open_sockets() -> int:
+    """Socket descriptors this process holds."""
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if _readlink(fd).startswith("socket:"))
+
+
+def _readlink(path: Path) -> str:
+    try:
+        return str(path.readlink())
+    except OSError:
+        return ""

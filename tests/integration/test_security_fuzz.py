@@ -1,0 +1,694 @@
+"""Bad input, tried for real: a running server attacked over raw sockets.
+
+Each attack gets RFC 6455's close code or the documented HTTP status. After
+every test, a control client subscribed to /ws/transactions since the start
+must still be connected, must have received every message with no gap in
+``seq``, and the server's resident memory must stay under a fixed bound
+(the ``healthy`` fixture); ``test_server_survived_everything`` says it once more
+at the end with the totals.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import socket
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jsonschema_rs
+import orjson
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from aurigraph_stream.streams import REGISTRY
+from tests.support.attack import ControlClient, RawClient, client_frame, fresh_address, rss_kib
+from tests.support.server import ServerProcess, run_server
+from tests.support.streamtools import example_event
+
+MAX_FRAME = 65536
+MAX_MESSAGE = 1048576
+# Generous: Python does not give freed arenas back at once, and the attacks below
+# push well over 500 MiB at the server (an unbounded buffer would blow far past this).
+RSS_GROWTH_LIMIT_KIB = 80 * 1024
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
+
+
+@dataclass
+class Target:
+    server: ServerProcess
+    control: ControlClient
+    baseline_kib: int
+    http: httpx.Client
+    seen: int = 0
+    peak_kib: int = 0
+
+    def sample(self, stop: threading.Event) -> None:
+        """Track the peak RSS every 20 ms while the attacks run (a background thread)."""
+        while not stop.wait(0.02) and self.server.proc.poll() is None:
+            try:
+                self.peak_kib = max(self.peak_kib, rss_kib(self.server.proc.pid))
+            except (OSError, AssertionError):
+                return
+
+    def check(self) -> None:
+        """The three promises: alive, no gap for the control client, memory bounded."""
+        assert self.server.proc.poll() is None, f"server died:\n{self.server.log()[-3000:]}"
+        self.seen = self.control.check(self.seen)
+        self.peak_kib = max(self.peak_kib, rss_kib(self.server.proc.pid))
+        assert self.peak_kib - self.baseline_kib < RSS_GROWTH_LIMIT_KIB, (
+            f"RSS grew from {self.baseline_kib} KiB to {self.peak_kib} KiB"
+        )
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    """A server with simulated traffic, and a control client on /ws/transactions."""
+    with run_server(
+        "--simulate",
+        "--seed",
+        "11",
+        "--sim-tx-rate",
+        "100",
+        "--handshake-rate",
+        "10",
+        "--handshake-burst",
+        "20",
+        "--handshake-timeout",
+        "1",
+        "--log-level",
+        "WARNING",
+        tmp_path=tmp_path_factory.mktemp("fuzz"),
+    ) as server:
+        control = ControlClient(server.ws("/ws/transactions"))
+        control.start()
+        control.wait_for(20)
+        http = httpx.Client(base_url=server.http)
+        target = Target(server, control, rss_kib(server.proc.pid), http)
+        stop = threading.Event()
+        sampler = threading.Thread(target=target.sample, args=(stop,), daemon=True)
+        sampler.start()
+        try:
+            yield target
+        finally:
+            stop.set()
+            sampler.join(5)
+            http.close()
+            control.stop()
+
+
+@pytest.fixture(autouse=True)
+def healthy(target: Target) -> Iterator[None]:
+    """After each attack: the server is alive, the control client whole, memory bounded."""
+    yield
+    target.check()
+
+
+def opened(target: Target, path: str = "/ws/validators", **kwargs: Any) -> RawClient:
+    client = RawClient(target.server.port)
+    response = client.upgrade(path, **kwargs)
+    assert response.status == 101, response
+    return client
+
+
+# -- malformed HTTP and bad handshakes ----------------------------------------
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x00\xff\x16\x03\x01 not http at all\r\n\r\n",
+        b"GET /ws/metrics HTTP/1.1\r\nHost 127.0.0.1\r\n\r\n",
+        b"GET /ws/metrics HTTP/1.1\r\nHo\x00st: x\r\n\r\n",
+        b"GET /ws/me trics HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /ws/metrics HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"POST /api/v11/streams/metrics/events HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /api/v11/streams/metrics/events HTTP/1.1\r\nHost: x\r\n"
+        b"Transfer-Encoding: chunked, bogus\r\n\r\n",
+        b"GET /ws/metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"GET /ws/metrics HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+        b"GET /ws/metrics HTTP/1.1\nHost: x\n\n",
+        b"\r\n\r\n\r\n\r\n\xff",
+    ],
+    ids=[
+        "binary",
+        "header-without-colon",
+        "nul-in-header",
+        "space-in-target",
+        "negative-length",
+        "length-and-chunked",
+        "chunked-not-last",
+        "two-lengths",
+        "obsolete-line-folding",
+        "bare-lf",
+        "blank-lines-then-garbage",
+    ],
+)
+def test_malformed_http_gets_400_json(target: Target, raw: bytes) -> None:
+    """Requests that are not valid HTTP/1.1 get 400 with a JSON body, then the socket closes."""
+    with RawClient(target.server.port) as client:
+        client.send(raw)
+        response = client.response()
+        assert response.status == 400
+        assert response.json()["error"] == "bad_request"
+        assert client.closed_by_server() == b""
+
+
+def _upgrade_head(
+    path: str = "/ws/metrics", skip: str = "", **replace: str
+) -> tuple[tuple[str, str], ...]:
+    headers = {
+        "Host": "127.0.0.1",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+        "Sec-WebSocket-Version": "13",
+    }
+    headers.update(replace)
+    return tuple((k, v) for k, v in headers.items() if k != skip)
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "status", "error"),
+    [
+        ("GET", _upgrade_head(**{"Sec-WebSocket-Key": "not base64!"}), 400, "bad_key"),
+        ("GET", _upgrade_head(**{"Sec-WebSocket-Key": "c2hvcnQ="}), 400, "bad_key"),
+        ("GET", _upgrade_head(skip="Sec-WebSocket-Key"), 400, "bad_key"),
+        ("GET", _upgrade_head(**{"Sec-WebSocket-Version": "8"}), 426, "unsupported_version"),
+        ("GET", _upgrade_head(skip="Sec-WebSocket-Version"), 426, "unsupported_version"),
+        ("GET", _upgrade_head(skip="Host"), 400, "bad_request"),
+        ("GET/1.0", _upgrade_head(), 400, "bad_request"),
+        ("POST", _upgrade_head(), 405, "method_not_allowed"),
+        ("GET", _upgrade_head(skip="Upgrade"), 426, "upgrade_required"),
+        ("GET", _upgrade_head(Connection="keep-alive"), 426, "upgrade_required"),
+        ("GET", _upgrade_head(Upgrade="h2c"), 426, "upgrade_required"),
+    ],
+    ids=[
+        "key-not-base64",
+        "key-not-16-bytes",
+        "no-key",
+        "version-8",
+        "no-version",
+        "no-host",
+        "http-1.0",
+        "post",
+        "no-upgrade-header",
+        "no-connection-upgrade",
+        "upgrade-to-other",
+    ],
+)
+def test_bad_handshakes_get_their_status(
+    target: Target, method: str, headers: tuple[tuple[str, str], ...], status: int, error: str
+) -> None:
+    """Each broken upgrade request gets its documented status and JSON reason, never a 101."""
+    method, _, version = method.partition("/")
+    request_line = f"{method} /ws/metrics HTTP/{version or '1.1'}"
+    lines = [request_line, *(f"{k}: {v}" for k, v in headers)]
+    with RawClient(target.server.port) as client:
+        client.send(("\r\n".join(lines) + "\r\n\r\n").encode())
+        response = client.response()
+    assert response.status == status, response
+    assert response.json()["error"] == error
+    if status == 426 and error == "unsupported_version":
+        assert response.headers["sec-websocket-version"] == "13"
+
+
+# -- bad frames ---------------------------------------------------------------
+def _close_payload(code: int, reason: bytes = b"") -> bytes:
+    return struct.pack("!H", code) + reason
+
+
+FRAME_CASES: list[tuple[str, list[bytes], int]] = [
+    ("unmasked", [client_frame(OP_TEXT, b"hi", masked=False)], 1002),
+    ("rsv1-without-deflate", [client_frame(OP_TEXT, b"hi", rsv=4)], 1002),
+    ("rsv2", [client_frame(OP_BINARY, b"hi", rsv=2)], 1002),
+    ("rsv3", [client_frame(OP_BINARY, b"hi", rsv=1)], 1002),
+    *[(f"opcode-{op:#x}", [client_frame(op, b"x")], 1002) for op in (3, 4, 5, 6, 7, 11, 15)],
+    ("invalid-utf8", [client_frame(OP_TEXT, b"caf\xc3")], 1007),
+    ("utf16-surrogate", [client_frame(OP_TEXT, "\ud800".encode(errors="surrogatepass"))], 1007),
+    ("overlong-utf8", [client_frame(OP_TEXT, b"\xc0\xaf")], 1007),
+    (
+        "invalid-utf8-across-fragments",
+        [client_frame(OP_TEXT, b"ok\xe2\x82", fin=False), client_frame(OP_CONT, b"(")],
+        1007,
+    ),
+    ("fragmented-ping", [client_frame(OP_PING, b"x", fin=False)], 1002),
+    ("fragmented-close", [client_frame(OP_CLOSE, _close_payload(1000), fin=False)], 1002),
+    ("ping-over-125", [client_frame(OP_PING, b"p" * 126)], 1002),
+    ("close-over-125", [client_frame(OP_CLOSE, _close_payload(1000, b"r" * 124))], 1002),
+    ("pong-over-125", [client_frame(OP_PONG, b"p" * 200)], 1002),
+    ("continuation-first", [client_frame(OP_CONT, b"x")], 1002),
+    (
+        "data-inside-fragmented",
+        [client_frame(OP_TEXT, b"a", fin=False), client_frame(OP_BINARY, b"b")],
+        1002,
+    ),
+    ("close-1-byte", [client_frame(OP_CLOSE, b"\x03")], 1002),
+    ("close-code-1005", [client_frame(OP_CLOSE, _close_payload(1005))], 1002),
+    ("close-code-999", [client_frame(OP_CLOSE, _close_payload(999))], 1002),
+    ("close-code-2999", [client_frame(OP_CLOSE, _close_payload(2999))], 1002),
+    ("close-code-5000", [client_frame(OP_CLOSE, _close_payload(5000))], 1002),
+    ("close-bad-reason", [client_frame(OP_CLOSE, _close_payload(1000, b"\xff"))], 1007),
+    ("frame-over-max", [client_frame(OP_BINARY, b"b" * (MAX_FRAME + 1))], 1009),
+    ("huge-declared-length", [client_frame(OP_BINARY, b"", length=2**40)[:10]], 1009),
+    ("64-bit-length-top-bit", [client_frame(OP_BINARY, b"", length=2**63)[:10]], 1002),
+    ("garbage", [b"\x00\x00\xff\xfe\xfd"], 1002),
+]
+
+
+@pytest.mark.parametrize(
+    ("frames", "code"), [(f, c) for _, f, c in FRAME_CASES], ids=[n for n, _, _ in FRAME_CASES]
+)
+def test_bad_frames_close_with_the_rfc_code(target: Target, frames: list[bytes], code: int) -> None:
+    """Each protocol violation closes the connection with RFC 6455's code."""
+    with opened(target) as client:
+        client.send(b"".join(frames))
+        got, _ = client.until_close()
+        assert got == code
+        # Failing the connection, the server reads nothing more, not even a close reply
+        # (RFC 6455 7.1.7): it drops TCP at once instead of waiting close_timeout (5 s).
+        started = time.monotonic()
+        assert client.closed_by_server(timeout=4) == b""
+        assert time.monotonic() - started < 2
+
+
+def test_oversized_messages_in_small_frames_are_1009(target: Target) -> None:
+    """32 clients each push 4 MiB of one fragmented message: each is closed with 1009 at 1 MiB.
+
+    128 MiB in all: a server that buffered a message past the limit would blow the RSS bound.
+    """
+    codes: list[int | None] = []
+    lock = threading.Lock()
+
+    def push() -> None:
+        with opened(target) as client:
+            chunk = b"z" * 60000
+            try:
+                client.send(client_frame(OP_BINARY, chunk, fin=False))
+                for _ in range(4 * MAX_MESSAGE // len(chunk)):
+                    client.send(client_frame(OP_CONT, chunk, fin=False))
+            except OSError:
+                pass  # closed by the server, as it should be
+            code, _ = client.until_close(timeout=10)
+        with lock:
+            codes.append(code)
+
+    threads = [threading.Thread(target=push) for _ in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert codes == [1009] * 32
+
+
+def test_deflate_attacks(target: Target) -> None:
+    """With permessage-deflate: a zip bomb is 1009, broken deflate 1002, a compressed ping 1002."""
+    bomb = zlib.compressobj(9, zlib.DEFLATED, -15)
+    bomb_data = bomb.compress(b"\x00" * (MAX_MESSAGE * 8)) + bomb.flush(zlib.Z_SYNC_FLUSH)
+    assert len(bomb_data) < MAX_FRAME  # 8 MiB inflated from a few KiB
+    ext = (("Sec-WebSocket-Extensions", "permessage-deflate"),)
+    cases = [
+        (client_frame(OP_BINARY, bomb_data[:-4], rsv=4), 1009),
+        (client_frame(OP_TEXT, b"\xff\xff\xff not deflate", rsv=4), 1002),
+        (client_frame(OP_PING, b"x", rsv=4), 1002),
+        (client_frame(OP_TEXT, b"x", rsv=2), 1002),
+    ]
+    for frame, code in cases:
+        with opened(target, headers=ext) as client:
+            client.send(frame)
+            assert client.until_close()[0] == code
+
+
+def test_oversized_ingest_bodies_are_413(target: Target) -> None:
+    """Ingest bodies over max_message_size get 413, declared or streamed, 16 at once."""
+    url = f"{target.server.http}/api/v11/streams/transactions/events"
+    too_big = b"[" + b" " * MAX_MESSAGE + b"]"
+    declared = httpx.post(url, content=too_big)
+    assert declared.status_code == 413
+    assert declared.json()["error"] == "payload_too_large"
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(64):  # 4 MiB, with no Content-Length
+            yield b" " * 65536
+
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def post() -> None:
+        status = httpx.post(url, content=chunks(), timeout=30).status_code
+        with lock:
+            statuses.append(status)
+
+    threads = [threading.Thread(target=post) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert statuses == [413] * 16
+
+
+# -- floods -------------------------------------------------------------------
+def test_handshake_flood_from_one_address(target: Target) -> None:
+    """100 handshakes at once from one address: 20 upgrade, the rest get 429; nothing breaks."""
+    source = fresh_address()
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def attempt() -> None:
+        with RawClient(target.server.port, source) as client:
+            status = client.upgrade("/ws/network").status
+        with lock:
+            statuses.append(status)
+
+    threads = [threading.Thread(target=attempt) for _ in range(100)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(statuses) == 100
+    assert 20 <= statuses.count(101) <= 25  # the burst, plus what 10/s refills meanwhile
+    assert statuses.count(429) == 100 - statuses.count(101)
+
+
+def test_many_addresses_connecting_and_vanishing(target: Target) -> None:
+    """300 clients from 300 addresses upgrade and drop the TCP connection without closing."""
+    for _ in range(300):
+        client = RawClient(target.server.port)
+        assert client.upgrade("/ws/transactions").status == 101
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # a reset, no close frame
+    for _ in range(300):
+        with socket.create_connection(("127.0.0.1", target.server.port)):
+            pass  # connect and go: no request at all
+
+
+def test_garbage_streams_after_upgrade(target: Target) -> None:
+    """Megabytes of random bytes after a handshake: a 100x close, and the server moves on."""
+    for _ in range(10):
+        with opened(target) as client:
+            try:
+                for _ in range(16):
+                    client.send(os.urandom(65536))
+            except OSError:
+                pass
+            code, _ = client.until_close()
+            assert code in (1002, 1007, 1009)  # random bytes can parse as a bad text frame
+
+
+# -- property-based: frames ---------------------------------------------------
+@dataclass(frozen=True)
+class Frame:
+    opcode: int
+    payload: bytes
+    fin: bool = True
+    rsv: int = 0
+    masked: bool = True
+
+    def encode(self) -> bytes:
+        return client_frame(
+            self.opcode, self.payload, fin=self.fin, rsv=self.rsv, masked=self.masked
+        )
+
+
+VALID_CLOSE = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
+
+
+def expected(frames: list[Frame]) -> tuple[str, int | None, list[bytes]]:
+    """What RFC 6455 says must happen: ("fail", code) / ("echo", code) / ("open", None).
+
+    An independent model of the rules, not the server's code. The last item
+    lists the pongs owed for pings before the outcome.
+    """
+    pongs: list[bytes] = []
+    fragment: tuple[int, list[bytes]] | None = None
+    for frame in frames:
+        if frame.rsv or frame.opcode in (3, 4, 5, 6, 7, 11, 12, 13, 14, 15) or not frame.masked:
+            return "fail", 1002, pongs
+        if frame.opcode >= OP_CLOSE:
+            if not frame.fin or len(frame.payload) > 125:
+                return "fail", 1002, pongs
+            if frame.opcode == OP_CLOSE:
+                if not frame.payload:
+                    return "echo", None, pongs
+                if len(frame.payload) == 1:
+                    return "fail", 1002, pongs
+                code = struct.unpack("!H", frame.payload[:2])[0]
+                if code not in VALID_CLOSE and not 3000 <= code <= 4999:
+                    return "fail", 1002, pongs
+                try:
+                    frame.payload[2:].decode()
+                except UnicodeDecodeError:
+                    return "fail", 1007, pongs
+                return "echo", code, pongs
+            if frame.opcode == OP_PING:
+                pongs.append(frame.payload)
+            continue
+        if frame.opcode == OP_CONT:
+            if fragment is None:
+                return "fail", 1002, pongs
+        elif fragment is not None:
+            return "fail", 1002, pongs
+        else:
+            fragment = (frame.opcode, [])
+        fragment[1].append(frame.payload)
+        if frame.fin:
+            opcode, parts = fragment
+            fragment = None
+            if opcode == OP_TEXT:
+                try:
+                    b"".join(parts).decode()
+                except UnicodeDecodeError:
+                    return "fail", 1007, pongs
+    return "open", None, pongs
+
+
+_payloads = st.one_of(
+    st.binary(max_size=40),
+    st.text(max_size=30).map(str.encode),
+    st.sampled_from([b"\xff", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80", b"\xf4\x90\x80\x80"]),
+)
+_close_payloads = st.one_of(
+    st.just(b""),
+    st.binary(max_size=1),
+    st.builds(
+        lambda code, reason: struct.pack("!H", code) + reason,
+        st.one_of(st.sampled_from(sorted(VALID_CLOSE)), st.integers(0, 65535)),
+        st.one_of(st.text(max_size=20).map(str.encode), st.binary(max_size=10)),
+    ),
+)
+
+
+@st.composite
+def sequences(draw: st.DrawFn) -> list[Frame]:
+    """Frame sequences that mostly follow the fragmentation rules, so they reach deep states.
+
+    About one frame in six breaks a rule (an opcode, a reserved bit, the mask,
+    fragmentation, a control frame's size).
+    """
+    out: list[Frame] = []
+    fragmenting = False
+    for _ in range(draw(st.integers(1, 8))):
+        kind = draw(st.sampled_from(["data", "data", "data", "ping", "pong", "close"]))
+        if kind == "data":
+            opcode = OP_CONT if fragmenting else draw(st.sampled_from([OP_TEXT, OP_BINARY]))
+            payload = draw(_payloads)
+            fin = draw(st.booleans())
+        else:
+            opcode = {"ping": OP_PING, "pong": OP_PONG, "close": OP_CLOSE}[kind]
+            payload = draw(_close_payloads if kind == "close" else _payloads)
+            fin = True
+        rsv, masked = 0, True
+        flaw = draw(st.integers(0, 29))
+        if flaw == 0:
+            opcode = draw(st.sampled_from([3, 4, 5, 6, 7, 11, 12, 13, 14, 15]))
+        elif flaw == 1:
+            rsv = draw(st.integers(1, 7))
+        elif flaw == 2:
+            masked = False
+        elif flaw == 3:
+            fin = not fin
+        elif flaw == 4:
+            opcode = OP_TEXT if opcode == OP_CONT else OP_CONT if opcode < OP_CLOSE else opcode
+        elif flaw == 5 and opcode >= OP_CLOSE:
+            payload = (payload or b"x") * 130  # a control frame over 125 bytes
+        if opcode < OP_CLOSE:
+            fragmenting = not fin
+        out.append(Frame(opcode, payload, fin=fin, rsv=rsv, masked=masked))
+    return out
+
+
+@settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "80")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=os.environ.get("FUZZ_RANDOM") is None,
+)
+@given(sequences())
+def test_generated_frames_get_what_the_rfc_says(target: Target, sequence: list[Frame]) -> None:
+    """Generated frame sequences: the server fails, echoes or stays open as RFC 6455 says."""
+    outcome, code, pongs = expected(sequence)
+    event(f"{outcome} {code}")
+    with opened(target) as client:
+        client.send(b"".join(frame.encode() for frame in sequence))
+        if outcome == "open":
+            client.send(
+                client_frame(OP_PING, b"alive") + client_frame(OP_CLOSE, _close_payload(1000))
+            )
+            got, got_pongs = client.until_close()
+            assert got == 1000
+            assert got_pongs == [*pongs, b"alive"]
+        else:
+            got, got_pongs = client.until_close()
+            assert got == code, (outcome, code, got)
+            assert got_pongs == pongs[: len(got_pongs)]  # pongs of one batch may be dropped
+
+
+# -- property-based: ingest bodies -------------------------------------------
+_EVENT = example_event("transactions")
+# The schema as published, read with the ECMA-262 patterns JSON Schema specifies (as the
+# server reads it): Python's regular expressions would also pass "0\n" as a value.
+_VALIDATOR = jsonschema_rs.validator_for(
+    dict(REGISTRY["transactions"].event_schema), validate_formats=True
+)
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@st.composite
+def events(draw: st.DrawFn) -> dict[str, Any]:
+    event: dict[str, Any] = dict(_EVENT)
+    for _ in range(draw(st.integers(0, 2))):
+        key = draw(st.sampled_from([*_EVENT, "seq", "extra"]))
+        action = draw(st.sampled_from(["set", "drop"]))
+        if action == "drop":
+            event.pop(key, None)
+        else:
+            event[key] = draw(_json_values | st.sampled_from(["CONFIRMED", "0", "0x" + "f" * 64]))
+    return event
+
+
+_bodies = st.one_of(
+    st.binary(max_size=200),
+    _json_values.map(orjson.dumps),
+    events().map(orjson.dumps),
+    st.lists(events(), max_size=3).map(orjson.dumps),
+)
+
+
+def _beyond_limits(text: str) -> bool:
+    """Whether JSON text holds what RFC 8259 lets parsers refuse (huge numbers, lone surrogates)."""
+    flagged = False
+
+    def number(raw: str) -> float:
+        nonlocal flagged
+        value = float(raw)
+        if not math.isfinite(value) or abs(value) > 2**64:
+            flagged = True
+        return value
+
+    def integer(raw: str) -> int:
+        nonlocal flagged
+        value = int(raw)
+        if not -(2**63) <= value < 2**64:
+            flagged = True
+        return value
+
+    json.loads(text, parse_float=number, parse_int=integer)
+    return flagged or any(0xD800 <= ord(c) <= 0xDFFF for c in json.loads(text).__repr__())
+
+
+def expected_status(body: bytes) -> set[int]:
+    """The statuses the ingest API may answer ``body`` with."""
+
+    def refuse(_: str) -> Any:
+        raise ValueError("NaN and Infinity are not JSON")
+
+    try:
+        text = body.decode("utf-8")
+        data = json.loads(text, parse_constant=refuse)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return {400}
+    if isinstance(data, dict):
+        batch = [data]
+    elif isinstance(data, list) and data:
+        batch = data
+    else:
+        return {400}
+    status = 200 if all(_VALIDATOR.is_valid(e) for e in batch) else 422
+    return {status, 400} if _beyond_limits(text) else {status}
+
+
+@settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "80")) * 2,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=os.environ.get("FUZZ_RANDOM") is None,
+)
+@given(_bodies)
+def test_generated_ingest_bodies_get_documented_statuses(target: Target, body: bytes) -> None:
+    """Generated bodies: 200 when every event fits the schema, else 400/422 with a JSON reason."""
+    response = target.http.post(
+        "/api/v11/streams/transactions/events",
+        content=body,
+        headers={"Content-Type": "application/json"},
+    )
+    allowed = expected_status(body)
+    event(f"status {response.status_code}")
+    assert response.status_code in allowed, (body, response.text)
+    data = response.json()
+    if response.status_code == 200:
+        assert data["accepted"] == len(data["seqs"]) >= 1
+    else:
+        assert set(data) >= {"error", "detail"}
+        slug = {400: {"invalid_json", "invalid_body"}, 422: {"validation_failed"}}
+        assert data["error"] in slug[response.status_code]
+
+
+@settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "80")) // 2,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=os.environ.get("FUZZ_RANDOM") is None,
+)
+@given(st.binary(min_size=1, max_size=300))
+def test_generated_garbage_requests_get_an_http_error(target: Target, data: bytes) -> None:
+    """Random bytes where a request should be: an HTTP error with a JSON body, never a crash."""
+    with RawClient(target.server.port) as client:
+        client.send(data + b"\r\n\r\n")
+        response = client.response(timeout=5)
+    assert 400 <= response.status < 500, response
+    assert "error" in response.json()
+
+
+def test_server_survived_everything(target: Target) -> None:
+    """The totals: still alive, every transactions message in order, memory under the bound."""
+    target.check()
+    seqs = target.control.seqs
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    assert len(seqs) > 100
+    assert target.peak_kib - target.baseline_kib < RSS_GROWTH_LIMIT_KIB
+    print(  # shown with -s: the figures behind the bound
+        f"control client: {len(seqs)} messages, seq {seqs[0]}..{seqs[-1]}; "
+        f"RSS {target.baseline_kib} KiB at start, peak {target.peak_kib} KiB"
+    )
+    with RawClient(target.server.port) as client:
+        assert client.upgrade("/ws/metrics").status == 101

@@ -1,0 +1,60 @@
+"""A real node (memory broker, hub) in the test's own event loop, and a subscriber that keeps
+what the hub writes to it: the layers above the sockets, driven without one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+
+from aurigraph_stream.config import load_settings
+from aurigraph_stream.hub import Subscriber
+from aurigraph_stream.node import Node
+from aurigraph_stream.stats import EndpointStats
+from tests.support.rawws import OP_TEXT, server_frames
+
+__all__ = ["Recorder", "running_node"]
+
+
+@asynccontextmanager
+async def running_node(**overrides: Any) -> AsyncIterator[Node]:
+    """A started node with no simulator; ``overrides`` are settings."""
+    settings = load_settings(environ={}, overrides={"simulate": False, **overrides})
+    node = Node(settings)
+    await node.start()
+    try:
+        yield node
+    finally:
+        await node.stop()
+
+
+class Recorder(Subscriber):
+    """Keeps every frame written to it, as the hub's flush hands them over."""
+
+    __slots__ = ("frames",)
+
+    def __init__(self, counters: EndpointStats | None = None) -> None:
+        super().__init__(counters or EndpointStats())
+        self.frames: list[bytes] = []
+
+    def write_frames(self, frames: bytes | list[bytes]) -> None:
+        self.frames.extend([frames] if isinstance(frames, bytes) else frames)
+
+    def buffered_size(self) -> int:
+        return 0
+
+    def overflow(self) -> None:
+        raise AssertionError("a recorder never falls behind")
+
+    async def flushed(self) -> list[Any]:
+        """Let the hub's scheduled flush run, then take the JSON text frames written so far."""
+        await asyncio.sleep(0)  # the flush is one call_soon away
+        messages = []
+        for frame in server_frames(b"".join(self.frames)):
+            assert frame.opcode == OP_TEXT
+            messages.append(orjson.loads(frame.payload))
+        self.frames.clear()
+        return messages

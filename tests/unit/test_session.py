@@ -1,0 +1,388 @@
+"""The WebSocket session without a socket: bytes and clock readings in, events and frames out."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from aurigraph_stream.contract import CloseCode
+from aurigraph_stream.errors import HandshakeRejected
+from aurigraph_stream.wire.handshake import accept_key, switching_protocols
+from aurigraph_stream.ws.session import (
+    Action,
+    Closing,
+    HandshakeFailed,
+    MessageReceived,
+    Session,
+    SessionLimits,
+    State,
+    UpgradeRequest,
+)
+from tests.support.rawws import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    RawFrame,
+    frame_bytes,
+    server_frames,
+    upgrade_head,
+)
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+LIMITS = SessionLimits(
+    max_frame=1024,
+    max_message=4096,
+    inbound_rate=10.0,
+    inbound_burst=3,
+    close_timeout=2.0,
+    handshake_timeout=5.0,
+)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def close_payload(code: int, reason: bytes = b"") -> bytes:
+    return struct.pack("!H", code) + reason
+
+
+def sent_frames(session: Session) -> list[RawFrame]:
+    return server_frames(b"".join(session.data_to_send()))
+
+
+def status(session: Session) -> tuple[State, Action, float | None]:
+    """State, transport action and deadline, read afresh (mypy keeps earlier narrowings)."""
+    return session.state, session.transport_action, session.deadline
+
+
+def opened(clock: Clock | None = None, limits: SessionLimits = LIMITS) -> Session:
+    """A session past its 101, with nothing pending."""
+    session = Session(limits, clock=clock or Clock())
+    session.receive_data(upgrade_head("/ws/metrics", key=KEY))
+    (event,) = session.events_received()
+    assert isinstance(event, UpgradeRequest)
+    session.accept(switching_protocols(event.key, None, None), deflate=False)
+    session.data_to_send()
+    return session
+
+
+# -- the opening -----------------------------------------------------------------
+
+
+def test_a_valid_head_is_an_upgrade_request_and_accept_writes_the_101() -> None:
+    """The head comes out as an UpgradeRequest with the client's key; accept() opens."""
+    session = Session(LIMITS, clock=Clock())
+    assert status(session) == (State.CONNECTING, Action.NONE, None)
+    session.receive_data(upgrade_head("/ws/metrics?replay=1", key=KEY))
+    (event,) = session.events_received()
+    assert isinstance(event, UpgradeRequest)
+    assert (event.key, event.request.path, event.request.query) == (
+        KEY,
+        "/ws/metrics",
+        {"replay": "1"},
+    )
+    assert session.data_to_send() == ()
+    session.accept(switching_protocols(event.key, None, None), deflate=False)
+    (response,) = session.data_to_send()
+    assert response.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert f"Sec-WebSocket-Accept: {accept_key(KEY)}".encode() in response
+    assert status(session) == (State.OPEN, Action.NONE, None)
+
+
+def test_reject_answers_with_the_json_refusal_and_closes() -> None:
+    """A refused upgrade gets its HTTP status and JSON body, then the transport closes."""
+    session = Session(LIMITS, clock=Clock())
+    session.receive_data(upgrade_head("/ws/nope", key=KEY))
+    session.events_received()
+    session.reject(HandshakeRejected(404, "unknown_stream", "no such stream"))
+    (response,) = session.data_to_send()
+    assert response.startswith(b"HTTP/1.1 404 Not Found\r\n")
+    assert response.endswith(b'{"error":"unknown_stream","detail":"no such stream"}')
+    assert (session.state, session.transport_action) == (State.CLOSED, Action.CLOSE)
+
+
+@pytest.mark.parametrize(
+    ("head", "status", "error"),
+    [
+        (b"GARBAGE\r\n\r\n", 400, "bad_request"),
+        (upgrade_head("/ws/metrics", version="8"), 426, "unsupported_version"),
+        (upgrade_head("/ws/metrics", key="short"), 400, "bad_key"),
+        (upgrade_head("/ws/metrics").replace(b"GET", b"PUT", 1), 405, "method_not_allowed"),
+    ],
+)
+def test_a_bad_head_is_answered_by_the_session(head: bytes, status: int, error: str) -> None:
+    """What is not a WebSocket upgrade is refused without asking the caller."""
+    session = Session(LIMITS, clock=Clock())
+    session.receive_data(head)
+    (event,) = session.events_received()
+    assert isinstance(event, HandshakeFailed)
+    assert (event.rejected.status, event.rejected.error) == (status, error)
+    (response,) = session.data_to_send()
+    assert response.startswith(f"HTTP/1.1 {status} ".encode())
+    assert session.transport_action is Action.CLOSE
+
+
+def test_a_head_that_never_completes_gets_408_at_its_deadline() -> None:
+    """With a head deadline, tick() at handshake_timeout answers 408 and closes."""
+    clock = Clock()
+    session = Session(LIMITS, head_deadline=True, clock=clock)
+    assert session.deadline == clock.now + LIMITS.handshake_timeout
+    clock.now += LIMITS.handshake_timeout - 0.001
+    session.tick()  # early: nothing yet
+    assert (session.data_to_send(), session.state) == ((), State.CONNECTING)
+    clock.now += 0.001
+    session.tick()
+    (response,) = session.data_to_send()
+    assert response.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert status(session) == (State.CLOSED, Action.CLOSE, None)
+
+
+def test_a_head_in_time_cancels_its_deadline() -> None:
+    session = Session(LIMITS, head_deadline=True, clock=Clock())
+    session.receive_data(upgrade_head("/ws/metrics"))
+    assert session.deadline is None
+
+
+# -- messages, ping and pong ---------------------------------------------------------
+
+
+def test_data_messages_come_out_whole_text_as_str_binary_as_bytes() -> None:
+    """A fragmented text message is one event; a binary message stays bytes."""
+    session = opened()
+    session.receive_data(
+        frame_bytes(OP_TEXT, b'{"op":', fin=False)
+        + frame_bytes(OP_CONT, b'"x"}')
+        + frame_bytes(OP_BINARY, b"\x00\x01")
+    )
+    assert session.events_received() == [
+        MessageReceived('{"op":"x"}'),
+        MessageReceived(b"\x00\x01"),
+    ]
+    assert session.data_to_send() == ()
+
+
+def test_a_ping_is_answered_with_a_pong_carrying_its_payload() -> None:
+    session = opened()
+    session.receive_data(frame_bytes(OP_PING, b"are you there"))
+    (pong,) = sent_frames(session)
+    assert (pong.opcode, pong.payload, pong.fin) == (OP_PONG, b"are you there", True)
+    assert session.events_received() == ()
+
+
+def test_keepalive_ping_then_pong_clears_it() -> None:
+    """ping() sends one ping until answered; a pong answers it."""
+    clock = Clock()
+    session = opened(clock)
+    assert session.ping() is True
+    assert session.ping() is False  # one outstanding at a time
+    (ping,) = sent_frames(session)
+    assert ping.opcode == OP_PING
+    sent_at = clock.now
+    clock.now += 1
+    session.receive_data(frame_bytes(OP_PONG, ping.payload))  # the lone-pong fast path
+    assert session.check_pong(sent_at) is False
+    assert session.state is State.OPEN
+    assert session.ping() is True
+
+
+def test_an_unanswered_ping_closes_with_4009() -> None:
+    clock = Clock()
+    session = opened(clock)
+    session.ping()
+    session.data_to_send()
+    assert session.check_pong(clock.now) is True
+    (close,) = sent_frames(session)
+    assert close.close_code() == CloseCode.KEEPALIVE_TIMEOUT
+    assert session.events_received() == [Closing(4009, "server")]
+    assert session.state is State.CLOSING
+
+
+def test_a_ping_sent_after_the_checked_instant_is_not_judged() -> None:
+    """check_pong only judges pings sent at or before the instant it is given."""
+    clock = Clock()
+    session = opened(clock)
+    checked = clock.now
+    clock.now += 1
+    session.ping()
+    assert session.check_pong(checked) is False
+    assert session.state is State.OPEN
+
+
+# -- the closing handshake ----------------------------------------------------------
+
+
+def test_the_client_closes_and_the_server_echoes_its_code_then_closes_tcp() -> None:
+    session = opened()
+    session.receive_data(frame_bytes(OP_CLOSE, close_payload(1000, b"bye")))
+    assert session.events_received() == [Closing(1000, "peer")]
+    (echo,) = sent_frames(session)
+    assert (echo.opcode, echo.payload) == (OP_CLOSE, close_payload(1000))
+    assert (session.state, session.transport_action, session.close_code) == (
+        State.CLOSED,
+        Action.CLOSE,
+        1000,
+    )
+
+
+def test_an_empty_close_is_echoed_empty() -> None:
+    session = opened()
+    session.receive_data(frame_bytes(OP_CLOSE, b""))
+    (echo,) = sent_frames(session)
+    assert echo.payload == b""
+    assert session.close_code == 1005
+
+
+def test_the_server_closes_and_the_clients_reply_ends_it() -> None:
+    """close() sends the code and reason, waits for the reply, then closes TCP."""
+    clock = Clock()
+    session = opened(clock)
+    session.close(CloseCode.GOING_AWAY)
+    (close,) = sent_frames(session)
+    assert (close.close_code(), close.payload[2:]) == (1001, b"server shutting down")
+    assert session.events_received() == [Closing(1001, "server")]
+    assert (session.state, session.deadline) == (State.CLOSING, clock.now + 2.0)
+    session.close(CloseCode.NORMAL)  # already closing: nothing more
+    assert session.data_to_send() == ()
+    session.receive_data(frame_bytes(OP_TEXT, b"late") + frame_bytes(OP_CLOSE, close_payload(1001)))
+    assert session.events_received() == ()  # data after our close is discarded
+    assert session.data_to_send() == ()  # the reply is not echoed again
+    assert (session.state, session.transport_action) == (State.CLOSED, Action.CLOSE)
+
+
+def test_a_close_reply_that_never_comes_aborts_at_close_timeout() -> None:
+    clock = Clock()
+    session = opened(clock)
+    session.close(CloseCode.SLOW_CONSUMER, "slow consumer")
+    session.data_to_send()
+    clock.now += 1.99
+    session.tick()
+    assert session.transport_action is Action.NONE
+    clock.now += 0.01
+    session.tick()
+    assert (session.state, session.transport_action) == (State.CLOSED, Action.ABORT)
+
+
+def test_a_long_reason_is_cut_to_fit_a_control_frame() -> None:
+    session = opened()
+    session.close(CloseCode.POLICY_VIOLATION, "é" * 200)
+    (close,) = sent_frames(session)
+    assert len(close.payload) <= 125
+    close.payload[2:].decode()  # still UTF-8: cut on a character boundary
+
+
+def test_eof_ends_the_session_silently() -> None:
+    session = opened()
+    session.receive_eof()
+    assert (session.state, session.deadline) == (State.CLOSED, None)
+    assert session.events_received() == ()
+    session.receive_data(frame_bytes(OP_TEXT, b"after the end"))
+    assert session.events_received() == ()
+
+
+# -- protocol errors, each with its close code ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"\x81\x05hello", 1002),  # unmasked
+        (bytes([0xB1]) + frame_bytes(OP_TEXT, b"x")[1:], 1002),  # RSV2 and RSV3
+        (bytes([0xC1]) + frame_bytes(OP_TEXT, b"x")[1:], 1002),  # RSV1 without deflate
+        (bytes([0x83]) + frame_bytes(OP_TEXT, b"x")[1:], 1002),  # reserved opcode
+        (frame_bytes(OP_PING, b"x", fin=False), 1002),  # fragmented control frame
+        (frame_bytes(OP_PING, b"x" * 126), 1002),  # control frame over 125 bytes
+        (frame_bytes(OP_CONT, b"x"), 1002),  # continuation of nothing
+        (frame_bytes(OP_TEXT, b"a", fin=False) + frame_bytes(OP_TEXT, b"b"), 1002),
+        (frame_bytes(OP_TEXT, b"\xff\xfe"), 1007),  # not UTF-8
+        (frame_bytes(OP_CLOSE, close_payload(1000, b"\xff")), 1007),  # close reason not UTF-8
+        (frame_bytes(OP_CLOSE, b"\x03"), 1002),  # 1-byte close payload
+        (frame_bytes(OP_CLOSE, close_payload(1005)), 1002),  # a code a peer may not send
+        (frame_bytes(OP_TEXT, b"x" * 1025), 1009),  # frame over max_frame
+        (
+            b"".join(
+                frame_bytes(OP_TEXT if i == 0 else OP_CONT, b"x" * 1000, fin=i == 4)
+                for i in range(5)
+            ),
+            1009,
+        ),
+    ],
+    ids=[
+        "unmasked",
+        "rsv2-rsv3",
+        "rsv1-without-deflate",
+        "reserved-opcode",
+        "fragmented-ping",
+        "long-ping",
+        "orphan-continuation",
+        "interleaved-data",
+        "text-not-utf8",
+        "close-reason-not-utf8",
+        "one-byte-close",
+        "close-code-1005",
+        "frame-too-big",
+        "message-too-big",
+    ],
+)
+def test_each_protocol_error_fails_the_connection_with_its_code(data: bytes, code: int) -> None:
+    """The close frame carries the RFC's code, the transport closes, and what follows the
+    error is never read (RFC 6455 7.1.7)."""
+    session = opened()
+    session.receive_data(data)
+    (close,) = sent_frames(session)
+    assert close.close_code() == code
+    assert session.events_received() == [Closing(code, "protocol_error")]
+    assert (session.state, session.transport_action) == (State.CLOSED, Action.CLOSE)
+    session.receive_data(frame_bytes(OP_PING, b"ignored"))
+    assert session.data_to_send() == ()
+
+
+# -- the inbound rate cap --------------------------------------------------------------
+
+
+def test_messages_over_the_inbound_rate_close_with_4029() -> None:
+    """A burst of inbound_burst messages passes; the next one at once closes 4029."""
+    clock = Clock()
+    session = opened(clock)
+    session.receive_data(b"".join(frame_bytes(OP_TEXT, b"m") for _ in range(3)))
+    assert len(session.events_received()) == 3
+    session.receive_data(frame_bytes(OP_TEXT, b"one too many"))
+    assert session.events_received() == [Closing(4029, "rate")]
+    (close,) = sent_frames(session)
+    assert close.close_code() == CloseCode.TOO_MANY_MESSAGES
+    assert session.transport_action is Action.CLOSE
+
+
+def test_the_inbound_rate_refills_with_time() -> None:
+    clock = Clock()
+    session = opened(clock)
+    session.receive_data(b"".join(frame_bytes(OP_TEXT, b"m") for _ in range(3)))
+    clock.now += 0.2  # two tokens back at 10 per second
+    session.receive_data(frame_bytes(OP_TEXT, b"again"))
+    assert session.events_received()[-1] == MessageReceived("again")
+    assert session.state is State.OPEN
+
+
+def test_no_inbound_rate_when_it_is_zero() -> None:
+    session = opened(limits=SessionLimits(inbound_rate=0, inbound_burst=1))
+    session.receive_data(b"".join(frame_bytes(OP_TEXT, b"m") for _ in range(50)))
+    assert len(session.events_received()) == 50
+    assert session.state is State.OPEN
+
+
+def test_fail_internal_closes_an_open_connection_with_1011() -> None:
+    session = opened()
+    session.fail_internal()
+    (close,) = sent_frames(session)
+    assert close.close_code() == 1011
+    assert close.payload[2:] == b"internal error"

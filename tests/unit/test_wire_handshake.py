@@ -1,0 +1,158 @@
+"""Unit tests of wire/handshake.py: the HTTP side of the upgrade."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import orjson
+import pytest
+from websockets.utils import accept_key as websockets_accept_key
+
+from aurigraph_stream.errors import HandshakeRejected
+from aurigraph_stream.wire.handshake import (
+    Request,
+    accept_key,
+    check_upgrade,
+    http_error,
+    parse_request,
+    switching_protocols,
+    whole_upgrade_head,
+)
+from tests.support.rawws import upgrade_head
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+def _request(**headers: str) -> Request:
+    base = {
+        "upgrade": "websocket",
+        "connection": "keep-alive, Upgrade",
+        "sec-websocket-version": "13",
+        "sec-websocket-key": KEY,
+    }
+    base.update({k.replace("_", "-"): v for k, v in headers.items()})
+    return Request("GET", "/ws/metrics", {}, {k: v for k, v in base.items() if v})
+
+
+def test_accept_key_matches_rfc6455_example() -> None:
+    """RFC 6455 section 1.3: the sample nonce gives s3pPLMBiTxaQ9kYGzzhZRbK+xOo=."""
+    assert accept_key(KEY) == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+def test_accept_key_agrees_with_the_websockets_library() -> None:
+    """For random keys, the accept value equals the one the websockets client checks."""
+    for _ in range(20):
+        key = base64.b64encode(os.urandom(16)).decode()
+        assert accept_key(key) == websockets_accept_key(key)
+
+
+def test_parse_request_reads_path_query_and_headers() -> None:
+    """Header names are lower-cased, repeats joined with ', ', the query string parsed."""
+    raw = (
+        b"GET /ws/transactions?since=12&x=a%20b HTTP/1.1\r\n"
+        b"Host: localhost\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Extensions: permessage-deflate\r\n"
+        b"sec-websocket-extensions: x-other\r\n\r\n"
+    )
+    request = parse_request(raw)
+    assert request.method == "GET"
+    assert request.path == "/ws/transactions"
+    assert request.query == {"since": "12", "x": "a b"}
+    assert request.header("upgrade") == "websocket"
+    assert request.header("sec-websocket-extensions") == "permessage-deflate, x-other"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"GARBAGE\r\n\r\n", b"GET /ws/metrics\r\n\r\n", b"GET / FTP/1.0\r\n", b"GET / HTTP/1.1\r\nNo"],
+)
+def test_parse_request_refuses_what_is_not_http(raw: bytes) -> None:
+    """A malformed request line or header line is a 400."""
+    with pytest.raises(HandshakeRejected) as info:
+        parse_request(raw)
+    assert info.value.status == 400
+
+
+def test_check_upgrade_returns_the_key() -> None:
+    """A valid upgrade request gives back the client's key."""
+    assert check_upgrade(_request()) == KEY
+
+
+@pytest.mark.parametrize(
+    ("request_", "status", "error"),
+    [
+        (Request("POST", "/ws/metrics", {}, _request().headers), 405, "method_not_allowed"),
+        (_request(upgrade=""), 400, "bad_upgrade"),
+        (_request(connection="keep-alive"), 400, "bad_upgrade"),
+        (_request(sec_websocket_version="8"), 426, "unsupported_version"),
+        (_request(sec_websocket_version=""), 426, "unsupported_version"),
+        (_request(sec_websocket_key=""), 400, "bad_key"),
+        (_request(sec_websocket_key="not base64!"), 400, "bad_key"),
+        (_request(sec_websocket_key="c2hvcnQ="), 400, "bad_key"),
+    ],
+    ids=[
+        "post",
+        "no-upgrade",
+        "no-connection-upgrade",
+        "v8",
+        "no-version",
+        "no-key",
+        "bad-b64",
+        "short-key",
+    ],
+)
+def test_check_upgrade_refusals(request_: Request, status: int, error: str) -> None:
+    """Each invalid upgrade is refused with its status and slug."""
+    with pytest.raises(HandshakeRejected) as info:
+        check_upgrade(request_)
+    assert (info.value.status, info.value.error) == (status, error)
+    if status == 426:
+        assert ("Sec-WebSocket-Version", "13") in info.value.headers
+    if status == 405:
+        assert ("Allow", "GET") in info.value.headers
+
+
+def test_switching_protocols_response() -> None:
+    """The 101 carries the accept key and, when negotiated, the extension answer."""
+    plain = switching_protocols(KEY, None, None).decode()
+    assert plain.startswith("HTTP/1.1 101 Switching Protocols\r\n")
+    assert "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in plain
+    assert "Sec-WebSocket-Extensions" not in plain
+    assert plain.endswith("\r\n\r\n")
+    deflate = switching_protocols(KEY, "permessage-deflate", None).decode()
+    assert "Sec-WebSocket-Extensions: permessage-deflate\r\n" in deflate
+
+
+def test_http_error_is_a_complete_json_response() -> None:
+    """An error response has the status line, headers, an exact Content-Length and JSON body."""
+    raw = http_error(
+        HandshakeRejected(503, "too_many_connections", "full", (("Retry-After", "5"),))
+    )
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "HTTP/1.1 503 Service Unavailable"
+    assert "Retry-After: 5" in lines
+    assert "Content-Type: application/json" in lines
+    assert f"Content-Length: {len(body)}" in lines
+    assert orjson.loads(body) == {"error": "too_many_connections", "detail": "full"}
+
+
+_HEAD = upgrade_head("/ws/metrics", connection="keep-alive, Upgrade")
+
+
+@pytest.mark.parametrize(
+    ("data", "fast"),
+    [
+        (_HEAD, True),
+        (_HEAD[:-2], False),  # not the whole head yet
+        (_HEAD + b"\x81\x80abcd", False),  # bytes after the head
+        (_HEAD.replace(b"HTTP/1.1", b"HTTP/1.0"), False),
+        (_HEAD.replace(b"Upgrade: websocket", b"Upgrade: h2c"), False),
+        (_HEAD.replace(b"keep-alive, Upgrade", b"keep-alive"), False),
+        (_HEAD.replace(b"GET ", b"POST "), False),
+    ],
+)
+def test_whole_upgrade_head(data: bytes, fast: bool) -> None:
+    """Only one complete HTTP/1.1 WebSocket upgrade head, alone, is recognised."""
+    assert whole_upgrade_head(data, 16384) is fast
