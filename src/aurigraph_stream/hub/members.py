@@ -88,7 +88,6 @@ class Subscription:
         "sink",
         "stream",
         "suffix",
-        "variant_key",
     )
 
     def __init__(
@@ -103,10 +102,15 @@ class Subscription:
         self.prefix, self.suffix = (
             CODECS[codec].envelope(stream, sub_id) if sub_id is not None else (b"", b"")
         )
-        self.variant_key: VariantKey = (codec, bits, self.prefix, self.suffix)
         self.after: int | None = None  # joining: deliver only events with a greater seq
         self.held: bytes | None = None  # latest-wins: the newest frame while paused
         self.group: Group | None = None
+
+    @property
+    def variant_key(self) -> VariantKey:
+        # Made when asked (joining and leaving a group): a tuple kept on every
+        # subscription would cost more memory than the connection's session.
+        return (self.codec, self.bits, self.prefix, self.suffix)
 
 
 class Group:
