@@ -17,7 +17,7 @@ from jsonschema import Draft7Validator, Draft202012Validator
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Route, sync_playwright
 from websockets.sync.client import connect
 
-from aurigraph_stream.contract import CloseCode
+from aurigraph_stream.contract import COMMAND_SCHEMA, MUX_PATH, CloseCode
 from aurigraph_stream.streams import REGISTRY
 from tests.support.rawws import RawWebSocket
 from tests.support.server import ROOT, ServerProcess, run_server
@@ -114,7 +114,8 @@ def test_swagger_ui_is_served_from_local_assets(docs_server: ServerProcess) -> N
 # -- AsyncAPI -------------------------------------------------------------------
 def test_asyncapi_document_is_valid_and_matches_the_server(docs_server: ServerProcess) -> None:
     """/q/asyncapi validates against the AsyncAPI 3.0.0 JSON Schema and carries the five
-    channels, the server's own message schemas, valid examples and every close code."""
+    channels and /ws with its commands, the server's own message and command schemas,
+    valid examples and every close code."""
     doc: dict[str, Any] = _get(docs_server, "/q/asyncapi").json()
     validator = Draft7Validator(orjson.loads(ASYNCAPI_SCHEMA.read_bytes()))
     errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(doc)]
@@ -126,7 +127,13 @@ def test_asyncapi_document_is_valid_and_matches_the_server(docs_server: ServerPr
         "protocol": "ws",
         "description": "The server that served this document.",
     }
-    assert {c["address"] for c in doc["channels"].values()} == {s.path for s in REGISTRY.values()}
+    paths = {s.path for s in REGISTRY.values()} | {MUX_PATH}
+    assert {c["address"] for c in doc["channels"].values()} == paths
+    for op, schema in COMMAND_SCHEMA["$defs"].items():
+        # The commands /ws validates with, verbatim, as the messages a client sends there.
+        assert doc["components"]["schemas"][schema["title"]] == schema
+        assert doc["operations"][f"ws-{op}"]["action"] == "receive"
+        assert schema["title"] in doc["channels"]["ws"]["messages"]
     for name, spec in REGISTRY.items():
         channel = doc["channels"][name]
         assert channel["bindings"]["ws"]["method"] == "GET"

@@ -2,9 +2,10 @@
 
 Everything in it comes from the objects the server runs on: channel
 addresses and triggers from :data:`REGISTRY`, message payloads from the same
-JSON Schemas the server validates with (verbatim), examples from the
-registry's examples, close codes from :class:`CloseCode`. So the document
-cannot drift from the behaviour.
+JSON Schemas the server validates with (verbatim), the commands of ``/ws``
+from the contract's :data:`COMMAND_SCHEMA` (the one ``/ws`` checks commands
+against), examples from the registry's examples, close codes from
+:class:`CloseCode`. So the document cannot drift from the behaviour.
 
 Query parameters are listed in :data:`QUERY_PARAMETERS`: one JSON Schema per
 parameter, for every stream (key ``"*"``) or one stream (its name).
@@ -19,7 +20,7 @@ from typing import Any
 import orjson
 
 from aurigraph_stream import __version__
-from aurigraph_stream.contract import CloseCode
+from aurigraph_stream.contract import COMMAND_OPS, COMMAND_SCHEMA, MUX_ENDPOINT, MUX_PATH, CloseCode
 from aurigraph_stream.streams import REGISTRY, StreamSpec
 from aurigraph_stream.subscription import query_parameters
 
@@ -95,6 +96,149 @@ def _message(spec: StreamSpec) -> Schema:
     }
 
 
+# The frames a /ws client gets back, besides the stream messages (docs/protocol.md).
+_POSITION: Schema = {
+    "type": "object",
+    "required": ["seq", "epoch"],
+    "properties": {"seq": {"type": "integer", "minimum": 0}, "epoch": {"type": "string"}},
+}
+_REPLIES: dict[str, Schema] = {
+    "Subscribed": {
+        "type": "object",
+        "required": ["type", "id", "stream", "position", "recovered", "replayed"],
+        "properties": {
+            "type": {"const": "subscribed"},
+            "id": {"type": "string"},
+            "stream": {"type": "string"},
+            "position": _POSITION,
+            "recovered": {"type": "boolean"},
+            "replayed": {"type": "integer", "minimum": 0},
+        },
+    },
+    "Unsubscribed": {
+        "type": "object",
+        "required": ["type", "id"],
+        "properties": {"type": {"const": "unsubscribed"}, "id": {"type": "string"}},
+    },
+    "Snapshot": {
+        "type": "object",
+        "required": ["type", "id", "stream", "position", "items"],
+        "properties": {
+            "type": {"const": "snapshot"},
+            "id": {"type": "string"},
+            "stream": {"enum": ["validators", "network"]},
+            "position": _POSITION,
+            "items": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "CommandError": {
+        "type": "object",
+        "required": ["type", "error", "detail"],
+        "properties": {
+            "type": {"const": "error"},
+            "id": {"type": "string"},
+            "op": {"type": "string"},
+            "error": {"type": "string"},
+            "detail": {"type": "string"},
+        },
+    },
+    "StreamMessage": {
+        "type": "object",
+        "required": ["type", "id", "stream", "data"],
+        "properties": {
+            "type": {"const": "message"},
+            "id": {"type": "string"},
+            "stream": {"enum": list(REGISTRY)},
+            "data": {
+                "oneOf": [{"$ref": f"#/components/schemas/{_title(s)}"} for s in REGISTRY.values()]
+            },
+        },
+    },
+}
+
+
+def _command_name(op: str) -> str:
+    return str(COMMAND_SCHEMA["$defs"][op]["title"])
+
+
+def _mux_channel() -> Schema:
+    commands = {
+        _command_name(op): {"$ref": f"#/components/messages/{_command_name(op)}"}
+        for op in COMMAND_OPS
+    }
+    replies = {name: {"$ref": f"#/components/messages/{name}"} for name in _REPLIES}
+    return {
+        "address": MUX_PATH,
+        "title": "Multiplexed endpoint",
+        "description": "Any number of subscriptions on one socket, opened and closed with "
+        "JSON commands; every command gets exactly one reply, and each stream message "
+        "arrives wrapped with its subscription id and stream.",
+        "messages": {**commands, **replies},
+        "bindings": {
+            "ws": {
+                "method": "GET",
+                "query": {
+                    "type": "object",
+                    "properties": copy.deepcopy(
+                        {"format": QUERY_PARAMETERS["*"]["format"], "token": {"type": "string"}}
+                    ),
+                },
+                "bindingVersion": "0.1.0",
+            }
+        },
+    }
+
+
+def _mux_operations() -> dict[str, Schema]:
+    operations: dict[str, Schema] = {}
+    for op in COMMAND_OPS:
+        name = _command_name(op)
+        operations[f"{MUX_ENDPOINT}-{op}"] = {
+            "action": "receive",
+            "channel": {"$ref": f"#/channels/{MUX_ENDPOINT}"},
+            "title": name,
+            "summary": str(COMMAND_SCHEMA["$defs"][op]["description"]),
+            "messages": [{"$ref": f"#/channels/{MUX_ENDPOINT}/messages/{name}"}],
+        }
+    operations[f"{MUX_ENDPOINT}-send"] = {
+        "action": "send",
+        "channel": {"$ref": f"#/channels/{MUX_ENDPOINT}"},
+        "title": "Replies and messages",
+        "summary": "The server answers each command, then sends the subscriptions' messages.",
+        "messages": [{"$ref": f"#/channels/{MUX_ENDPOINT}/messages/{n}"} for n in _REPLIES],
+    }
+    return operations
+
+
+def _mux_messages() -> dict[str, Schema]:
+    messages: dict[str, Schema] = {}
+    for op in COMMAND_OPS:
+        name = _command_name(op)
+        messages[name] = {
+            "name": name,
+            "title": name,
+            "summary": str(COMMAND_SCHEMA["$defs"][op]["description"]),
+            "contentType": "application/json",
+            "payload": {"$ref": f"#/components/schemas/{name}"},
+        }
+    for name in _REPLIES:
+        messages[name] = {
+            "name": name,
+            "title": name,
+            "contentType": "application/json",
+            "payload": {"$ref": f"#/components/schemas/{name}"},
+        }
+    return messages
+
+
+def _mux_schemas() -> dict[str, Schema]:
+    schemas: dict[str, Schema] = {}
+    for op in COMMAND_OPS:
+        schema = dict(COMMAND_SCHEMA["$defs"][op])
+        schemas[str(schema["title"])] = schema
+    return schemas | _REPLIES
+
+
 def _description() -> str:
     codes = "\n".join(
         f"| {c['code']} | {c['name']} | {c['reason']} | {'yes' if c['reconnect'] else 'no'} |"
@@ -131,11 +275,13 @@ def build_asyncapi(host: str, protocol: str = "ws") -> dict[str, Any]:
             }
         },
         "defaultContentType": "application/json",
-        "channels": {name: _channel(spec) for name, spec in specs.items()},
-        "operations": {name: _operation(spec) for name, spec in specs.items()},
+        "channels": {name: _channel(spec) for name, spec in specs.items()}
+        | {MUX_ENDPOINT: _mux_channel()},
+        "operations": {name: _operation(spec) for name, spec in specs.items()} | _mux_operations(),
         "components": {
-            "schemas": {_title(spec): spec.message_schema for spec in specs.values()},
-            "messages": {_title(spec): _message(spec) for spec in specs.values()},
+            "schemas": {_title(spec): spec.message_schema for spec in specs.values()}
+            | _mux_schemas(),
+            "messages": {_title(spec): _message(spec) for spec in specs.values()} | _mux_messages(),
         },
         "x-close-codes": CLOSE_CODES,
     }
