@@ -13,7 +13,9 @@ Who gets an event is :mod:`.members`' business; how it becomes bytes, :mod:`.fra
 Encode once. Per event, a payload is encoded once per (projection, format)
 and a frame built and compressed once per (projection, format, deflate,
 envelope), whatever the number of groups that match: subscribers that share a
-filter and format share the very same ``bytes`` object.
+filter and format share the very same ``bytes`` object. A group with a view
+(:class:`~.members.View`) is rendered once per view key in place of the
+encoding, and framed the same way.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from typing import Any
 from aurigraph_stream.event import Event
 from aurigraph_stream.filters import Filter, everything
 from aurigraph_stream.hub.frames import encode_payload, message_frame
-from aurigraph_stream.hub.members import Members, Subscriber, Subscription, Variant, count_frames
+from aurigraph_stream.hub.members import (
+    Members,
+    Subscriber,
+    Subscription,
+    Variant,
+    View,
+    count_frames,
+)
 from aurigraph_stream.stats import Stats
 
 __all__ = ["Hub"]
@@ -63,6 +72,9 @@ class Hub:
         *,
         sub_id: str | None = None,
         after: int | None = None,
+        view: View | None = None,
+        envelope: tuple[bytes, bytes] | None = None,
+        opening: bytes | None = None,
     ) -> Subscription:
         """Add a subscription of ``sink`` to ``stream``.
 
@@ -73,8 +85,21 @@ class Hub:
             after: the seq the subscriber already has (a replay ended there):
                 events up to it are skipped, so that a history read and live
                 delivery never overlap, whatever order a broker delivers in.
+            view: render events with it instead of encoding the message.
+            envelope: the (prefix, suffix) around each payload, when not the format's.
+            opening: the suffix of the first message delivered live, in place of the usual.
         """
-        sub = Subscription(sink, stream, flt or everything(stream), variant[0], variant[1], sub_id)
+        sub = Subscription(
+            sink,
+            stream,
+            flt or everything(stream),
+            variant[0],
+            variant[1],
+            sub_id,
+            view=view,
+            envelope=envelope,
+            opening=opening,
+        )
         sink.subscriptions.append(sub)
         st = self._streams.get(stream)
         if st is None:
@@ -157,19 +182,22 @@ class Hub:
             payloads: dict[tuple[Any, str], bytes | None] = {}
             frames: dict[tuple[Any, ...], bytes] = {}
             for group in matched:
-                projection = group.filter.projection
+                shape = group.shape
+                view = group.view
                 latest = group.filter.latest
                 for vkey, members in group.variants.items():
                     codec_name, bits, prefix, suffix = vkey
-                    pkey = (projection, codec_name)
+                    pkey = (shape, codec_name)
                     if pkey in payloads:
                         payload = payloads[pkey]
-                    else:
+                    elif view is None:
                         payload = payloads[pkey] = encode_payload(event, group.filter, codec_name)
+                    else:
+                        payload = payloads[pkey] = view.render(event)
                     if payload is None:  # this format cannot carry the event
                         counters.failed_sends += len(members)
                         continue
-                    fkey = (projection, *vkey)
+                    fkey = (shape, *vkey)
                     frame = frames.get(fkey)
                     if frame is None:
                         frame = frames[fkey] = message_frame(
@@ -192,6 +220,8 @@ class Hub:
                     counters.messages_sent += n
                     counters.bytes_raw += len(payload) * n
                     counters.bytes_wire += len(frame) * n
+                if group.fresh:  # first messages went out: the usual envelope from now on
+                    group.settle()
         if not self._flush_scheduled and self._flushed_events:
             self._flush_scheduled = True
             self._schedule(self.flush)

@@ -13,10 +13,11 @@ from typing import Any
 from aurigraph_stream.codecs import CODECS
 from aurigraph_stream.event import Event
 from aurigraph_stream.filters import Filter
+from aurigraph_stream.hub.members import Subscription
 from aurigraph_stream.wire.deflate import compress
 from aurigraph_stream.wire.frames import encode_frame
 
-__all__ = ["build_frame", "control_frame", "encode_payload", "message_frame"]
+__all__ = ["build_frame", "control_frame", "encode_payload", "message_frame", "payload_of"]
 
 logger = logging.getLogger("aurigraph_stream.hub")
 
@@ -35,6 +36,13 @@ def encode_payload(event: Event, flt: Filter, codec: str) -> bytes | None:
     except Exception:  # one malformed event must not stop the fan-out
         logger.exception("cannot encode %s seq=%d as %s", event.stream, event.seq, codec)
         return None
+
+
+def payload_of(sub: Subscription, event: Event) -> bytes | None:
+    """``event`` as ``sub`` receives it: its view's rendering, or its format's encoding."""
+    if sub.view is not None:
+        return sub.view.render(event)
+    return encode_payload(event, sub.filter, sub.codec)
 
 
 def message_frame(
