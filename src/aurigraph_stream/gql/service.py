@@ -96,15 +96,28 @@ class GraphqlService:
     def execute(
         self, operation: Operation, variables: dict[str, Any] | None, context: Context
     ) -> AwaitableOrValue[ExecutionResult]:
-        """Run a query or mutation (awaitable when a resolver is: ``publish``)."""
-        self.count("executed", operation.kind)
-        return execute(
+        """Run a query or mutation (awaitable when a resolver is: ``publish``).
+
+        Raises:
+            RequestError: ``invalid_variables`` when the variables do not fit their
+                definitions (nothing ran: a request error, not a field error).
+        """
+        result = execute(
             self.schema,
             operation.document,
             context_value=context,
             variable_values=variables,
             operation_name=operation.name,
         )
+        if (
+            isinstance(result, ExecutionResult)
+            and result.data is None
+            and result.errors
+            and all(error.path is None for error in result.errors)
+        ):
+            raise RequestError(_coded(result.errors, "invalid_variables"))
+        self.count("executed", operation.kind)
+        return result
 
     def plan(
         self, operation: Operation, variables: dict[str, Any] | None, context: Context

@@ -178,31 +178,42 @@ class Hub:
             matched = st.matching(data)
             if not matched:
                 continue
-            counters = self._stats.endpoints[event.stream]
             payloads: dict[tuple[Any, str], bytes | None] = {}
-            frames: dict[tuple[Any, ...], bytes] = {}
+            # A frame is kept for other groups only when there are others: within a
+            # group every variant is a different frame.
+            frames: dict[tuple[Any, ...], bytes] | None = {} if len(matched) > 1 else None
+            sent = raw = wire = failed = 0
             for group in matched:
                 shape = group.shape
                 view = group.view
                 latest = group.filter.latest
+                last_codec = None
+                payload = None
                 for vkey, members in group.variants.items():
                     codec_name, bits, prefix, suffix = vkey
-                    pkey = (shape, codec_name)
-                    if pkey in payloads:
-                        payload = payloads[pkey]
-                    elif view is None:
-                        payload = payloads[pkey] = encode_payload(event, group.filter, codec_name)
-                    else:
-                        payload = payloads[pkey] = view.render(event)
+                    if codec_name is not last_codec:  # the variants of a group share a format
+                        last_codec = codec_name
+                        pkey = (shape, codec_name)
+                        if pkey in payloads:
+                            payload = payloads[pkey]
+                        elif view is None:
+                            payload = encode_payload(event, group.filter, codec_name)
+                            payloads[pkey] = payload
+                        else:
+                            payload = payloads[pkey] = view.render(event)
                     if payload is None:  # this format cannot carry the event
-                        counters.failed_sends += len(members)
+                        failed += len(members)
                         continue
-                    fkey = (shape, *vkey)
-                    frame = frames.get(fkey)
-                    if frame is None:
-                        frame = frames[fkey] = message_frame(
-                            payload, codec_name, bits, prefix, suffix, level
-                        )
+                    if frames is None:
+                        frame = message_frame(payload, codec_name, bits, prefix, suffix, level)
+                    else:
+                        fkey = (shape, *vkey)
+                        cached = frames.get(fkey)
+                        if cached is None:
+                            cached = frames[fkey] = message_frame(
+                                payload, codec_name, bits, prefix, suffix, level
+                            )
+                        frame = cached
                     if latest:
                         self._deliver_latest(members, frame)
                     else:
@@ -217,11 +228,16 @@ class Hub:
                             else:
                                 sink.pending = [pending, frame]
                     n = len(members)
-                    counters.messages_sent += n
-                    counters.bytes_raw += len(payload) * n
-                    counters.bytes_wire += len(frame) * n
+                    sent += n
+                    raw += len(payload) * n
+                    wire += len(frame) * n
                 if group.fresh:  # first messages went out: the usual envelope from now on
                     group.settle()
+            counters = self._stats.endpoints[event.stream]
+            counters.messages_sent += sent
+            counters.bytes_raw += raw
+            counters.bytes_wire += wire
+            counters.failed_sends += failed
         if not self._flush_scheduled and self._flushed_events:
             self._flush_scheduled = True
             self._schedule(self.flush)

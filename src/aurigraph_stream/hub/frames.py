@@ -15,7 +15,7 @@ from aurigraph_stream.event import Event
 from aurigraph_stream.filters import Filter
 from aurigraph_stream.hub.members import Subscription
 from aurigraph_stream.wire.deflate import compress
-from aurigraph_stream.wire.frames import encode_frame
+from aurigraph_stream.wire.frames import encode_frame, encode_frame_parts
 
 __all__ = ["build_frame", "control_frame", "encode_payload", "message_frame", "payload_of"]
 
@@ -48,9 +48,13 @@ def payload_of(sub: Subscription, event: Event) -> bytes | None:
 def message_frame(
     payload: bytes, codec: str, bits: int, prefix: bytes, suffix: bytes, level: int
 ) -> bytes:
-    """An encoded message in its envelope (``prefix``/``suffix``, on ``/ws``), framed."""
-    body = prefix + payload + suffix if prefix else payload
-    return build_frame(CODECS[codec].opcode, body, level, bits)
+    """An encoded message in its envelope (``prefix``/``suffix``: ``/ws``, GraphQL), framed."""
+    opcode = CODECS[codec].opcode
+    if bits:
+        return build_frame(opcode, prefix + payload + suffix if prefix else payload, level, bits)
+    if prefix:
+        return encode_frame_parts(opcode, prefix, payload, suffix)
+    return encode_frame(opcode, payload)
 
 
 def control_frame(codec: str, bits: int, level: int, frame: Mapping[str, Any]) -> bytes:

@@ -179,8 +179,10 @@ class Group:
     """The subscriptions of one stream that share one filter (and view), by variant.
 
     ``shape`` is what the payload of an event depends on besides the format:
-    the filter's projection, or the view's key. ``fresh`` holds the members
-    whose first message has an ``opening`` suffix.
+    the filter's projection, or the view itself (hashed by identity, which
+    costs the hot loop nothing: a view's owner shares one object per key, so
+    groups of equal views still share one rendering). ``fresh`` holds the
+    members whose first message has an ``opening`` suffix.
     """
 
     __slots__ = ("filter", "fresh", "key", "rest", "shape", "variants", "view")
@@ -190,7 +192,7 @@ class Group:
         self.key = key
         self.rest = flt.rest
         self.view = view
-        self.shape: Hashable = flt.projection if view is None else ViewShape(view.key)
+        self.shape: object = flt.projection if view is None else view
         # Subscription -> its subscriber: the hot loop iterates the values.
         self.variants: dict[VariantKey, dict[Subscription, Subscriber]] = {}
         self.fresh: set[Subscription] = set()
