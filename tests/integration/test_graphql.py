@@ -224,6 +224,12 @@ def test_http_queries_mutations_and_their_refusals(server: ServerProcess) -> Non
     assert "type Subscription {" in schema.text
 
 
+def _text(client: GraphqlWs) -> str:
+    message = client.ws.recv(timeout=10)
+    assert isinstance(message, str)
+    return message
+
+
 def test_subscribers_of_one_document_receive_the_same_bytes(server: ServerProcess) -> None:
     """Three clients, one document: the same id gets byte-identical frames, another id the
     same payload bytes in its own envelope; one client selecting fewer fields gets those."""
@@ -238,7 +244,7 @@ def test_subscribers_of_one_document_receive_the_same_bytes(server: ServerProces
         narrow = GraphqlWs(server)
         narrow.subscribe("n", f'subscription {{ transactions(since: "{since}") {{ value }} }}')
         publish(server, "transactions", [tx(n, address(5), address(6), str(n)) for n in (1, 2)])
-        texts = [[c.ws.recv(timeout=10) for _ in range(2)] for c in clients]
+        texts = [[_text(c) for _ in range(2)] for c in clients]
         assert texts[0] == texts[1]
         for first, third in zip(texts[0], texts[2], strict=True):
             assert first.removeprefix('{"id":"1"') == third.removeprefix('{"id":"other"')
