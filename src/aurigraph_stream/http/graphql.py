@@ -43,7 +43,25 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "The result: data, and errors raised while executing",
         "content": {"application/json": {"schema": {"type": "object"}}},
     },
-    400: {"description": "Refused before execution: {errors: [...]}, or not a GraphQL request"},
+    400: {
+        "description": "Refused before execution: {errors: [...]}; or not a GraphQL request: "
+        "{error, detail}",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {
+                            "type": "object",
+                            "required": ["errors"],
+                            "properties": {"errors": {"type": "array"}},
+                        },
+                        {"$ref": "#/components/schemas/Error"},
+                    ]
+                }
+            }
+        },
+    },
+    405: {"description": "A mutation over GET: {errors: [...]}, Allow: POST"},
     401: {"description": "Missing or invalid token"},
     413: {"description": "Body over max_message_size"},
     415: {"description": "Body not application/json"},
@@ -102,8 +120,55 @@ async def _run(
     return _json(result.formatted, 200, request)
 
 
-@router.post(GRAPHQL_PATH, summary="Run a GraphQL query or mutation", responses=_RESPONSES)
-async def graphql_post(request: Request) -> Response:
+_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "required": ["query"],
+    "properties": {
+        "query": {"type": "string", "description": "The GraphQL document."},
+        "variables": {"type": ["object", "null"]},
+        "operationName": {"type": ["string", "null"]},
+    },
+}
+_OPENAPI: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": f"GET only: {what}",
+        }
+        for name, what in (
+            ("query", "the document (a query; mutations need POST)"),
+            ("variables", "the variables, as JSON text"),
+            ("operationName", "the operation to run"),
+        )
+    ],
+    "requestBody": {
+        "required": False,
+        "description": "POST: the request as JSON.",
+        "content": {"application/json": {"schema": _REQUEST}},
+    },
+}
+
+
+@router.api_route(
+    GRAPHQL_PATH,
+    methods=["GET", "POST"],
+    summary="Run a GraphQL query or mutation (a browser's GET: GraphiQL)",
+    description="GraphQL over HTTP: POST a JSON request, or GET with the query in the query "
+    "string (queries only). Subscriptions need a WebSocket on the same path with the "
+    "graphql-transport-ws subprotocol. The schema: " + GRAPHQL_SCHEMA_PATH + ".",
+    responses=_RESPONSES,
+    openapi_extra=_OPENAPI,
+)
+async def graphql_endpoint(request: Request) -> Response:
+    if request.method == "POST":
+        return await _post(request)
+    return await _get(request)
+
+
+async def _post(request: Request) -> Response:
     service = _service(request)
     media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media != "application/json":
@@ -134,8 +199,7 @@ async def graphql_post(request: Request) -> Response:
     )
 
 
-@router.get(GRAPHQL_PATH, summary="Run a GraphQL query (or open GraphiQL)", responses=_RESPONSES)
-async def graphql_get(request: Request) -> Response:
+async def _get(request: Request) -> Response:
     params = request.query_params
     if "query" not in params:
         if "text/html" in request.headers.get("accept", ""):
@@ -151,9 +215,8 @@ async def graphql_get(request: Request) -> Response:
     try:
         variables = orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError:
-        service = _service(request)
         return _refused(
-            service,
+            _service(request),
             RequestError.single("variables must be a JSON object", "invalid_request"),
             request,
         )
