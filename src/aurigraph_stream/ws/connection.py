@@ -242,7 +242,15 @@ class Connection(asyncio.Protocol, Subscriber):
 
     # -- closing --------------------------------------------------------------
     def close(self, code: CloseCode, reason: str | None = None) -> None:
-        """Start the closing handshake: stop deliveries, send close, await the reply."""
+        """Start the closing handshake: stop deliveries, send close, await the reply.
+
+        Frames the hub queued for this tick go out first: a reply queued just before a
+        close (a pong before a protocol's close, say) is not lost behind it.
+        """
+        pending = self.pending
+        if pending is not None and self.session.state is _OPEN:
+            self.pending = None
+            self.write_frames(pending)
         self.session.close(code, reason)
         self._pump()
 
