@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from aurigraph_stream.codecs import CODECS
 from aurigraph_stream.event import Event
 from aurigraph_stream.filters import Filter, everything
 from aurigraph_stream.hub.frames import encode_payload, message_frame
@@ -36,6 +37,7 @@ from aurigraph_stream.hub.members import (
     count_frames,
 )
 from aurigraph_stream.stats import Stats
+from aurigraph_stream.wire.frames import encode_frame_parts
 
 __all__ = ["Hub"]
 
@@ -189,10 +191,12 @@ class Hub:
                 latest = group.filter.latest
                 last_codec = None
                 payload = None
+                opcode = 0
                 for vkey, members in group.variants.items():
                     codec_name, bits, prefix, suffix = vkey
                     if codec_name is not last_codec:  # the variants of a group share a format
                         last_codec = codec_name
+                        opcode = CODECS[codec_name].opcode
                         pkey = (shape, codec_name)
                         if pkey in payloads:
                             payload = payloads[pkey]
@@ -205,7 +209,12 @@ class Hub:
                         failed += len(members)
                         continue
                     if frames is None:
-                        frame = message_frame(payload, codec_name, bits, prefix, suffix, level)
+                        if prefix and not bits:
+                            # An envelope per subscriber (/ws ids, GraphQL operation ids):
+                            # the one step that runs once per member, so no wrapper.
+                            frame = encode_frame_parts(opcode, prefix, payload, suffix)
+                        else:
+                            frame = message_frame(payload, codec_name, bits, prefix, suffix, level)
                     else:
                         fkey = (shape, *vkey)
                         cached = frames.get(fkey)
