@@ -24,6 +24,8 @@ class StreamSpec:
     message_schema: Mapping[str, Any]
     event_schema: Mapping[str, Any]
     example: Mapping[str, Any]
+    # Fields of type integer: JSON Schema lets 21000.0 pass as one, this server does not.
+    _integers: tuple[str, ...] = field(repr=False, compare=False)
     # The schema compiled by jsonschema-rs: it decides, in about 2 us per event
     # (the reference below takes about 150), with the ECMA-262 regular expressions
     # JSON Schema specifies ("$" is the end of the string, "\d" is 0-9).
@@ -44,6 +46,7 @@ class StreamSpec:
         """
         try:
             if self._fast.is_valid(event):
+                self._check_whole(event, index)
                 return
             fast_error = next(iter(self._fast.iter_errors(event)), None)
         except ValueError:  # not JSON data (bytes, a key that is not a string...)
@@ -59,6 +62,20 @@ class StreamSpec:
             name = str(parts[-1]) if parts else "event"
             raise ValidationError(f"field {name!r}: {fast_error.message}", _json_path(parts), index)
         raise ValidationError("the event is not JSON data", "$", index)
+
+    def _check_whole(self, event: Mapping[str, Any], index: int | None) -> None:
+        # A float in an integer field (21000.0, 2.1e4) would reach subscribers as a
+        # float in JSON and MessagePack: refused, not normalised, so what a publisher
+        # sends is what every subscriber reads. One dict lookup per integer field.
+        for name in self._integers:
+            value = event.get(name)
+            if type(value) is float:
+                raise ValidationError(
+                    f"field {name!r}: {value!r} is not an integer: write it without a "
+                    "fraction or an exponent",
+                    f"$.{name}",
+                    index,
+                )
 
 
 def _json_path(parts: Sequence[str | int]) -> str:
