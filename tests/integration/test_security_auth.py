@@ -449,7 +449,7 @@ def test_server_refuses_to_start_with_unsafe_auth(args: tuple[str, ...], message
 def test_prod_with_explicit_auth_none_starts_open(tmp_path: Path) -> None:
     """The prod profile serves without auth when told auth = "none" explicitly."""
     with (
-        run_server("--profile", "prod", "--auth", "none", tmp_path=tmp_path) as server,
+        run_server("--profile", "prod", "--auth", "none", "--no-ops-auth", tmp_path=tmp_path) as server,
         RawClient(server.port) as client,
     ):
         assert client.upgrade("/ws/metrics").status == 101
