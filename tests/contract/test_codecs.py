@@ -177,11 +177,9 @@ def _accepts(stream: str, body: bytes) -> list[Any] | None:
     """The events the ingest API publishes for ``body``, or None when it refuses it."""
     try:
         events = parse_events(body)
-        for index, event in enumerate(events):
-            REGISTRY[stream].validate(event, index)
+        return [REGISTRY[stream].validate(event, i) for i, event in enumerate(events)]
     except (BodyError, ValidationError):
         return None
-    return events
 
 
 @pytest.mark.parametrize("stream", NAMES)

@@ -49,8 +49,9 @@ The answer lists the `seq` each event was broadcast with.
 
 - `Content-Type` must be `application/json` (415 otherwise); a browser page from a site
   not on the server's origin list is refused (403 `origin_not_allowed`).
-- Integers are JSON integers from 0 to 2^53-1 (no fraction, no exponent); a key may
-  appear once per event (422 otherwise).
+- Integers are from 0 to 2^53-1, other numbers at most 2^53-1 (422 otherwise); a whole
+  float in an integer field (`21000.0`) is published as the integer. A key may appear
+  once per event (422 otherwise).
 - `Idempotency-Key` (optional, 1 to 255 visible ASCII characters): a retry with the same
   key and body answers with the original seqs and publishes nothing (header
   `Idempotent-Replayed: true`); keys are kept as long as the stream's history window. The

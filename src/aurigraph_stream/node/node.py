@@ -130,9 +130,8 @@ class Node:
             ValidationError: a message does not match the stream's schema.
         """
         spec = get(stream)
-        if validate:
-            for index, message in enumerate(messages):
-                spec.validate(message, index)
+        if validate:  # integers written as whole floats (21000.0) come back as ints
+            messages = [spec.validate(message, index) for index, message in enumerate(messages)]
         return await self.broker.publish(stream, messages)
 
     def _on_events(self, events: Sequence[Event]) -> None:

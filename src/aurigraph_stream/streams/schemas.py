@@ -158,10 +158,10 @@ def event_schema(message_schema: Schema) -> Schema:
 
 
 def integer_fields(schema: Schema) -> tuple[str, ...]:
-    """The top-level fields of type ``integer``: they must hold whole numbers written as such.
+    """The top-level fields of type ``integer``.
 
-    JSON Schema lets ``21000.0`` pass as an integer; this server does not, because
-    it would reach subscribers as a float (``21000.0`` in JSON, a float in
-    MessagePack), unlike what the schema promises.
+    JSON Schema counts ``21000.0`` as an integer; published as it is, it would reach
+    subscribers as a float (``21000.0`` in JSON, a float in MessagePack), so
+    validation turns such values into ints.
     """
     return tuple(name for name, p in schema["properties"].items() if p.get("type") == "integer")
