@@ -196,6 +196,8 @@ async def publish(_root: Any, info: Info, **args: Any) -> dict[str, Any]:
     stream, events = given[0]
     if not context.can_publish:
         fail("publishing needs a token with the publish scope", "forbidden")
+    if context.node.draining:  # as the ingest API's 503: publish to another instance
+        fail("the server is shutting down: publish to another instance", "shutting_down")
     if not events:
         fail("events must not be empty", "invalid_arguments")
     try:

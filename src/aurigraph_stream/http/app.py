@@ -17,6 +17,7 @@ from aurigraph_stream.gql.service import GraphqlService
 from aurigraph_stream.http import graphql, ingest, streams
 from aurigraph_stream.http.cors import add_cors
 from aurigraph_stream.http.errors import error_response
+from aurigraph_stream.http.idempotency import IdempotencyKeys
 from aurigraph_stream.node import Node
 from aurigraph_stream.ops import health, stats, telemetry
 from aurigraph_stream.ops.observability import IngestOutcomes, Observability
@@ -36,8 +37,8 @@ def create_app(
     """Build the ASGI app; ``lifespan`` starts and stops what it serves (aurigraph_stream.server).
 
     ``app.state`` holds the ``node``, the access ``guard``, the ``observability``
-    recorders and the ``graphql`` service (shared with the /graphql sockets), for
-    the route handlers.
+    recorders, the ingest API's ``idempotency`` keys and the ``graphql`` service
+    (shared with the /graphql sockets), for the route handlers.
     """
     app = FastAPI(
         title="Aurigraph Stream",
@@ -52,6 +53,7 @@ def create_app(
     app.state.node = node
     app.state.guard = guard
     app.state.observability = observability
+    app.state.idempotency = IdempotencyKeys(node.settings.history_policies())
     app.state.graphql = graphql_service
     app.state.metrics_registry = telemetry.build_registry(observability)
     app.include_router(streams.router)

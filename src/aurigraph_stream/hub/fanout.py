@@ -16,6 +16,17 @@ envelope), whatever the number of groups that match: subscribers that share a
 filter and format share the very same ``bytes`` object. A group with a view
 (:class:`~.members.View`) is rendered once per view key in place of the
 encoding, and framed the same way.
+
+A bounded tick. One huge batch (thousands of events to thousands of
+subscribers) must not hold the event loop for seconds, nor pile a whole batch
+into every subscriber's transport at once. :meth:`Hub.publish` fans events out
+until the tick's work passes ``tick_budget`` (one unit per delivery,
+:data:`FRAME_COST` per frame built), then keeps the rest, in order, for the
+next ticks: each tick ends with the flush (still one write per subscriber), and
+the next chunk is fanned out in a callback of its own, so other sockets are
+served in between and a subscriber that stopped reading is found slow (4008)
+after one chunk, not after the whole batch. The budget is counted per event
+and per variant, never per delivery.
 """
 
 from __future__ import annotations
@@ -39,7 +50,16 @@ from aurigraph_stream.hub.members import (
 from aurigraph_stream.stats import Stats
 from aurigraph_stream.wire.frames import encode_frame_parts
 
-__all__ = ["Hub"]
+__all__ = ["DEFAULT_TICK_BUDGET", "ENVELOPE_COST", "FRAME_COST", "RENDER_COST", "Hub"]
+
+#: Work units a tick may spend fanning out before the rest waits for the next tick.
+DEFAULT_TICK_BUDGET = 100_000
+#: Units per frame built (encoding, framing, compressing): about what 100 deliveries cost.
+FRAME_COST = 100
+#: Units per envelope joined around a shared payload (a copy and a header, no encoding).
+ENVELOPE_COST = 5
+#: Units per event rendered by a view (one GraphQL execution: about 70 us).
+RENDER_COST = 700
 
 
 class Hub:
@@ -52,6 +72,7 @@ class Hub:
         compression_level: int = 6,
         on_flush: Callable[[list[Event], float], None] | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        tick_budget: int = DEFAULT_TICK_BUDGET,
     ) -> None:
         self._stats = stats
         self._schedule = schedule
@@ -63,6 +84,10 @@ class Hub:
         self._dirty: list[Subscriber] = []
         self._flushed_events: list[Event] = []
         self._flush_scheduled = False
+        self._budget = tick_budget
+        # Events accepted but not yet fanned out (a batch over one tick's budget), in order.
+        self._backlog: list[Event] = []
+        self._resume_scheduled = False
 
     # -- membership ---------------------------------------------------------------
     def subscribe(
@@ -165,11 +190,43 @@ class Hub:
                 sub.held = None
         self.enqueue(sink, held)
 
+    @property
+    def backlog(self) -> int:
+        """Events accepted but not yet fanned out (they wait for a later tick)."""
+        return len(self._backlog)
+
     def publish(self, events: Sequence[Event]) -> None:
-        """Queue ``events`` for their subscribers; they are written at the next flush."""
+        """Queue ``events`` for their subscribers; they are written at the next flush.
+
+        Events past this tick's budget, and every event while some wait, are kept
+        in order and fanned out in the next ticks.
+        """
+        if self._backlog:
+            self._backlog.extend(events)
+            return
+        self._fan_out(events, self._budget)
+
+    def drain(self) -> None:
+        """Fan out every waiting event and write everything now (the server is shutting down)."""
+        while self._backlog:
+            events, self._backlog = self._backlog, []
+            self._fan_out(events, 0)
+        self.flush()
+
+    def _resume(self) -> None:
+        self._resume_scheduled = False
+        events, self._backlog = self._backlog, []
+        self._fan_out(events, self._budget)
+
+    def _fan_out(self, events: Sequence[Event], budget: int) -> None:
+        """Fan ``events`` out until ``budget`` units are spent (0: no limit); keep the rest."""
         dirty = self._dirty
         level = self._level
-        for event in events:
+        spent = 0
+        for at, event in enumerate(events):
+            if budget and spent >= budget:
+                self._backlog = list(events[at:])
+                break
             self._flushed_events.append(event)
             st = self._streams.get(event.stream)
             if st is None:
@@ -205,16 +262,18 @@ class Hub:
                             payloads[pkey] = payload
                         else:
                             payload = payloads[pkey] = view.render(event)
+                            spent += RENDER_COST
                     if payload is None:  # this format cannot carry the event
                         failed += len(members)
                         continue
-                    if frames is None:
-                        if prefix and not bits:
-                            # An envelope per subscriber (/ws ids, GraphQL operation ids):
-                            # the one step that runs once per member, so no wrapper.
-                            frame = encode_frame_parts(opcode, prefix, payload, suffix)
-                        else:
-                            frame = message_frame(payload, codec_name, bits, prefix, suffix, level)
+                    if frames is None and prefix and not bits:
+                        # An envelope per subscriber (/ws ids, GraphQL operation ids): the
+                        # one step that runs once per member, so no wrapper.
+                        frame = encode_frame_parts(opcode, prefix, payload, suffix)
+                        spent += ENVELOPE_COST
+                    elif frames is None:
+                        frame = message_frame(payload, codec_name, bits, prefix, suffix, level)
+                        spent += FRAME_COST
                     else:
                         fkey = (shape, *vkey)
                         cached = frames.get(fkey)
@@ -222,6 +281,7 @@ class Hub:
                             cached = frames[fkey] = message_frame(
                                 payload, codec_name, bits, prefix, suffix, level
                             )
+                            spent += FRAME_COST
                         frame = cached
                     if latest:
                         self._deliver_latest(members, frame)
@@ -242,6 +302,7 @@ class Hub:
                     wire += len(frame) * n
                 if group.fresh:  # first messages went out: the usual envelope from now on
                     group.settle()
+            spent += sent
             counters = self._stats.endpoints[event.stream]
             counters.messages_sent += sent
             counters.bytes_raw += raw
@@ -283,3 +344,8 @@ class Hub:
             sub.write_frames(frames)
         if self._on_flush is not None and events:
             self._on_flush(events, self._clock())
+        if self._backlog and not self._resume_scheduled:
+            # The next chunk in a callback of its own: what the loop has waiting
+            # (reads, other timers) runs between the chunks.
+            self._resume_scheduled = True
+            self._schedule(self._resume)
