@@ -324,12 +324,13 @@ class Client:
         if self._closed:
             return
         self._closed = True
+        ws = self._ws  # taken first: the session forgets it when cancelled
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        ws, self._ws = self._ws, None
+        self._ws = None
         if ws is not None:
             await ws.close()
         for pending in list(self._tasks):
