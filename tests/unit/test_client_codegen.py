@@ -6,6 +6,7 @@ import typing
 
 import pytest
 from google.protobuf import descriptor_pb2
+from scripts.client_codegen import OUTPUT, render_all
 
 from aurigraph_stream.contract import CloseCode
 from aurigraph_stream.filters import OPTIONS
@@ -13,7 +14,6 @@ from aurigraph_stream.proto import aurigraph_v11_pb2
 from aurigraph_stream.streams import REGISTRY
 from aurigraph_stream_client import CLOSE_CODES, messages, protodesc
 from aurigraph_stream_client.client import Client
-from scripts.client_codegen import OUTPUT, render_all
 
 
 @pytest.mark.parametrize("name", sorted(render_all()))
@@ -39,7 +39,7 @@ def test_the_close_codes_are_the_contract_table() -> None:
 
 def test_one_typed_dict_per_stream_with_the_schema_fields() -> None:
     """Each stream's message type names exactly its schema's properties; seq is required."""
-    assert messages.STREAMS == tuple(REGISTRY)
+    assert tuple(REGISTRY) == messages.STREAMS
     for stream, spec in REGISTRY.items():
         cls = messages.MESSAGE_TYPES[stream]
         assert cls.__name__ == spec.message_schema["title"]
