@@ -118,6 +118,7 @@ def test_resume_from_a_given_position_and_a_gap_for_a_lost_epoch(server: ServerP
             probe = client.subscribe("network", replay=0)
             await client.wait_connected()
             await until_subscribed(probe)
+            assert probe.position is not None
             epoch = probe.position.epoch
             resumed = client.subscribe("network", since=f"{first[1]['seq']}:{epoch}")
             assert await take(resumed, 2) == first[2:]

@@ -204,7 +204,7 @@ def test_a_401_gets_one_new_token_then_stops() -> None:
 
 # -- decoding what the server encodes ----------------------------------------------------
 
-CONTROL = [
+CONTROL: list[dict[str, Any]] = [
     {"type": "subscribed", "id": "s1", "stream": "consensus", "position": {"seq": 9, "epoch": "ab"}}
     | {"recovered": False, "replayed": 0},
     {"type": "unsubscribed", "id": "s1"},
