@@ -2,9 +2,11 @@
 
 from aurigraph_stream.hub.fanout import Hub
 from aurigraph_stream.hub.frames import build_frame, control_frame, message_frame, payload_of
+from aurigraph_stream.hub.governor import Governor
 from aurigraph_stream.hub.members import Subscriber, Subscription, Variant, View, count_frames
 
 __all__ = [
+    "Governor",
     "Hub",
     "Subscriber",
     "Subscription",
