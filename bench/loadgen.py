@@ -25,7 +25,7 @@ from bench.histogram import Histogram
 from bench.ipc import listen
 from bench.procstat import cpu_seconds
 
-__all__ = ["ConnectResult", "LoadGenerator", "Snapshot", "worker_main"]
+__all__ = ["ChurnResult", "ConnectResult", "LoadGenerator", "Snapshot", "worker_main"]
 
 COMMAND_TIMEOUT = 120.0  # no command may take longer than this (connecting 10,000 included)
 
@@ -52,6 +52,14 @@ class Snapshot:
     stale: int
     bad: int
     open: int
+    resumed: int = 0  # subscribed frames with recovered: true
+    unrecovered: int = 0  # subscribed frames with recovered: false
+
+
+@dataclass
+class ChurnResult:
+    reconnected: int
+    failed: dict[str, int] = field(default_factory=dict)
 
 
 # -- worker process -----------------------------------------------------------------
@@ -65,6 +73,7 @@ class _Worker:
         self.loop = asyncio.get_running_loop()
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.turn: dict[str, int] = {}  # per group: the connection churn drops next
 
     def on_command(self, cmd: dict[str, Any] | None) -> None:
         if cmd is None:  # the controller went away
@@ -74,8 +83,9 @@ class _Worker:
         group = cmd.get("group", "")
         rec = self.recs.setdefault(group, Recorder())
         conns = self.conns.setdefault(group, [])
-        if op == "connect":
-            task = self.loop.create_task(self._connect(cmd))
+        if op in ("connect", "churn"):
+            work = self._connect(cmd) if op == "connect" else self._churn(cmd)
+            task = self.loop.create_task(work)
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         elif op == "reset":
@@ -123,7 +133,16 @@ class _Worker:
         async def one(path: str, operation: str | None, op_id: str) -> None:
             async with sem:
                 ready: asyncio.Future[int] = loop.create_future()
-                proto = Subscriber(rec, host_header, path, cmd["deflate"], ready, operation, op_id)
+                proto = Subscriber(
+                    rec,
+                    host_header,
+                    path,
+                    cmd["deflate"],
+                    ready,
+                    operation,
+                    op_id,
+                    control=cmd.get("control", False),
+                )
                 try:
                     await asyncio.wait_for(
                         loop.create_connection(lambda: proto, host, port), timeout
@@ -162,6 +181,48 @@ class _Worker:
             }
         )
 
+    async def _churn(self, cmd: dict[str, Any]) -> None:
+        """Drop ``count`` of the group's connections (the next ones in turn) and open each
+        again with ``since`` = the last seq it had and the epoch its subscribed frame said."""
+        group = cmd.get("group", "")
+        rec = self.recs[group]
+        conns = self.conns.setdefault(group, [])
+        host, port = cmd["host"], cmd["port"]
+        failed: Counter[str] = Counter()
+        chosen: list[int] = []
+        start = self.turn.get(group, 0)
+        for step in range(len(conns)):
+            if len(chosen) >= cmd["count"]:
+                break
+            index = (start + step) % len(conns)
+            if conns[index].open and conns[index].epoch:
+                chosen.append(index)
+        self.turn[group] = (chosen[-1] + 1) if chosen else start
+
+        async def again(index: int) -> None:
+            old = conns[index]
+            old.drop()
+            base = old.path.partition("?")[0]
+            path = f"{base}?since={old.max_seq}:{old.epoch}"
+            ready: asyncio.Future[int] = self.loop.create_future()
+            new = Subscriber(
+                rec, f"{host}:{port}", path, False, ready, control=True, max_seq=old.max_seq
+            )
+            new.count = old.count
+            new.gaps, new.ooo = old.gaps, old.ooo
+            conns[index] = new
+            try:
+                await asyncio.wait_for(self.loop.create_connection(lambda: new, host, port), 10)
+                status = await asyncio.wait_for(ready, 10)
+            except (TimeoutError, OSError) as exc:
+                failed[type(exc).__name__] += 1
+                return
+            if status != 1:
+                failed[f"http {-status}" if status < 0 else "closed"] += 1
+
+        await asyncio.gather(*(again(i) for i in chosen))
+        self.pipe.send({"reconnected": len(chosen) - sum(failed.values()), "failed": dict(failed)})
+
 
 def _snapshot(rec: Recorder, conns: list[Subscriber], expected: int) -> dict[str, Any]:
     return {
@@ -176,6 +237,8 @@ def _snapshot(rec: Recorder, conns: list[Subscriber], expected: int) -> dict[str
         "stale": rec.stale,
         "bad": rec.bad,
         "open": sum(c.open for c in conns),
+        "resumed": rec.resumed,
+        "unrecovered": rec.unrecovered,
     }
 
 
@@ -260,11 +323,13 @@ class LoadGenerator:
         timeout: float = 30.0,
         group: str = "",
         graphql: Sequence[str] | None = None,
+        control: bool = False,
     ) -> ConnectResult:
         """Open one connection per path (spread over the workers) and wait for every 101.
 
         ``graphql``: per path, the JSON text of a subscribe payload (``{"query": ...}``): those
         connections speak graphql-transport-ws, and are open at ``connection_ack``.
+        ``control``: the paths ask for a starting point, so a subscribed frame comes first.
         """
         n = len(self._pipes)
         cmds = [
@@ -279,6 +344,7 @@ class LoadGenerator:
                 "concurrency": concurrency,
                 "timeout": timeout,
                 "group": group,
+                "control": control,
             }
             for i in range(n)
         ]
@@ -294,6 +360,22 @@ class LoadGenerator:
             deflate=sum(r["deflate"] for r in replies),
             context_takeover=sum(r["takeover"] for r in replies),
         )
+
+    def churn(self, host: str, port: int, count: int, group: str = "") -> ChurnResult:
+        """Drop ``count`` connections of the group (spread over the workers) and reconnect
+        each with ``since`` its last seq; they must have been opened with ``control``."""
+        n = len(self._pipes)
+        shares = [count // n + (1 if i < count % n else 0) for i in range(n)]
+        replies = self._call(
+            [
+                {"op": "churn", "host": host, "port": port, "count": share, "group": group}
+                for share in shares
+            ]
+        )
+        failed: Counter[str] = Counter()
+        for reply in replies:
+            failed.update(reply["failed"])
+        return ChurnResult(sum(r["reconnected"] for r in replies), dict(failed))
 
     def reset(self, first: int, group: str = "") -> None:
         """Start a phase: forget figures; messages with ``seq < first`` are stale from now on."""
@@ -350,6 +432,8 @@ class LoadGenerator:
             stale=sum(r["stale"] for r in replies),
             bad=sum(r["bad"] for r in replies),
             open=sum(r["open"] for r in replies),
+            resumed=sum(r.get("resumed", 0) for r in replies),
+            unrecovered=sum(r.get("unrecovered", 0) for r in replies),
         )
 
     def close(self, group: str = "") -> None:

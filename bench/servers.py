@@ -1,7 +1,8 @@
 """The servers under test, each started as its own process on a free loopback port.
 
 * :class:`Aurigraph`: this repository's server (``aurigraph-stream serve``),
-  fed through its real ingest API.
+  fed through its real ingest API; :class:`AurigraphOff` the same with the
+  flush governor off (``--no-latency-governor``).
 * :class:`WebsocketsRef`: :mod:`bench.refserver`, ``websockets.broadcast()``.
 * :class:`Nchan`: nginx with the nchan module, configured in a temporary
   directory and run in the foreground (``daemon off``) as our own process.
@@ -30,7 +31,16 @@ from bench.gcwatch import FREEZE_ENV
 from bench.procstat import tree_cpu, tree_rss
 from bench.publisher import Target
 
-__all__ = ["SERVERS", "Aurigraph", "BenchServer", "Floor", "Nchan", "WebsocketsRef", "free_port"]
+__all__ = [
+    "SERVERS",
+    "Aurigraph",
+    "AurigraphOff",
+    "BenchServer",
+    "Floor",
+    "Nchan",
+    "WebsocketsRef",
+    "free_port",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -89,7 +99,10 @@ class BenchServer:
     def ws_path(self, stream: str) -> str:
         return f"/ws/{stream}"
 
-    def publish_target(self, stream: str) -> Target:
+    def publish_target(self, stream: str, *, pipelined: bool = False) -> Target:
+        """Where a publisher sends; ``pipelined``: one HTTP request per message, pipelined."""
+        if pipelined:
+            raise ValueError(f"{self.name} takes no HTTP publishing requests")
         return Target("ws", HOST, self.port, f"/publish/{stream}")
 
     def ready(self) -> bool:
@@ -216,8 +229,19 @@ class Aurigraph(BenchServer):
     def ready(self) -> bool:
         return _http_get_status(self.port, self.ready_path) == 200
 
-    def publish_target(self, stream: str) -> Target:
-        return Target("ingest", HOST, self.port, f"/api/v11/streams/{stream}/events")
+    def publish_target(self, stream: str, *, pipelined: bool = False) -> Target:
+        kind = "pipelined" if pipelined else "ingest"
+        return Target(kind, HOST, self.port, f"/api/v11/streams/{stream}/events")
+
+
+class AurigraphOff(Aurigraph):
+    """Our server with the flush governor off: every flush at the end of its tick."""
+
+    name = "aurigraph-off"
+    label = "aurigraph-stream, governor off"
+
+    def command(self, simulate: bool) -> list[str]:
+        return [*super().command(simulate), "--no-latency-governor"]
 
 
 class WebsocketsRef(BenchServer):
@@ -266,6 +290,9 @@ http {{
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
     nchan_shared_memory_size 256m;
+    # One publisher connection carries every request of a run (nginx closes a
+    # keep-alive connection after 1,000 by default).
+    keepalive_requests 10000000;
     server {{
         listen {host}:{port} backlog=4096;
         location = / {{
@@ -304,6 +331,11 @@ class Nchan(BenchServer):
             return f"{NCHAN_MODULE} missing (Debian package libnginx-mod-nchan)"
         return None
 
+    def publish_target(self, stream: str, *, pipelined: bool = False) -> Target:
+        if pipelined:  # nchan_publisher http: one POST per message, numbered by the publisher
+            return Target("pipelined-post", HOST, self.port, f"/publish/{stream}")
+        return super().publish_target(stream)
+
     def command(self, simulate: bool) -> list[str]:
         conf_dir = self.workdir / "nginx"
         conf_dir.mkdir(exist_ok=True)
@@ -327,4 +359,6 @@ SERVERS: dict[str, type[BenchServer]] = {
     "websockets": WebsocketsRef,
     "nchan": Nchan,
     "floor": Floor,
+    # Not in the default --servers: the governor comparison starts it itself.
+    "aurigraph-off": AurigraphOff,
 }

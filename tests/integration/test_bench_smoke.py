@@ -13,7 +13,16 @@ from bench.loadgen import LoadGenerator, Snapshot
 from bench.procstat import cpu_seconds, rss_bytes
 from bench.publisher import Publisher, Target
 from bench.report import verdicts
-from bench.scenarios import GRAPHQL_ALL, Bench, Options, graphql, graphql_payload
+from bench.scenarios import (
+    GRAPHQL_ALL,
+    Bench,
+    Options,
+    governor,
+    graphql,
+    graphql_payload,
+    soak,
+    throughput,
+)
 from bench.sendcost import measure
 from bench.servers import HOST, Floor
 
@@ -117,6 +126,116 @@ def test_graphql_scenario_runs_at_small_scale(tmp_path: Path) -> None:
     found = [v for v in verdicts(rows, 20) if v.target.startswith("6:")]
     assert len(found) == 3
     assert all(v.ok is not None for v in found)
+
+
+def test_throughput_scenario_runs_at_small_scale(tmp_path: Path) -> None:
+    """Scenario 7 end to end with 20 own-address subscribers, ours and the floor's: each
+    transaction reaches its two subscribers, the ingest acknowledgement and the CPU per
+    published event are measured, and the report states the verdicts."""
+    opts = Options(
+        quick=True,
+        servers=("aurigraph", "floor"),
+        workers=1,
+        connections=20,
+        throughput_rate=1000.0,
+        throughput_steady_rate=300.0,
+        watchers=3,
+    )
+    with LoadGenerator(workers=1) as lg:
+        bench = Bench(opts, lg, tmp_path)
+        throughput(bench)
+    rows = bench.results.rows
+    assert [(r.server, r.phase) for r in rows] == [
+        ("aurigraph", "spec: 1000 tx/s"),
+        ("aurigraph", "steady: 300 tx/s"),
+        ("floor", "spec: 1000 tx/s"),
+        ("floor", "steady: 300 tx/s"),
+    ]
+    for row in rows:
+        assert (row.lost, row.dropped) == (0, 0), row
+        assert row.deliveries == 2 * row.published, row  # from one address to another
+        assert (row.cpu_us_per_event or 0) > 0, row
+        assert "metrics+consensus watchers (6)" in row.note, row
+    assert (rows[0].ack_p99_ms or 0) > 0  # ingest answers
+    assert rows[2].ack_p99_ms is None  # the floor's publisher WebSocket is not answered
+    found = [v for v in verdicts(rows, 20) if v.target.startswith("7:")]
+    assert len(found) == 3
+    assert all(v.ok is not None for v in found)
+
+
+def test_governor_scenario_runs_at_small_scale(tmp_path: Path) -> None:
+    """Scenario 8 end to end with 20 subscribers: our server with the governor on and off
+    take pipelined single-event requests step by step, every request answered, and the
+    report compares their capacities."""
+    opts = Options(
+        quick=True,
+        servers=("aurigraph",),
+        workers=1,
+        capacity_subscribers=20,
+        governor_rates=(50.0, 100.0),
+    )
+    with LoadGenerator(workers=1) as lg:
+        bench = Bench(opts, lg, tmp_path)
+        governor(bench)
+    rows = bench.results.rows
+    steps = [r for r in rows if r.phase != "capacity"]
+    assert {r.server for r in steps} == {"aurigraph", "aurigraph-off"}
+    for row in steps:
+        assert (row.lost, row.dropped) == (0, 0), row
+        assert row.ack_p99_ms is not None, row
+        assert "answered" not in row.note, row  # every request got its answer
+    caps = {r.server: r for r in rows if r.phase == "capacity"}
+    assert set(caps) == {"aurigraph", "aurigraph-off"}
+    assert all(r.rate in (0.0, 50.0, 100.0) for r in caps.values())
+    found = [v for v in verdicts(rows, 20) if v.target.startswith("8:")]
+    assert [v.ok is None for v in found] == [False, True]  # nchan was not run
+
+
+def test_soak_scenario_runs_at_small_scale(tmp_path: Path) -> None:
+    """Scenario 9 for 12 s with 100 subscribers, 10 resumed with since each second and a
+    reader that stops: every resume recovers with no gap, the descriptors come back, the
+    server closes the stopped reader as slow, and the four verdicts are stated."""
+    opts = Options(
+        quick=True,
+        servers=("aurigraph",),
+        workers=1,
+        soak=12.0,
+        soak_subscribers=100,
+        soak_churn=10,
+        soak_rate=1500.0,  # fast enough for a stopped reader to fall behind in seconds
+        soak_slow_every=4.0,  # one reader that stops, 3 s in, with 9 s to be found slow
+        soak_settle=3.0,
+        soak_slow_close=6.0,
+        # The history reaches back further than a resume; a small cap finds the slow one.
+        server_args=("--history-size", "30000", "--max-buffered-bytes", "16384"),
+    )
+    with LoadGenerator(workers=1) as lg:
+        bench = Bench(opts, lg, tmp_path)
+        soak(bench)
+    (row,) = bench.results.rows
+    figures = bench.results.soak
+    assert figures is not None
+    assert (row.lost, row.out_of_order, row.dropped) == (0, 0, 0), row
+    assert figures.reconnects >= 50, figures
+    assert figures.reconnect_failures == 0, figures
+    assert "0 not recovered" in row.note, row
+    assert figures.fds_after <= figures.fds_before, figures
+    assert figures.slow_readers == 1, figures
+    assert figures.slow_closed >= 1, figures
+    assert min(figures.rss_settled, figures.rss_end) > 0, figures
+    found = [v for v in verdicts(bench.results.rows, 20, figures) if v.target.startswith("9:")]
+    assert len(found) == 5
+    assert all(v.ok is not None for v in found)
+    assert [v.ok for v in found[1:4]] == [True, True, True], found  # fds, resumes, slow
+
+
+def test_soak_is_skipped_unless_asked_for(tmp_path: Path) -> None:
+    """Without --soak the scenario says so in the report's Skipped list and runs nothing."""
+    with LoadGenerator(workers=1) as lg:
+        bench = Bench(Options(quick=True, servers=("aurigraph",), workers=1), lg, tmp_path)
+        soak(bench)
+    assert bench.results.rows == []
+    assert "--soak" in bench.results.skipped["9 soak"]
 
 
 def test_floor_server_delivers_every_message(floor_server: Floor) -> None:

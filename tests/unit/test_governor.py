@@ -14,7 +14,7 @@ import pytest
 from aurigraph_stream.event import Event
 from aurigraph_stream.filters import parse_filter
 from aurigraph_stream.hub import Governor, Hub, Subscriber
-from aurigraph_stream.hub.governor import HOLD_RATIO, MAX_HOLD, MIN_COST
+from aurigraph_stream.hub.governor import DUTY, HOLD_RATIO, MAX_HOLD, MIN_COST
 from aurigraph_stream.stats import Stats
 from aurigraph_stream.streams import NAMES
 
@@ -123,23 +123,48 @@ def _tx(seq: int, stream: str = "transactions", **extra: object) -> Event:
 
 
 # -- the governor alone ------------------------------------------------------------------
-def test_a_flush_asked_for_after_the_last_one_ended_is_not_held() -> None:
-    """Sparse events: a flush asked for more than one flush's duration later goes at once."""
+def _busy(gov: Governor, cost: float, interval: float, publishes: int = 20) -> None:
+    """Publishes every ``interval`` s, and one flush of ``cost`` s."""
+    for i in range(publishes):
+        gov.published(10.0 + i * interval)
+    gov.flushed(20.0, 20.0 + cost)
+
+
+def test_flushes_go_at_once_while_flushing_each_publish_takes_under_half_the_loop() -> None:
+    """5 ms flushes, a publish every 20 ms: flushing each one takes a quarter of the loop."""
     gov = Governor(100)
-    gov.flushed(10.0, 10.005)  # a 5 ms flush
-    assert gov.delay(10.005 + 0.0051) == 0.0
-    assert gov.delay(11.0) == 0.0
+    _busy(gov, 0.005, 0.020)
+    assert gov.demand == pytest.approx(0.25)
+    assert gov.delay() == 0.0
     assert gov.held == 0
 
 
-def test_a_flush_asked_for_while_events_queued_behind_the_last_is_held() -> None:
-    """Asked for within a flush's duration of the last one's end: held for HOLD_RATIO
-    flushes' worth while that fits half the target."""
+def test_flushes_are_held_once_publishes_come_faster_than_half_the_loop_can_flush() -> None:
+    """5 ms flushes, a publish every 4 ms: one flush each would take more than the loop;
+    held for HOLD_RATIO flushes' worth while that fits half the target."""
     gov = Governor(100)
-    gov.flushed(10.0, 10.005)
-    assert gov.delay(10.006) == pytest.approx(HOLD_RATIO * 0.005)
+    _busy(gov, 0.005, 0.004)
+    assert gov.demand > DUTY
+    assert gov.delay() == pytest.approx(HOLD_RATIO * 0.005)
     assert gov.held == 1
     assert gov.last_hold == pytest.approx(0.015)
+
+
+def test_the_publish_interval_follows_a_burst_and_an_idle_pause_ends_it() -> None:
+    """After a minute of quiet, a burst (a publish every 0.5 ms) shows within a few dozen
+    publishes, and one idle pause brings the flushes back to at once."""
+    gov = Governor(100)
+    _busy(gov, 0.005, 1.0)  # sparse
+    assert gov.delay() == 0.0
+    held_after = None
+    for i in range(60):
+        gov.published(100.0 + i * 0.0005)
+        if held_after is None and gov.delay() > 0:
+            held_after = i + 1
+    assert held_after is not None
+    assert held_after <= 40
+    gov.published(200.0)
+    assert gov.delay() == 0.0
 
 
 def test_the_hold_keeps_the_expected_latency_within_half_the_target() -> None:
@@ -157,28 +182,28 @@ def test_the_hold_keeps_the_expected_latency_within_half_the_target() -> None:
 def test_short_flushes_are_never_held() -> None:
     """Below MIN_COST a hold gains nothing worth the latency: every flush goes at once."""
     gov = Governor(100)
-    gov.flushed(10.0, 10.0 + MIN_COST / 2)
-    assert gov.delay(10.0 + MIN_COST / 2) == 0.0
+    _busy(gov, MIN_COST / 2, MIN_COST / 10)
+    assert gov.demand > DUTY
+    assert gov.delay() == 0.0
 
 
-def test_the_cost_rises_at_once_and_falls_slowly() -> None:
-    """One long flush sets the estimate; shorter ones bring it down a quarter at a time."""
+def test_the_cost_is_smoothed_a_quarter_per_flush() -> None:
+    """One slow flush moves the estimate by a quarter of the difference, not all of it."""
     gov = Governor(100)
     gov.flushed(0.0, 0.008)
     assert gov.cost == pytest.approx(0.008)
     gov.flushed(1.0, 1.0)
     assert gov.cost == pytest.approx(0.006)
-    gov.flushed(2.0, 2.010)
+    gov.flushed(2.0, 2.022)
     assert gov.cost == pytest.approx(0.010)
     assert gov.flushes == 3
 
 
 def test_a_disabled_governor_never_holds() -> None:
     gov = Governor(100, enabled=False)
-    gov.flushed(10.0, 10.050)
-    assert gov.delay(10.0501) == 0.0
-    assert gov.held == 0
-    assert gov.flushes == 1
+    _busy(gov, 0.050, 0.0001)
+    assert gov.delay() == 0.0
+    assert (gov.held, gov.flushes) == (0, 1)
 
 
 # -- the hub under it ----------------------------------------------------------------------

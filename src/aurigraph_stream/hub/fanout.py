@@ -28,10 +28,11 @@ served in between and a subscriber that stopped reading is found slow (4008)
 after one chunk, not after the whole batch. The budget is counted per event
 and per variant, never per delivery.
 
-A governed flush. With a :class:`~.governor.Governor`, a flush asked for
-right after a long one is held for a bounded time (``schedule_later``), so
-that the events arriving meanwhile share one write per subscriber; see
-:mod:`.governor` for when and how long. While a flush is held, events of the
+A governed flush. With a :class:`~.governor.Governor`, once events are
+published faster than flushes can be written one each (with half the loop to
+spare), a flush is held for a bounded time (``schedule_later``), so that the
+events arriving meanwhile share one write per subscriber; see :mod:`.governor`
+for when and how long. While a flush is held, events of the
 latest-wins streams (``conflate``: metrics and consensus) are not fanned out
 one by one: they wait for the flush, and each group of subscribers gets only
 the newest of them that passes its filter (the others are counted as
@@ -229,6 +230,8 @@ class Hub:
         Events past this tick's budget, and every event while some wait, are kept
         in order and fanned out in the next ticks.
         """
+        if self.governor is not None:
+            self.governor.published(self._clock())
         if self._backlog:
             self._backlog.extend(events)
             return
@@ -260,7 +263,7 @@ class Hub:
         governor = self.governor
         # A backlog is already a batch: its chunks are written as they are fanned out.
         if governor is not None and self._later is not None and not self._backlog:
-            hold = governor.delay(self._clock())
+            hold = governor.delay()
             if hold > 0:
                 self._holding = True
                 self._later(hold, self.flush)
