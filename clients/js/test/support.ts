@@ -7,8 +7,8 @@ import { Client, type ClientEvent, type ClientOptions, type Item, type StreamNam
 
 /** The HTTP base URL of the server under test, e.g. http://127.0.0.1:41234. */
 export function serverUrl(): string {
-  const url = process.env["AURIGRAPH_URL"];
-  if (url === undefined) throw new Error("AURIGRAPH_URL is not set: run through pytest");
+  const url = process.env["STREAM_URL"];
+  if (url === undefined) throw new Error("STREAM_URL is not set: run through pytest");
   return url;
 }
 

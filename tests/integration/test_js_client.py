@@ -1,0 +1,196 @@
+"""The TypeScript client (clients/js): strict types, generated files current, and its
+Node test suites (``node --test``) against real servers started here."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.server import ROOT, free_port, run_server
+
+JS = ROOT / "clients" / "js"
+TSC = JS / "node_modules" / ".bin" / "tsc"
+NODE_TIMEOUT = 300.0
+
+
+def _run(
+    cmd: list[str],
+    *,
+    cwd: Path,
+    timeout: float,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` in its own process group, killing the group if it overruns."""
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env=env,
+    )
+    try:
+        out, _ = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        raise AssertionError(f"{cmd} did not finish within {timeout}s:\n{out}") from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, None)
+
+
+@pytest.fixture(scope="module")
+def js_build() -> Path:
+    """The SDK and its tests compiled by tsc (strict) into clients/js/build."""
+    assert TSC.exists(), "run `make test` (npm ci in clients/js)"
+    result = _run([str(TSC), "-p", "tsconfig.json"], cwd=JS, timeout=180)
+    assert result.returncode == 0, result.stdout
+    return JS / "build" / "test"
+
+
+def _node_test(test_file: Path, env: dict[str, str]) -> str:
+    node_env = {k: v for k, v in os.environ.items() if not k.startswith("AURIGRAPH_")}
+    result = _run(
+        ["node", "--test", str(test_file)],
+        cwd=JS,
+        timeout=NODE_TIMEOUT,
+        env=node_env | env,
+    )
+    assert result.returncode == 0, result.stdout
+    assert "# fail 0" in result.stdout, result.stdout
+    assert "# pass 0" not in result.stdout, result.stdout
+    return result.stdout
+
+
+def test_typescript_typechecks_in_strict_mode() -> None:
+    """tsc --noEmit passes for the SDK (browser and Node), its tests and the dashboard."""
+    config = json.loads(
+        "\n".join(
+            line
+            for line in (JS / "tsconfig.json").read_text().splitlines()
+            if not line.lstrip().startswith("//")
+        )
+    )
+    assert config["compilerOptions"]["strict"] is True
+    for project in ("tsconfig.json", "tsconfig.build.json", "dashboard/tsconfig.json"):
+        result = _run([str(TSC), "--noEmit", "-p", project], cwd=JS, timeout=180)
+        assert result.returncode == 0, f"{project}:\n{result.stdout}"
+
+
+def _contract_json() -> str:
+    result = _run([sys.executable, "scripts/js_contract.py"], cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stdout
+    return result.stdout
+
+
+def _check_generated(contract: str) -> subprocess.CompletedProcess[str]:
+    return _run(
+        ["node", "scripts/generate.mjs", "--check"],
+        cwd=JS,
+        timeout=120,
+        input=contract,
+    )
+
+
+def test_generated_types_and_close_codes_are_current() -> None:
+    """clients/js/src/generated matches what the server's contract and schemas generate
+    (`make js-generate`); a changed close code or schema makes the check fail."""
+    contract = _contract_json()
+    result = _check_generated(contract)
+    assert result.returncode == 0, result.stdout
+    changed = json.loads(contract)
+    changed["closeCodes"][0]["reason"] += " (changed)"
+    changed["messageSchemas"]["metrics"]["properties"]["tps"]["description"] = "changed"
+    stale = _check_generated(json.dumps(changed))
+    assert stale.returncode == 1
+    assert "contract.ts" in stale.stdout
+    assert "messages.ts" in stale.stdout
+
+
+def test_js_client_on_a_live_server(js_build: Path, tmp_path: Path) -> None:
+    """Filters, several subscriptions on one /ws, replay, snapshot, since, errors, gaps."""
+    with run_server(
+        "--no-simulate", "--metrics-interval", "0.2", "--log-level", "INFO", tmp_path=tmp_path
+    ) as server:
+        _node_test(js_build / "client.test.js", {"STREAM_URL": server.http})
+
+
+def test_js_client_honours_retry_after(js_build: Path, tmp_path: Path) -> None:
+    """A full server's 503 + Retry-After delays the client's next attempt (Node shows it)."""
+    with run_server(
+        "--no-simulate",
+        "--max-connections",
+        "1",
+        "--retry-after",
+        "1",
+        "--log-level",
+        "INFO",
+        tmp_path=tmp_path,
+    ) as server:
+        _node_test(js_build / "limits.test.js", {"STREAM_URL": server.http})
+
+
+def test_js_client_tokens(js_build: Path, tmp_path: Path) -> None:
+    """Token refresh on the open connection; 4001 for an expired fixed token; 401 stops."""
+    secret = "s" * 40
+    with run_server(
+        "--no-simulate",
+        "--metrics-interval",
+        "0.2",
+        "--auth-expiry-grace",
+        "0",
+        "--log-level",
+        "INFO",
+        tmp_path=tmp_path,
+        env={"AURIGRAPH_JWT_SECRET": secret},
+    ) as server:
+        _node_test(
+            js_build / "auth.test.js", {"STREAM_URL": server.http, "STREAM_JWT_SECRET": secret}
+        )
+
+
+def _serve_spec(tmp_path: Path) -> dict[str, object]:
+    """How the resume test starts (and restarts, on the same port) its own server."""
+    port = free_port()
+    return {
+        "argv": [
+            sys.executable,
+            "-m",
+            "aurigraph_stream",
+            "serve",
+            "--port",
+            str(port),
+            "--no-simulate",
+            "--history-size",
+            "5000",  # the 2,000 events stay resumable
+            "--max-buffered-bytes",
+            "65536",
+            "--ping-interval",
+            "1",
+            "--ping-timeout",
+            "3",
+            "--close-timeout",
+            "30",  # a stalled client still reads the 4008/4009 close after its backlog
+            "--log-level",
+            "INFO",
+        ],
+        "port": port,
+        "log": str(tmp_path / "server.log"),
+    }
+
+
+def test_js_client_resumes_across_five_drops(js_build: Path, tmp_path: Path) -> None:
+    """2,000 events while the connection is cut twice, closed with 4009 and 4008, and the
+    server restarted: every seq once, one gap (epoch_changed) at the restart."""
+    out = _node_test(
+        js_build / "resume.test.js", {"STREAM_SERVE": json.dumps(_serve_spec(tmp_path))}
+    )
+    assert "messages in two epochs" in out
