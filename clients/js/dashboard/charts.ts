@@ -9,11 +9,14 @@ export class LiveChart {
   private readonly plot: uPlot;
   private received = 0;
 
-  /** @param floor the least top of the y axis (a flat zero line stays near zero). */
+  /**
+   * @param floor the least top of a y axis that starts at zero (a flat zero line stays
+   *   near zero); null for an axis fitted to the values (memory moves by small amounts).
+   */
   constructor(
     private readonly figure: HTMLElement,
     color: string,
-    floor: number,
+    floor: number | null,
   ) {
     const target = figure.querySelector<HTMLElement>(".plot");
     if (target === null) throw new Error("a chart figure needs a .plot element");
@@ -25,7 +28,7 @@ export class LiveChart {
         cursor: { show: false },
         scales: {
           x: { time: true },
-          y: { range: (_u, _min, max) => [0, Math.max(floor, max * 1.1)] },
+          y: floor === null ? {} : { range: (_u, _min, max) => [0, Math.max(floor, max * 1.1)] },
         },
         axes: [{ size: 28 }, { size: 48 }],
         series: [{}, { stroke: color, fill: `${color}22`, width: 1.5, points: { show: false } }],

@@ -103,18 +103,18 @@ async function consume<S extends StreamName>(sub: Subscription<S>, handle: (item
 }
 
 // -- metrics -------------------------------------------------------------------
-/** Each chart's colour and the least top of its y axis. */
+/** Each chart's colour and the least top of its y axis (null: fitted to the values). */
 const METRICS = {
   tps: ["#2563eb", 10],
   cpu: ["#c2410c", 5],
-  memory: ["#7c3aed", 50],
+  memory: ["#7c3aed", null],
   errorRate: ["#b3261e", 0.01],
 } as const;
 type MetricName = keyof typeof METRICS;
 
 function charts(): Map<MetricName, { chart: LiveChart; value: HTMLElement }> {
   const made = new Map<MetricName, { chart: LiveChart; value: HTMLElement }>();
-  for (const [name, [color, floor]] of Object.entries(METRICS) as [MetricName, readonly [string, number]][]) {
+  for (const [name, [color, floor]] of Object.entries(METRICS) as [MetricName, readonly [string, number | null]][]) {
     const figure = element(`figure[data-metric="${name}"]`);
     made.set(name, {
       chart: new LiveChart(figure, color, floor),
