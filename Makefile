@@ -1,22 +1,29 @@
 # make run   - create .venv, install, start the server on 127.0.0.1:9003 (dev profile, simulator on)
 # make test  - install what the tests need (Python, npm and, as root, Debian packages), lint, type-check, test
 # make bench - run the benchmark scenarios (see bench/README.md)
+# make client-types - regenerate the Python SDK's types, close codes and protobuf schema
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
 
-.PHONY: run test lint typecheck pytest bench proto system-deps clean js-generate dashboard
+CLIENT := clients/python
 
-$(VENV)/.run-installed: pyproject.toml
+.PHONY: run test lint typecheck pytest bench proto client-types js-generate dashboard system-deps clean
+
+# The client package comes second: its `aurigraph-stream` command (the same name) runs
+# `listen` itself and hands serve and token to the server package.
+$(VENV)/.run-installed: pyproject.toml $(CLIENT)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e '$(CLIENT)[cli]'
 	touch $@
 
-$(VENV)/.test-installed: pyproject.toml $(VENV)/.run-installed
+$(VENV)/.test-installed: pyproject.toml $(CLIENT)/pyproject.toml $(VENV)/.run-installed
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '$(CLIENT)[all]'
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -65,6 +72,10 @@ js-generate: $(VENV)/.run-installed clients/js/node_modules/.installed
 # clients/js/dashboard and the TypeScript client; `make run` serves them without Node.
 dashboard: clients/js/node_modules/.installed
 	cd clients/js && node scripts/build-dashboard.mjs
+
+# Regenerate the Python SDK's committed code from the server's schemas and close codes.
+client-types: $(VENV)/.test-installed
+	$(PY) -m scripts.client_codegen
 
 clean:
 	rm -rf $(VENV) node_modules clients/js/node_modules clients/js/build clients/js/dist \
