@@ -1,6 +1,6 @@
 """Print what the TypeScript client is generated from, as one JSON document.
 
-The server's contract (close codes with their reason and reconnect rule, paths,
+The server's contract (close codes with their reason and reconnect rules, paths,
 subprotocols, formats, filter options) and the JSON Schemas of the five
 streams' messages, read from the modules the server runs on. The TypeScript
 generator (clients/js/scripts/generate.mjs) turns it into
@@ -41,6 +41,7 @@ def contract() -> dict[str, Any]:
                 "name": code.name,
                 "reason": code.reason,
                 "reconnect": code.reconnect,
+                "newToken": code.new_token,
             }
             for code in CloseCode
         ],

@@ -27,7 +27,7 @@ function contractModule(c) {
     .map(
       (k) =>
         `  { code: ${k.code}, name: ${literal(k.name)}, reason: ${literal(k.reason)}, ` +
-        `reconnect: ${k.reconnect} },`,
+        `reconnect: ${k.reconnect}, newToken: ${k.newToken} },`,
     )
     .join("\n");
   const names = c.closeCodes.map((k) => `  ${k.name}: ${k.code},`).join("\n");
@@ -43,6 +43,8 @@ export interface CloseCodeInfo {
   readonly reason: string;
   /** Whether a client should reconnect (after a back-off) when closed with it. */
   readonly reconnect: boolean;
+  /** Whether connecting again needs a new access token (the old one is spent). */
+  readonly newToken: boolean;
 }
 
 /** Every close code the server sends, in the order of its table. */

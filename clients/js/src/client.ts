@@ -38,8 +38,8 @@ export interface ClientOptions {
 
 type Listener = (event: ClientEvent) => void;
 
-/** A command's `id` for refresh commands: never a subscription's (those are the caller's). */
-const REFRESH_ID = "\u0000refresh";
+/** The `id` of refresh commands; their replies (`refreshed`, or an error with op refresh) are told by type and op. */
+const REFRESH_ID = "refresh";
 
 /**
  * A client of one Aurigraph Stream server.
@@ -235,11 +235,14 @@ export class Client {
       if (status === 429 || status >= 500) return undefined; // busy, draining: come back later
       return `the server refused the connection with HTTP ${status}`;
     }
-    if (code === CloseCode.TOKEN_EXPIRED) {
-      return typeof this.options.token === "function" ? undefined : "the token expired and no new one can be had";
-    }
     const info = closeCodeInfo(code);
-    if (info === undefined || info.reconnect) return undefined; // 1005, 1006: the connection was lost
+    if (info === undefined) return undefined; // 1005, 1006: the connection was lost
+    if (info.newToken && info.reconnect) {
+      // 4001: worth another try only with a token callback to ask for a new token.
+      if (typeof this.options.token === "function") return undefined;
+      return `closed by the server: ${code} ${info.name} (${info.reason}), and no new token can be had`;
+    }
+    if (info.reconnect) return undefined;
     return `closed by the server: ${code} ${info.name} (${info.reason})`;
   }
 
@@ -265,7 +268,7 @@ export class Client {
       this.emitError(error);
       return;
     }
-    const sub = typeof frame.id === "string" ? this.subs.get(frame.id) : undefined;
+    const sub = typeof frame.id === "string" && frame.op !== "refresh" ? this.subs.get(frame.id) : undefined;
     switch (frame.type) {
       case "message":
         sub?.message(frame.data as StreamMessages[StreamName]);
@@ -302,7 +305,7 @@ export class Client {
         }
         return;
       case "error":
-        if (frame.id === REFRESH_ID) {
+        if (frame.op === "refresh") {
           this.swapToken(); // a server without the refresh command: reconnect with the new token
         } else if (sub !== undefined) {
           this.subs.delete(sub.id);
@@ -393,6 +396,7 @@ interface Frame {
   recovered?: boolean;
   replayed?: number;
   items?: unknown[];
+  op?: string;
   error?: string;
   detail?: string;
   reason?: string;

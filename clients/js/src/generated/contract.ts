@@ -9,22 +9,25 @@ export interface CloseCodeInfo {
   readonly reason: string;
   /** Whether a client should reconnect (after a back-off) when closed with it. */
   readonly reconnect: boolean;
+  /** Whether connecting again needs a new access token (the old one is spent). */
+  readonly newToken: boolean;
 }
 
 /** Every close code the server sends, in the order of its table. */
 export const CLOSE_CODES: readonly CloseCodeInfo[] = [
-  { code: 1000, name: "NORMAL", reason: "normal closure", reconnect: false },
-  { code: 1001, name: "GOING_AWAY", reason: "server shutting down", reconnect: true },
-  { code: 1002, name: "PROTOCOL_ERROR", reason: "protocol error", reconnect: false },
-  { code: 1003, name: "UNSUPPORTED_DATA", reason: "unsupported data", reconnect: false },
-  { code: 1007, name: "INVALID_PAYLOAD", reason: "invalid UTF-8 in text message", reconnect: false },
-  { code: 1008, name: "POLICY_VIOLATION", reason: "policy violation", reconnect: false },
-  { code: 1009, name: "MESSAGE_TOO_BIG", reason: "message too big", reconnect: false },
-  { code: 1011, name: "INTERNAL_ERROR", reason: "internal error", reconnect: true },
-  { code: 4001, name: "TOKEN_EXPIRED", reason: "token expired", reconnect: true },
-  { code: 4008, name: "SLOW_CONSUMER", reason: "slow consumer", reconnect: true },
-  { code: 4009, name: "KEEPALIVE_TIMEOUT", reason: "keepalive ping timeout", reconnect: true },
-  { code: 4029, name: "TOO_MANY_MESSAGES", reason: "too many messages", reconnect: true },
+  { code: 1000, name: "NORMAL", reason: "normal closure", reconnect: false, newToken: false },
+  { code: 1001, name: "GOING_AWAY", reason: "server shutting down", reconnect: true, newToken: false },
+  { code: 1002, name: "PROTOCOL_ERROR", reason: "protocol error", reconnect: false, newToken: false },
+  { code: 1003, name: "UNSUPPORTED_DATA", reason: "unsupported data", reconnect: false, newToken: false },
+  { code: 1007, name: "INVALID_PAYLOAD", reason: "invalid UTF-8 in text message", reconnect: false, newToken: false },
+  { code: 1008, name: "POLICY_VIOLATION", reason: "policy violation", reconnect: false, newToken: false },
+  { code: 1009, name: "MESSAGE_TOO_BIG", reason: "message too big", reconnect: false, newToken: false },
+  { code: 1011, name: "INTERNAL_ERROR", reason: "internal error", reconnect: true, newToken: false },
+  { code: 4001, name: "TOKEN_EXPIRED", reason: "token expired", reconnect: true, newToken: true },
+  { code: 4003, name: "FORBIDDEN", reason: "the token no longer grants this stream", reconnect: false, newToken: true },
+  { code: 4008, name: "SLOW_CONSUMER", reason: "slow consumer", reconnect: true, newToken: false },
+  { code: 4009, name: "KEEPALIVE_TIMEOUT", reason: "keepalive ping timeout", reconnect: true, newToken: false },
+  { code: 4029, name: "TOO_MANY_MESSAGES", reason: "too many messages", reconnect: true, newToken: false },
 ];
 
 /** The close codes by name: `CloseCode.SLOW_CONSUMER === 4008`. */
@@ -38,6 +41,7 @@ export const CloseCode = {
   MESSAGE_TOO_BIG: 1009,
   INTERNAL_ERROR: 1011,
   TOKEN_EXPIRED: 4001,
+  FORBIDDEN: 4003,
   SLOW_CONSUMER: 4008,
   KEEPALIVE_TIMEOUT: 4009,
   TOO_MANY_MESSAGES: 4029,
