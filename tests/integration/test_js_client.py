@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.browser import PageWatch, chromium
 from tests.support.server import ROOT, free_port, run_server
 
 JS = ROOT / "clients" / "js"
@@ -194,3 +195,42 @@ def test_js_client_resumes_across_five_drops(js_build: Path, tmp_path: Path) -> 
         js_build / "resume.test.js", {"STREAM_SERVE": json.dumps(_serve_spec(tmp_path))}
     )
     assert "messages in two epochs" in out
+
+
+def test_js_client_in_chromium(tmp_path: Path) -> None:
+    """The SDK on a browser's own WebSocket (Chromium): a filtered subscription on /ws
+    gets exactly the matching transactions published over HTTP, then closes cleanly."""
+    bundle = tmp_path / "sdk-check.js"
+    built = _run(
+        [
+            str(JS / "node_modules" / ".bin" / "esbuild"),
+            "browser/sdk-check.ts",
+            "--bundle",
+            "--format=esm",
+            f"--outfile={bundle}",
+        ],
+        cwd=JS,
+        timeout=120,
+    )
+    assert built.returncode == 0, built.stdout
+    with (
+        run_server("--no-simulate", "--log-level", "INFO", tmp_path=tmp_path) as server,
+        chromium() as browser,
+    ):
+        page = browser.new_page()
+        watch = PageWatch(page, server.port)
+        # A document of the server's own origin, loaded over loopback (Chromium lets such
+        # a page open loopback WebSockets) and without a CSP: a JSON answer.
+        page.goto(f"{server.http}/api/v11/streams")
+        page.add_script_tag(content=bundle.read_text(), type="module")
+        page.wait_for_selector("body[data-result]", state="attached", timeout=20_000)
+        result = json.loads(page.locator("body").get_attribute("data-result") or "{}")
+        page.close()
+    assert "error" not in result, result
+    a = "0x" + "a7" * 20
+    published = result["published"]
+    assert result["received"] == [[published[0], a], [published[2], a]]
+    assert result["events"][:3] == ["connecting", "open", "subscribed"]
+    assert result["stateWhileOpen"] == "open"
+    assert result["stateAfterClose"] == "closed"
+    watch.check()
