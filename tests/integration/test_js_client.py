@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import LIVE_ARGS
 from tests.support.browser import PageWatch, chromium
-from tests.support.server import ROOT, free_port, run_server
+from tests.support.server import ROOT, ServerProcess, free_port, run_server
 
 JS = ROOT / "clients" / "js"
 TSC = JS / "node_modules" / ".bin" / "tsc"
+ESBUILD = JS / "node_modules" / ".bin" / "esbuild"
 NODE_TIMEOUT = 300.0
 
 
@@ -203,7 +208,7 @@ def test_js_client_in_chromium(tmp_path: Path) -> None:
     bundle = tmp_path / "sdk-check.js"
     built = _run(
         [
-            str(JS / "node_modules" / ".bin" / "esbuild"),
+            str(ESBUILD),
             "browser/sdk-check.ts",
             "--bundle",
             "--format=esm",
@@ -234,3 +239,109 @@ def test_js_client_in_chromium(tmp_path: Path) -> None:
     assert result["stateWhileOpen"] == "open"
     assert result["stateAfterClose"] == "closed"
     watch.check()
+
+
+# -- docs/clients.md -------------------------------------------------------------
+DOC = ROOT / "docs" / "clients.md"
+EXAMPLE = re.compile(r"(?:<!-- example: (\w+) -->\n)?```ts\n(.*?)```", re.S)
+
+
+def _doc_examples() -> list[tuple[str, str]]:
+    """(kind, code) of each ```ts block of the TypeScript section: node (the default),
+    auth (a server with tokens) or browser (<!-- example: KIND --> before the block)."""
+    text = DOC.read_text()
+    start = text.index("## TypeScript")
+    end = text.find("\n## ", start + 1)
+    section = text[start : end if end != -1 else len(text)]
+    return [(m.group(1) or "node", m.group(2)) for m in EXAMPLE.finditer(section)]
+
+
+def _browser_example(server: ServerProcess, bundle: Path) -> list[str]:
+    """Run a bundled example on a page of the server's origin; returns what it logged."""
+    with chromium() as browser:
+        page = browser.new_page()
+        watch = PageWatch(page, server.port)
+        logs: list[str] = []
+        page.on("console", lambda m: logs.append(m.text) if m.type == "log" else None)
+        page.goto(f"{server.http}/api/v11/streams")
+        page.add_script_tag(content=bundle.read_text(), type="module")
+        deadline = time.monotonic() + 30
+        for _ in range(600):
+            if len(logs) >= 3 or watch.errors or time.monotonic() > deadline:
+                break
+            page.wait_for_timeout(50)
+        page.close()
+    watch.check()
+    return logs
+
+
+def test_every_typescript_example_in_the_clients_doc_runs(js_build: Path, tmp_path: Path) -> None:
+    """Each TypeScript example of docs/clients.md type-checks (strict) and runs to its end
+    against a real server: in Node, or in Chromium for the browser one."""
+    examples = _doc_examples()
+    assert len(examples) >= 5
+    assert {kind for kind, _ in examples} == {"node", "auth", "browser"}
+    dist = _run([str(TSC), "-p", "tsconfig.build.json"], cwd=JS, timeout=180)
+    assert dist.returncode == 0, dist.stdout  # the package the examples import by name
+    work = JS / "build" / "doc-examples"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    secret = "d" * 40
+    for sub in ("open", "auth"):
+        (tmp_path / sub).mkdir()
+    with (
+        run_server(*LIVE_ARGS, tmp_path=tmp_path / "open") as live,
+        run_server(
+            "--no-simulate",
+            "--metrics-interval",
+            "0.2",
+            "--log-level",
+            "INFO",
+            tmp_path=tmp_path / "auth",
+            env={"AURIGRAPH_JWT_SECRET": secret},
+        ) as auth,
+    ):
+        servers = {"node": live, "auth": auth, "browser": live}
+        for i, (kind, code) in enumerate(examples):
+            host = f"127.0.0.1:{servers[kind].port}"
+            name = f"browser_{i}" if kind == "browser" else f"example_{i}"
+            (work / f"{name}.ts").write_text(code.replace("localhost:9003", host))
+        base = {"extends": "../../tsconfig.json", "compilerOptions": {"rootDir": "."}}
+        node_config = base | {
+            "compilerOptions": {"rootDir": ".", "outDir": "out"},
+            "include": ["example_*.ts"],
+        }
+        browser_config = base | {
+            "compilerOptions": {"lib": ["ES2022", "DOM"], "types": [], "noEmit": True},
+            "include": ["browser_*.ts"],
+            "exclude": [],  # the base's outDir (build/) holds this folder
+        }
+        (work / "tsconfig.json").write_text(json.dumps(node_config))
+        (work / "tsconfig.browser.json").write_text(json.dumps(browser_config))
+        for project in ("tsconfig.json", "tsconfig.browser.json"):
+            checked = _run([str(TSC), "-p", project], cwd=work, timeout=180)
+            assert checked.returncode == 0, f"{project}:\n{checked.stdout}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AURIGRAPH_")}
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        for i, (kind, code) in enumerate(examples):
+            if kind == "browser":
+                bundle = work / f"browser_{i}.js"
+                built = _run(
+                    [
+                        str(ESBUILD),
+                        f"browser_{i}.ts",
+                        "--bundle",
+                        "--format=esm",
+                        f"--outfile={bundle}",
+                    ],
+                    cwd=work,
+                    timeout=120,
+                )
+                assert built.returncode == 0, built.stdout
+                logs = _browser_example(live, bundle)
+                assert len(logs) >= 3, (code, logs)
+                continue
+            run_env = env | ({"AURIGRAPH_JWT_SECRET": secret} if kind == "auth" else {})
+            ran = _run(["node", f"out/example_{i}.js"], cwd=work, timeout=60, env=run_env)
+            assert ran.returncode == 0, f"{code}\n---\n{ran.stdout}"
+            assert ran.stdout.strip(), code

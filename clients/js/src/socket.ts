@@ -2,13 +2,20 @@
 // injected as a constructor. Only the browser API is used, plus one `ws`
 // extension: the status and Retry-After header of a refused upgrade.
 
+/**
+ * An event handler property, checked bivariantly (as methods are), so that both the
+ * browser's WebSocket and the `ws` package's, whose handlers take richer event types
+ * than the few fields read here, are accepted as they are.
+ */
+type Handler<E> = { bivarianceHack(event: E): void }["bivarianceHack"];
+
 /** The part of the WebSocket API (browsers, and `ws` in Node) the client uses. */
 export interface WebSocketLike {
   readonly readyState: number;
-  onopen: ((event: unknown) => void) | null;
-  onmessage: ((event: { data: unknown }) => void) | null;
-  onclose: ((event: { code: number; reason: string }) => void) | null;
-  onerror: ((event: unknown) => void) | null;
+  onopen: Handler<unknown> | null;
+  onmessage: Handler<{ data: unknown }> | null;
+  onclose: Handler<{ code: number; reason: string }> | null;
+  onerror: Handler<unknown> | null;
   send(data: string): void;
   close(code?: number, reason?: string): void;
 }

@@ -14,7 +14,7 @@ export function serverUrl(): string {
 
 export function newClient(options: ClientOptions = {}, url: string = serverUrl()): Client {
   return new Client(url, {
-    WebSocket: WebSocket as unknown as NonNullable<ClientOptions["WebSocket"]>,
+    WebSocket, // the ws package's, as an application passes it
     backoff: { initial: 50, max: 1000 },
     ...options,
   });
