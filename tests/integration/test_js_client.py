@@ -121,6 +121,12 @@ def test_generated_types_and_close_codes_are_current() -> None:
     assert "messages.ts" in stale.stdout
 
 
+def test_js_client_logic_without_a_socket(js_build: Path) -> None:
+    """Back-off, Retry-After, token expiry, and a subscription's bookkeeping: duplicates
+    dropped, gaps typed and announced before the next message."""
+    _node_test(js_build / "units.test.js", {})
+
+
 def test_js_client_on_a_live_server(js_build: Path, tmp_path: Path) -> None:
     """Filters, several subscriptions on one /ws, replay, snapshot, since, errors, gaps."""
     with run_server(
