@@ -74,6 +74,9 @@ function onClientEvent(event: ClientEvent): void {
         note("resumed", `${event.stream}: resumed, nothing missed (${event.replayed} replayed)`);
       }
       return;
+    case "error":
+      note("error", event.error.message);
+      return;
     case "closed":
       setState("closed");
       note("closed", `stopped${event.error !== undefined ? `: ${event.error.message}` : ""}`);

@@ -134,11 +134,15 @@ export class Client {
       await new Promise<void>((resolve) => {
         const previous = socket.onclose;
         socket.onclose = (event) => {
-          previous?.(event);
+          previous?.(event); // onClose: state closed, the closed event
           resolve();
         };
         socket.close(CloseCode.NORMAL, "client closed");
       });
+    } else {
+      this.socket = null; // between attempts: nothing to close but the timer, stopped above
+      this.setState("closed");
+      this.emit({ type: "closed", error: undefined });
     }
   }
 
@@ -156,6 +160,7 @@ export class Client {
     try {
       this.token = typeof source === "function" ? await source() : source;
     } catch (error) {
+      this.report(error);
       this.retry(1006, `the token callback failed: ${String(error)}`);
       return;
     }
@@ -265,7 +270,7 @@ export class Client {
       if (text === undefined) throw new ProtocolError("a binary frame on a JSON connection");
       frame = JSON.parse(text) as Frame;
     } catch (error) {
-      this.emitError(error);
+      this.report(error);
       return;
     }
     const sub = typeof frame.id === "string" && frame.op !== "refresh" ? this.subs.get(frame.id) : undefined;
@@ -348,7 +353,7 @@ export class Client {
     try {
       token = await source();
     } catch (error) {
-      this.emitError(error);
+      this.report(error); // the token still in use is valid a while longer: try again
       this.refreshTimer = setTimeout(() => void this.refresh(source), 1000);
       return;
     }
@@ -373,16 +378,18 @@ export class Client {
       try {
         listener(event);
       } catch (error) {
-        this.emitError(error);
+        // A listener's fault is the application's: raise it outside the client, so that
+        // it is seen (an uncaught error) without stopping the client mid-frame.
+        queueMicrotask(() => {
+          throw error;
+        });
       }
     }
   }
 
-  private emitError(error: unknown): void {
-    // A listener's or the server's fault must not stop the client; surface it asynchronously.
-    setTimeout(() => {
-      throw error;
-    }, 0);
+  /** A fault the client survives (an unreadable frame, a failing token callback): an error event. */
+  private report(error: unknown): void {
+    this.emit({ type: "error", error: error instanceof Error ? error : new Error(String(error)) });
   }
 }
 

@@ -120,4 +120,6 @@ export type ClientEvent =
       readonly attempt: number;
     }
   | { readonly type: "refreshed"; readonly expiresAt: number | null }
+  /** Something the client survived: an unreadable frame, a token callback that failed. */
+  | { readonly type: "error"; readonly error: Error }
   | { readonly type: "closed"; readonly error: Error | undefined };

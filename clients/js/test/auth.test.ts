@@ -22,7 +22,7 @@ test("a token callback refreshes before exp on the open connection: no reconnect
   const client = newClient({
     token: () => {
       minted += 1;
-      return token(3);
+      return token(6);
     },
   });
   const events: ClientEvent[] = [];
@@ -30,7 +30,7 @@ test("a token callback refreshes before exp on the open connection: no reconnect
   try {
     const sub = client.subscribe("metrics");
     await nextEvent(client, (e) => e.type === "subscribed");
-    // Three lifetimes of a 3 s token: only refreshes keep the connection open.
+    // Three refreshes, over more than a 6 s token's lifetime: only they keep it open.
     for (let i = 0; i < 3; i++) await nextEvent(client, (e) => e.type === "refreshed", 10_000);
     const [item] = await take(sub, 1);
     assert.equal(item?.type, "message");
@@ -47,7 +47,7 @@ test("a token callback refreshes before exp on the open connection: no reconnect
 });
 
 test("a fixed token that expires ends the client with 4001, and the subscription with it", async () => {
-  const client = newClient({ token: token(2) });
+  const client = newClient({ token: token(3) });
   const sub = client.subscribe("metrics");
   await nextEvent(client, (e) => e.type === "subscribed");
   const closed = await nextEvent(client, (e) => e.type === "closed", 15_000);
