@@ -190,7 +190,7 @@ def jwt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProce
 
 
 def test_a_token_callback_refreshes_without_reconnecting(jwt_server: ServerProcess) -> None:
-    """Tokens of 3 s from an async callback: the SDK sends refresh before each exp, the
+    """Tokens of 4 s from an async callback: the SDK sends refresh before each exp, the
     connection outlives three of them, and metrics arrive with no seq missing."""
     events: list[ConnectionEvent] = []
     calls = 0
@@ -198,12 +198,12 @@ def test_a_token_callback_refreshes_without_reconnecting(jwt_server: ServerProce
     async def token() -> str:
         nonlocal calls
         calls += 1
-        return hs_token(3)
+        return hs_token(4)
 
     async def main() -> list[int]:
         seqs: list[int] = []
         async with Client(base(jwt_server), token=token, on_event=events.append) as client:
-            deadline = time.monotonic() + 8
+            deadline = time.monotonic() + 10
             async for msg in client.subscribe("metrics"):
                 assert not isinstance(msg, Gap | Snapshot)
                 seqs.append(msg["seq"])

@@ -249,17 +249,25 @@ def test_js_client_in_chromium(tmp_path: Path) -> None:
 
 # -- docs/clients.md -------------------------------------------------------------
 DOC = ROOT / "docs" / "clients.md"
-EXAMPLE = re.compile(r"(?:<!-- example: (\w+) -->\n)?```ts\n(.*?)```", re.S)
+EXAMPLE = re.compile(r"^```ts example( jwt| browser)?\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 
-def _doc_examples() -> list[tuple[str, str]]:
-    """(kind, code) of each ```ts block of the TypeScript section: node (the default),
-    auth (a server with tokens) or browser (<!-- example: KIND --> before the block)."""
+def _typescript_section() -> str:
     text = DOC.read_text()
     start = text.index("## TypeScript")
     end = text.find("\n## ", start + 1)
-    section = text[start : end if end != -1 else len(text)]
-    return [(m.group(1) or "node", m.group(2)) for m in EXAMPLE.finditer(section)]
+    return text[start : end if end != -1 else len(text)]
+
+
+def _ts_blocks() -> int:
+    return len(re.findall(r"^```ts", _typescript_section(), re.MULTILINE))
+
+
+def _doc_examples() -> list[tuple[str, str]]:
+    """(kind, code) of each ```ts example block of the TypeScript section: node, jwt (a
+    server that checks tokens: ```ts example jwt) or browser (```ts example browser)."""
+    section = _typescript_section()
+    return [((m.group(1) or " node").strip(), m.group(2)) for m in EXAMPLE.finditer(section)]
 
 
 def _browser_example(server: ServerProcess, bundle: Path) -> list[str]:
@@ -286,7 +294,8 @@ def test_every_typescript_example_in_the_clients_doc_runs(js_build: Path, tmp_pa
     against a real server: in Node, or in Chromium for the browser one."""
     examples = _doc_examples()
     assert len(examples) >= 5
-    assert {kind for kind, _ in examples} == {"node", "auth", "browser"}
+    assert {kind for kind, _ in examples} == {"node", "jwt", "browser"}
+    assert _ts_blocks() == len(examples)  # no ts block left out of the run
     dist = _run([str(TSC), "-p", "tsconfig.build.json"], cwd=JS, timeout=180)
     assert dist.returncode == 0, dist.stdout  # the package the examples import by name
     work = JS / "build" / "doc-examples"
@@ -307,11 +316,11 @@ def test_every_typescript_example_in_the_clients_doc_runs(js_build: Path, tmp_pa
             env={"AURIGRAPH_JWT_SECRET": secret},
         ) as auth,
     ):
-        servers = {"node": live, "auth": auth, "browser": live}
+        servers = {"node": live, "jwt": auth, "browser": live}
         for i, (kind, code) in enumerate(examples):
             host = f"127.0.0.1:{servers[kind].port}"
             name = f"browser_{i}" if kind == "browser" else f"example_{i}"
-            (work / f"{name}.ts").write_text(code.replace("localhost:9003", host))
+            (work / f"{name}.ts").write_text(code.replace("127.0.0.1:9003", host))
         base = {"extends": "../../tsconfig.json", "compilerOptions": {"rootDir": "."}}
         node_config = base | {
             "compilerOptions": {"rootDir": ".", "outDir": "out"},
@@ -347,7 +356,7 @@ def test_every_typescript_example_in_the_clients_doc_runs(js_build: Path, tmp_pa
                 logs = _browser_example(live, bundle)
                 assert len(logs) >= 3, (code, logs)
                 continue
-            run_env = env | ({"AURIGRAPH_JWT_SECRET": secret} if kind == "auth" else {})
+            run_env = env | ({"AURIGRAPH_JWT_SECRET": secret} if kind == "jwt" else {})
             ran = _run(["node", f"out/example_{i}.js"], cwd=work, timeout=60, env=run_env)
             assert ran.returncode == 0, f"{code}\n---\n{ran.stdout}"
             assert ran.stdout.strip(), code

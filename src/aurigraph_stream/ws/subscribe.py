@@ -19,7 +19,7 @@ from typing import Any
 from aurigraph_stream.errors import SubscriptionError
 from aurigraph_stream.event import Event
 from aurigraph_stream.hub import Subscriber, Subscription, control_frame, message_frame
-from aurigraph_stream.hub.frames import encode_payload
+from aurigraph_stream.hub.frames import encode_payload, snapshot_frame
 from aurigraph_stream.node import Node
 from aurigraph_stream.subscription import SubscribeRequest
 
@@ -108,6 +108,6 @@ def attach(
         if sub_id is not None:
             body["id"] = sub_id
         body |= {"stream": stream, "position": where, "items": items}
-        frames.append(control_frame(codec, bits, level, body))
+        frames.append(snapshot_frame(codec, bits, level, body))
     hub.enqueue(sink, frames + replay_frames)
     return sub

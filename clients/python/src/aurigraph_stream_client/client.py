@@ -576,7 +576,7 @@ class Client:
             refresher.cancel()
             self._connected.clear()
             self._ws = None
-        code = ws.close_code if ws.close_code is not None else ABNORMAL
+        code = int(ws.close_code) if ws.close_code is not None else ABNORMAL
         return code, ws.close_reason or ""
 
     async def _dispatch(self, ws: ClientConnection, frame: str | bytes) -> None:
