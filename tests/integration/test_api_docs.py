@@ -66,6 +66,8 @@ def test_openapi_documents_every_http_endpoint(docs_server: ServerProcess) -> No
         "/api/v11/streams",
         "/api/v11/streams/{stream}/schema",
         *(f"/api/v11/streams/{name}/events" for name in REGISTRY),
+        "/graphql",
+        "/graphql/schema.graphql",
     }
     assert expected <= paths, expected - paths
     components = doc["components"]["schemas"]
@@ -137,6 +139,11 @@ def test_asyncapi_document_is_valid_and_matches_the_server(docs_server: ServerPr
     assert [c["code"] for c in doc["x-close-codes"]] == [int(c) for c in CloseCode]
     for code in CloseCode:
         assert f"| {int(code)} | {code.name} |" in doc["info"]["description"]
+    # The GraphQL endpoint of the same streams, linked.
+    graphql = doc["info"]["externalDocs"]["url"]
+    assert graphql == f"http://127.0.0.1:{docs_server.port}/graphql"
+    assert httpx.get(graphql, headers={"Accept": "text/html"}).status_code == 200
+    assert "[/graphql/schema.graphql](/graphql/schema.graphql)" in doc["info"]["description"]
 
 
 def test_asyncapi_yaml_is_the_same_document(docs_server: ServerProcess) -> None:
@@ -161,11 +168,14 @@ def test_dev_page_lists_every_stream_with_schema_and_example(docs_server: Server
         assert f"&quot;title&quot;: &quot;{spec.message_schema['title']}&quot;" in page
     for code in CloseCode:
         assert f"<td>{int(code)}</td><td>{code.name}</td>" in page
+    assert "<a href='../../graphql'>GraphiQL</a>" in page
+    assert "<a href='../../graphql/schema.graphql'>schema</a>" in page
 
 
 # -- in a browser ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright; nothing is downloaded."""
     with chromium() as launched:
         yield launched
 

@@ -1,4 +1,6 @@
-"""Headless Chromium (Debian's, driven by Playwright) and a watch on what a page did."""
+"""Headless Chromium for page tests: Debian's /usr/bin/chromium driven by Playwright (nothing
+is downloaded), and a watch on a page that fails the test if it logs an error, a request
+fails, or anything is requested from off this machine."""
 
 from __future__ import annotations
 
@@ -9,7 +11,10 @@ from urllib.parse import urlsplit
 
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Route, sync_playwright
 
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "PageWatch", "chromium"]
+
 CHROMIUM = "/usr/bin/chromium"
+# What this machine needs: no sandbox (root), no GPU, and nothing that phones home.
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -24,7 +29,7 @@ CHROMIUM_ARGS = [
 
 @contextmanager
 def chromium() -> Iterator[Browser]:
-    """Debian's Chromium, headless; nothing is downloaded."""
+    """Debian's Chromium, headless, until the block ends."""
     assert Path(CHROMIUM).exists(), "install Debian's chromium (scripts/system-deps.sh)"
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -63,6 +68,6 @@ class PageWatch:
             route.abort()
 
     def check(self) -> None:
-        assert self.off_machine == []
-        assert self.errors == []
-        assert self.failed == []
+        assert self.off_machine == [], self.off_machine
+        assert self.errors == [], self.errors
+        assert self.failed == [], self.failed

@@ -28,6 +28,12 @@ export const CLOSE_CODES: readonly CloseCodeInfo[] = [
   { code: 4008, name: "SLOW_CONSUMER", reason: "slow consumer", reconnect: true, newToken: false },
   { code: 4009, name: "KEEPALIVE_TIMEOUT", reason: "keepalive ping timeout", reconnect: true, newToken: false },
   { code: 4029, name: "TOO_MANY_MESSAGES", reason: "too many messages", reconnect: true, newToken: false },
+  { code: 4400, name: "GRAPHQL_BAD_REQUEST", reason: "invalid message", reconnect: false, newToken: false },
+  { code: 4401, name: "GRAPHQL_UNAUTHORIZED", reason: "unauthorized", reconnect: false, newToken: false },
+  { code: 4403, name: "GRAPHQL_FORBIDDEN", reason: "forbidden", reconnect: false, newToken: false },
+  { code: 4408, name: "GRAPHQL_INIT_TIMEOUT", reason: "connection initialisation timeout", reconnect: true, newToken: false },
+  { code: 4409, name: "GRAPHQL_SUBSCRIBER_EXISTS", reason: "subscriber already exists", reconnect: false, newToken: false },
+  { code: 4429, name: "GRAPHQL_TOO_MANY_INITS", reason: "too many initialisation requests", reconnect: false, newToken: false },
 ];
 
 /** The close codes by name: `CloseCode.SLOW_CONSUMER === 4008`. */
@@ -45,6 +51,12 @@ export const CloseCode = {
   SLOW_CONSUMER: 4008,
   KEEPALIVE_TIMEOUT: 4009,
   TOO_MANY_MESSAGES: 4029,
+  GRAPHQL_BAD_REQUEST: 4400,
+  GRAPHQL_UNAUTHORIZED: 4401,
+  GRAPHQL_FORBIDDEN: 4403,
+  GRAPHQL_INIT_TIMEOUT: 4408,
+  GRAPHQL_SUBSCRIBER_EXISTS: 4409,
+  GRAPHQL_TOO_MANY_INITS: 4429,
 } as const;
 export type CloseCodeName = keyof typeof CloseCode;
 
