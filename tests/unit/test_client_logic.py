@@ -160,7 +160,7 @@ def test_a_snapshot_stands_for_everything_up_to_its_position() -> None:
 # -- the close-code policy -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("code", [1001, 1006, 1011, 1012, 1013, 4008, 4009, 4029, 4400])
+@pytest.mark.parametrize("code", [1001, 1006, 1011, 1012, 1013, 4008, 4009, 4029, 4450])
 def test_these_closes_are_retried(code: int) -> None:
     decision = after_close(code, "", can_renew_token=False)
     assert (decision.retry, decision.new_token, decision.error) == (True, False, None)

@@ -57,4 +57,32 @@ CLOSE_CODES: Final[dict[int, CloseCodeInfo]] = {
     4029: CloseCodeInfo(
         4029, "TOO_MANY_MESSAGES", "too many messages", reconnect=True, new_token=False
     ),
+    4400: CloseCodeInfo(
+        4400, "GRAPHQL_BAD_REQUEST", "invalid message", reconnect=False, new_token=False
+    ),
+    4401: CloseCodeInfo(
+        4401, "GRAPHQL_UNAUTHORIZED", "unauthorized", reconnect=False, new_token=False
+    ),
+    4403: CloseCodeInfo(4403, "GRAPHQL_FORBIDDEN", "forbidden", reconnect=False, new_token=False),
+    4408: CloseCodeInfo(
+        4408,
+        "GRAPHQL_INIT_TIMEOUT",
+        "connection initialisation timeout",
+        reconnect=True,
+        new_token=False,
+    ),
+    4409: CloseCodeInfo(
+        4409,
+        "GRAPHQL_SUBSCRIBER_EXISTS",
+        "subscriber already exists",
+        reconnect=False,
+        new_token=False,
+    ),
+    4429: CloseCodeInfo(
+        4429,
+        "GRAPHQL_TOO_MANY_INITS",
+        "too many initialisation requests",
+        reconnect=False,
+        new_token=False,
+    ),
 }
