@@ -64,8 +64,8 @@ class Options:
     soak_rate: float = 200.0  # events/s
     soak_slow_every: float = 60.0  # seconds between slow readers
     # Seconds a reader that stops needs to fall max_buffered_bytes (1 MiB) behind at 200
-    # events/s (about 66 KB/s) plus what the socket buffers hold, with room to spare.
-    soak_slow_close: float = 45.0
+    # events/s (about 66 KB/s), plus the few MB the kernel's socket buffers hold.
+    soak_slow_close: float = 90.0
     soak_settle: float = 60.0  # RSS growth is measured from this far into the soak
 
     @property
