@@ -114,6 +114,15 @@ class Settings:
         50.0, "messages per second one WebSocket may send (0: no limit); over: 4029", min=0
     )
     inbound_message_burst: int = _opt(100, "messages a client may send at once", min=1)
+    inbound_frame_rate: float = _opt(
+        200.0,
+        "frames (data and control) per second one WebSocket may send (0: no limit); over: 4029",
+        min=0,
+    )
+    inbound_frame_burst: int = _opt(400, "frames a client may send at once", min=1)
+    max_fragments: int = _opt(
+        64, "frames one inbound message may be split into; more closes with 1009", min=1
+    )
     handshake_timeout: float = _opt(
         10.0, "seconds a client has to send a whole request head, else dropped", min=0.05
     )

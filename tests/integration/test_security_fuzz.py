@@ -3,14 +3,16 @@
 Each attack gets RFC 6455's close code or the documented HTTP status. After
 every test, a control client subscribed to /ws/transactions since the start
 must still be connected, must have received every message with no gap in
-``seq``, and the server's resident memory must stay under a fixed bound
-(the ``healthy`` fixture); ``test_server_survived_everything`` says it once more
-at the end with the totals.
+``seq`` and never waited longer than ``GAP_LIMIT`` for the next one while the
+test ran; ``/q/health/live`` must have answered UP throughout, and the server's
+resident memory must stay under a fixed bound (the ``healthy`` fixture);
+``test_server_survived_everything`` says it once more at the end with the totals.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import os
@@ -31,7 +33,16 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from aurigraph_stream.streams import REGISTRY
-from tests.support.attack import ControlClient, RawClient, client_frame, fresh_address, rss_kib
+from tests.support.attack import (
+    ControlClient,
+    Flood,
+    LiveProbe,
+    RawClient,
+    client_frame,
+    flood,
+    fresh_address,
+    rss_kib,
+)
 from tests.support.server import ServerProcess, run_server
 from tests.support.streamtools import example_event
 
@@ -40,6 +51,10 @@ MAX_MESSAGE = 1048576
 # Generous: Python does not give freed arenas back at once, and the attacks below
 # push well over 500 MiB at the server (an unbounded buffer would blow far past this).
 RSS_GROWTH_LIMIT_KIB = 80 * 1024
+# The longest a healthy subscriber may wait for its next message while an attack runs
+# (docs/security.md). The simulator publishes every 50 ms; an attack that held the event
+# loop, as cheap frames did, showed as stalls of 3.5 to 7 s.
+GAP_LIMIT = 0.5
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 
@@ -50,8 +65,10 @@ class Target:
     control: ControlClient
     baseline_kib: int
     http: httpx.Client
+    probe: LiveProbe
     seen: int = 0
     peak_kib: int = 0
+    longest_gap: float = 0.0
 
     def sample(self, stop: threading.Event) -> None:
         """Track the peak RSS every 20 ms while the attacks run (a background thread)."""
@@ -61,10 +78,17 @@ class Target:
             except (OSError, AssertionError):
                 return
 
-    def check(self) -> None:
-        """The three promises: alive, no gap for the control client, memory bounded."""
+    def check(self, started: float | None = None) -> None:
+        """The promises: alive and live, no gap and no stall for the control client, memory
+        bounded. ``started``: when the test began (its stalls are judged from then on)."""
         assert self.server.proc.poll() is None, f"server died:\n{self.server.log()[-3000:]}"
         self.seen = self.control.check(self.seen)
+        if started is not None:
+            gap = self.control.longest_gap(started, time.monotonic())
+            self.longest_gap = max(self.longest_gap, gap)
+            assert gap < GAP_LIMIT, f"the control client waited {gap:.2f} s for a message"
+        failures = self.probe.take_failures()
+        assert not failures, f"/q/health/live was not UP: {failures[:3]}"
         self.peak_kib = max(self.peak_kib, rss_kib(self.server.proc.pid))
         assert self.peak_kib - self.baseline_kib < RSS_GROWTH_LIMIT_KIB, (
             f"RSS grew from {self.baseline_kib} KiB to {self.peak_kib} KiB"
@@ -94,7 +118,9 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         control.start()
         control.wait_for(20)
         http = httpx.Client(base_url=server.http)
-        target = Target(server, control, rss_kib(server.proc.pid), http)
+        probe = LiveProbe(server.http)
+        probe.start()
+        target = Target(server, control, rss_kib(server.proc.pid), http, probe)
         stop = threading.Event()
         sampler = threading.Thread(target=target.sample, args=(stop,), daemon=True)
         sampler.start()
@@ -103,15 +129,18 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         finally:
             stop.set()
             sampler.join(5)
+            probe.stop()
             http.close()
             control.stop()
 
 
 @pytest.fixture(autouse=True)
 def healthy(target: Target) -> Iterator[None]:
-    """After each attack: the server is alive, the control client whole, memory bounded."""
+    """After each attack: the server is alive, the control client whole and never stalled,
+    liveness UP, memory bounded."""
+    started = time.monotonic()
     yield
-    target.check()
+    target.check(started)
 
 
 def opened(target: Target, path: str = "/ws/validators", **kwargs: Any) -> RawClient:
@@ -404,6 +433,73 @@ def test_garbage_streams_after_upgrade(target: Target) -> None:
             assert code in (1002, 1007, 1009)  # random bytes can parse as a bad text frame
 
 
+# -- frame floods: cheap frames, many of them -----------------------------------
+_MASK = b"\x00\x00\x00\x00"  # a zero mask: the payload goes as it is
+FLOODS = [
+    # A message that never ends: empty continuations add nothing to its size.
+    Flood("empty-continuations", client_frame(OP_TEXT, b"{", fin=False), b"\x00\x80" + _MASK, 1009),
+    # A message that ends far past the limit on fragments, one byte each.
+    Flood(
+        "one-byte-fragments",
+        client_frame(OP_TEXT, b"{", fin=False),
+        b"\x00\x81" + _MASK + b" ",
+        1009,
+    ),
+    # Pongs nobody asked for, and pings that each ask for a pong back.
+    Flood("pongs", b"", b"\x8a\x80" + _MASK, 4029),
+    Flood("pings", b"", b"\x89\x80" + _MASK, 4029),
+    # A protocol error, then more input: after its close the server reads none of it.
+    Flood(
+        "after-a-protocol-error",
+        client_frame(OP_TEXT, b"x", masked=False),
+        b"\x89\x80" + _MASK,
+        1002,
+    ),
+    # Complete tiny messages: a few per frame budget, then the policy close.
+    Flood("tiny-messages", b"", b"\x82\x80" + _MASK, 4029),
+]
+
+
+@pytest.mark.parametrize("attack", FLOODS, ids=[f.name for f in FLOODS])
+def test_frame_floods_are_cut_off_while_others_are_served(target: Target, attack: Flood) -> None:
+    """Two clients flood cheap frames for 3 s, reconnecting whenever they are closed.
+
+    Each connection is closed with the attack's code, and meanwhile the control client
+    keeps getting its messages with no wait over ``GAP_LIMIT`` (the ``healthy`` fixture)
+    and liveness stays UP: no client holds the event loop.
+    """
+    started = time.monotonic()
+    codes = flood(target.server.port, attack, attackers=2, duration=3.0)
+    gap = target.control.longest_gap(started, time.monotonic())
+    print(f"{attack.name}: {len(codes)} connections, longest wait {gap * 1000:.0f} ms")
+    read = [code for code in codes if code is not None]
+    assert read, f"no attacking connection was closed with a code: {codes}"
+    assert set(read) == {attack.code}, codes
+    assert gap < GAP_LIMIT, f"the control client waited {gap:.2f} s for a message"
+
+
+def test_a_flood_after_a_policy_close_is_not_read(target: Target) -> None:
+    """After the 4029, the server stops reading: the flood stalls and the socket is closed.
+
+    A server that went on reading would take every byte the client sends; one that
+    stopped leaves the client's writes blocked, and closes the connection at once.
+    """
+    with opened(target) as client:
+        client.sock.settimeout(0.5)
+        pongs = b"\x8a\x80" + _MASK
+        sent = 0
+        started = time.monotonic()
+        with contextlib.suppress(OSError):
+            for _ in range(4096):  # at most 256 MiB
+                client.sock.sendall(pongs * 10922)
+                sent += 65532
+        assert sent < 64 * 1024 * 1024, "the server kept reading after its close"
+        code, _ = client.until_close(timeout=5)
+        assert code == 4029
+        client.closed_by_server(timeout=5)
+        assert time.monotonic() - started < 5
+
+
 # -- property-based: frames ---------------------------------------------------
 @dataclass(frozen=True)
 class Frame:
@@ -686,8 +782,9 @@ def test_server_survived_everything(target: Target) -> None:
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
     assert len(seqs) > 100
     assert target.peak_kib - target.baseline_kib < RSS_GROWTH_LIMIT_KIB
-    print(  # shown with -s: the figures behind the bound
-        f"control client: {len(seqs)} messages, seq {seqs[0]}..{seqs[-1]}; "
+    print(  # shown with -s: the figures behind the bounds
+        f"control client: {len(seqs)} messages, seq {seqs[0]}..{seqs[-1]}, longest wait "
+        f"{target.longest_gap * 1000:.0f} ms; "
         f"RSS {target.baseline_kib} KiB at start, peak {target.peak_kib} KiB"
     )
     with RawClient(target.server.port) as client:

@@ -12,6 +12,13 @@ The connection only moves bytes between the socket and its session, arms the
 session's timer, and acts on the session's events: it routes an upgrade
 (:mod:`.upgrade`), subscribes the connection to the hub, runs ``/ws``
 commands (:mod:`.commands`) and leaves the hub when the session closes.
+
+Input is taken one bounded turn at a time. When a read holds more than the
+session parses in one call, the connection stops reading the socket and gives
+the rest a turn of its own on a later pass of the event loop (``call_soon``),
+so every other connection and timer runs in between; while the client does not
+read what it is sent (writing paused), its input waits. Once the session has
+decided to close, nothing more is read.
 There is no task and no queue per connection: the hub writes frames straight
 to the transport. With ``__slots__`` an idle connection is a few hundred
 bytes of Python objects plus the transport.
@@ -81,6 +88,7 @@ class Connection(asyncio.Protocol, Subscriber):
         "timer",
         "timer_at",
         "transport",
+        "turn",
     )
 
     def __init__(
@@ -105,6 +113,7 @@ class Connection(asyncio.Protocol, Subscriber):
         self.opened_at = 0.0
         self.expiry_handle: asyncio.TimerHandle | None = None  # closes at the token's exp
         self.mux: Mux | None = None  # on /ws: the subscriptions and their commands
+        self.turn: asyncio.Handle | None = None  # the next turn of input already read
         # The HTTP protocol to hand the socket to if its first read is not a whole
         # upgrade head; None once read, or when uvicorn already parsed the head.
         self.fallback = fallback
@@ -137,12 +146,17 @@ class Connection(asyncio.Protocol, Subscriber):
             logger.exception("connection failed", extra={"client": self.peer})
             session.fail_internal()
         self._pump()
+        if session.input_pending:
+            self._hold_input()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.session.receive_eof()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.turn is not None:
+            self.turn.cancel()
+            self.turn = None
         if self.expiry_handle is not None:
             self.expiry_handle.cancel()
             self.expiry_handle = None
@@ -181,6 +195,8 @@ class Connection(asyncio.Protocol, Subscriber):
             self.ctx.node.hub.resume(self)
         else:
             self.paused = False
+        if self.session.input_pending:  # its input waited for the client to read
+            self._hold_input()
 
     # -- uvicorn --------------------------------------------------------------
     def shutdown(self) -> None:
@@ -254,14 +270,50 @@ class Connection(asyncio.Protocol, Subscriber):
                 transport.write(out[0])
             else:
                 transport.writelines(out)
+        if session.deadline != self.timer_at:  # the session wants its timer moved
+            self._arm()
         action = session.transport_action
         if action:
             if action is _ABORT:
                 transport.abort()
-            else:
-                transport.close()
-        if session.deadline != self.timer_at:  # the session wants its timer moved
-            self._arm()
+            elif not transport.is_closing():
+                self._close_transport(transport)
+
+    def _close_transport(self, transport: asyncio.Transport) -> None:
+        """Read nothing more, close once the close frame is out, and abort if it never is."""
+        transport.pause_reading()
+        transport.close()
+        if transport.get_write_buffer_size():
+            # A client that reads nothing would keep the socket, and its buffer, for ever.
+            self.timer = asyncio.get_running_loop().call_later(
+                self.ctx.limits.close_timeout, transport.abort
+            )
+
+    def _hold_input(self) -> None:
+        """Stop reading the socket; input already read gets a turn of its own, later."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.pause_reading()
+        if self.turn is None and not self.paused:
+            self.turn = asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self.turn = None
+        session = self.session
+        try:
+            session.resume_input()
+        except Exception:
+            logger.exception("connection failed", extra={"client": self.peer})
+            session.fail_internal()
+        self._pump()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if session.input_pending:
+            self._hold_input()
+        else:
+            transport.resume_reading()
 
     def _handle(self, event: Event) -> None:
         if type(event) is MessageReceived:
