@@ -23,7 +23,7 @@ import jsonschema_rs
 import orjson
 
 from aurigraph_stream.contract import COMMAND_OPS, COMMAND_SCHEMA, MAX_ID_LENGTH, MAX_REPLAY
-from aurigraph_stream.errors import SubscriptionError
+from aurigraph_stream.errors import SubscriptionError, shown
 from aurigraph_stream.hub import Subscriber, Subscription
 from aurigraph_stream.node import Node
 from aurigraph_stream.streams import REGISTRY
@@ -49,25 +49,20 @@ _SLUGS = {
 _ORDER = {key: rank for rank, key in enumerate(_SLUGS)}
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def _detail(command: Any, key: str) -> str:
     """The sentence for a schema failure about ``key`` (``""``: the command itself)."""
     if key == "op":
-        return f"op must be {' or '.join(COMMAND_OPS)}, not {_short(command.get('op'))}"
+        return f"op must be {' or '.join(COMMAND_OPS)}, not {shown(command.get('op'))}"
     if key == "id":
         return f"id must be a string of 1 to {MAX_ID_LENGTH} characters"
     if key == "stream":
-        return f"stream must be one of {', '.join(REGISTRY)}, not {_short(command.get('stream'))}"
+        return f"stream must be one of {', '.join(REGISTRY)}, not {shown(command.get('stream'))}"
     if key == "filter":
         return "filter must be an object"
     if key == "replay":
         return f"replay must be an integer from 0 to {MAX_REPLAY}"
     if key == "since":
-        return f"since must be SEQ, SEQ:EPOCH or {{seq, epoch}}, got {_short(command['since'])}"
+        return f"since must be SEQ, SEQ:EPOCH or {{seq, epoch}}, got {shown(command['since'])}"
     if key == "snapshot":
         return "snapshot must be true or false"
     if not isinstance(command, dict):
@@ -77,7 +72,7 @@ def _detail(command: Any, key: str) -> str:
     if unknown:
         if op == "unsubscribe":
             return "unsubscribe takes only op and id"
-        return f"unknown key {unknown[0]!r} in a {op} command"
+        return f"unknown key {shown(unknown[0])} in a {op} command"
     return f"id must be a string of 1 to {MAX_ID_LENGTH} characters"  # the one left to miss
 
 
@@ -180,14 +175,14 @@ class Mux:
     def _unsubscribe(self, sub_id: str) -> None:
         sub = self.subs.pop(sub_id, None)
         if sub is None:
-            raise SubscriptionError("unknown_id", f"no subscription with id {sub_id!r}")
+            raise SubscriptionError("unknown_id", f"no subscription with id {shown(sub_id)}")
         self.node.hub.remove(sub)
         self._reply({"type": "unsubscribed", "id": sub_id})
 
     def _subscribe(self, command: dict[str, Any]) -> None:
         sub_id = command["id"]
         if sub_id in self.subs:
-            raise SubscriptionError("duplicate_id", f"subscription id {sub_id!r} is in use")
+            raise SubscriptionError("duplicate_id", f"subscription id {shown(sub_id)} is in use")
         if len(self.subs) >= self.limit:
             raise SubscriptionError(
                 "too_many_subscriptions", f"a connection holds at most {self.limit} subscriptions"

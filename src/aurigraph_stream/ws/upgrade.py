@@ -17,7 +17,7 @@ from aurigraph_stream.access.guard import Guard, authorize_stream, check_upgrade
 from aurigraph_stream.access.tokens import UNRESTRICTED, Principal
 from aurigraph_stream.codecs import select_codec
 from aurigraph_stream.contract import MUX_ENDPOINT, MUX_PATH, STREAM_PATH_PREFIX, stream_path
-from aurigraph_stream.errors import HandshakeRejected, SubscriptionError
+from aurigraph_stream.errors import HandshakeRejected, SubscriptionError, shown
 from aurigraph_stream.streams import REGISTRY
 from aurigraph_stream.subscription import SubscribeRequest, from_query
 from aurigraph_stream.wire.handshake import Request
@@ -122,7 +122,7 @@ def _subscription(name: str, request: Request) -> SubscribeRequest | None:
     if extra:
         raise SubscriptionError(
             "invalid_query",
-            f"{MUX_PATH} takes no {extra[0]!r} parameter: streams, filters and positions "
+            f"{MUX_PATH} takes no {shown(extra[0])} parameter: streams, filters and positions "
             'go in subscribe commands ({"op": "subscribe", ...})',
         )
     return None
