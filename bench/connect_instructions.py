@@ -2,9 +2,10 @@
 
 CPU time per connect (``bench.connect_cpu``) moves by 5-10 % between runs on a shared
 machine; an instruction count does not. This drives what every accepted socket costs our
-code before any I/O: the first-read check (``whole_upgrade_head``), a ``Session`` with its
-head deadline, the parse and check of the head, the 101, and one keepalive pong through
-the lone-pong path. It runs the loop twice under ``valgrind --tool=callgrind``, with
+code before any I/O: the first read's head (``read_upgrade_head``, or in older trees the
+``whole_upgrade_head`` check and the session's own parse), a ``Session`` with its head
+deadline, the check of the head, the 101, and one keepalive pong through the lone-pong
+path. It runs the loop twice under ``valgrind --tool=callgrind``, with
 ``--connects`` and with none, and divides the difference, so start-up is not counted:
 
     .venv/bin/python -m bench.connect_instructions --source /path/to/tree-a --source /path/to/tree-b
@@ -24,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Run in the measured interpreter: only the standard library and the tree under test.
 _DRIVER = r"""
 import sys
-from aurigraph_stream.wire.handshake import switching_protocols, whole_upgrade_head
+from aurigraph_stream.wire import handshake
+from aurigraph_stream.wire.handshake import switching_protocols
 from aurigraph_stream.ws.session import Session, SessionLimits
 
 HEAD = (
@@ -35,10 +37,14 @@ HEAD = (
 )
 PONG = bytes((0x8A, 0x89)) + b"abcd" + bytes(b ^ m for b, m in zip(b"keepalive", b"abcdabcda"))
 limits = SessionLimits()
+read = getattr(handshake, "read_upgrade_head", None)
 for _ in range(int(sys.argv[1])):
-    assert whole_upgrade_head(HEAD, 16384)
     session = Session(limits, head_deadline=True)
-    session.receive_data(HEAD)
+    if read is not None:
+        session.receive_head(read(HEAD, 16384))
+    else:
+        assert handshake.whole_upgrade_head(HEAD, 16384)
+        session.receive_data(HEAD)
     (event,) = session.events_received()
     session.accept(switching_protocols(event.key, None, None), deflate=False)
     session.data_to_send()

@@ -37,7 +37,7 @@ from aurigraph_stream.contract import MUX_ENDPOINT, CloseCode
 from aurigraph_stream.errors import HandshakeRejected
 from aurigraph_stream.hub import Subscriber, count_frames
 from aurigraph_stream.wire.deflate import negotiate
-from aurigraph_stream.wire.handshake import switching_protocols, whole_upgrade_head
+from aurigraph_stream.wire.handshake import read_upgrade_head, switching_protocols
 from aurigraph_stream.ws.commands import Mux
 from aurigraph_stream.ws.context import WsContext
 from aurigraph_stream.ws.session import (
@@ -135,13 +135,18 @@ class Connection(asyncio.Protocol, Subscriber):
     def data_received(self, data: bytes) -> None:
         session = self.session
         fallback = self.fallback
-        if fallback is not None:
+        request = None
+        if fallback is not None:  # the first read: a strict, whole upgrade head, or uvicorn's
             self.fallback = None
-            if not whole_upgrade_head(data, self.ctx.settings.max_head_size):
+            request = read_upgrade_head(data, self.ctx.settings.max_head_size)
+            if request is None:
                 self._to_http(fallback, data, session.deadline)
                 return
         try:
-            session.receive_data(data)
+            if request is None:
+                session.receive_data(data)
+            else:
+                session.receive_head(request)
         except Exception:
             logger.exception("connection failed", extra={"client": self.peer})
             session.fail_internal()

@@ -290,9 +290,21 @@ class Session:
 
     # -- the opening handshake ------------------------------------------------------
     def _receive_head(self, data: bytes) -> None:
-        self.deadline = None
         try:
             request = parse_request(data)
+        except HandshakeRejected as exc:
+            self.deadline = None
+            self.reject(exc)
+            self._emit(HandshakeFailed(exc))
+            return
+        self.receive_head(request)
+
+    def receive_head(self, request: Request) -> None:
+        """Take a head the caller has read itself (:func:`read_upgrade_head`), as one received."""
+        if self.state is not _CONNECTING:
+            return
+        self.deadline = None
+        try:
             key = check_upgrade(request)
         except HandshakeRejected as exc:
             self.reject(exc)
