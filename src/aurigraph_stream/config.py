@@ -74,6 +74,12 @@ class Settings:
     max_subscriptions: int = _opt(
         100, "subscriptions one connection may hold on the multiplexed /ws endpoint", min=1
     )
+    max_connection_memory: int = _opt(
+        524288,
+        "bytes one connection's subscriptions (their filters' values) may hold; a subscribe "
+        "over it gets memory_budget_exceeded",
+        min=16384,
+    )
     publisher_key: str | None = _opt(
         None, "shared key ingest requests must send in X-Publisher-Key (unset: no key)"
     )

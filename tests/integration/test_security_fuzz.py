@@ -706,6 +706,91 @@ def test_a_flood_after_a_policy_close_is_not_read(target: Target) -> None:
         assert time.monotonic() - started < 5
 
 
+# -- subscriptions that cost the server: big filters, big replays --------------
+def _subscribe_commands(count: int, per: int, first: int, **extra: Any) -> bytes:
+    """``count`` /ws subscribe commands, each watching ``per`` addresses of its own."""
+    commands = []
+    for n in range(count):
+        addresses = [f"0x{first + n * per + i:040x}" for i in range(per)]
+        command: dict[str, Any] = {"op": "subscribe", "id": f"s{n}", "stream": "transactions"}
+        command |= {"filter": {"address": addresses}, **extra}
+        commands.append(client_frame(OP_TEXT, orjson.dumps(command)))
+    return b"".join(commands)
+
+
+def _replies(client: RawClient, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Read ``count`` replies (subscribed or error), skipping the messages between them."""
+    replies: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    for _ in range(200_000):
+        if len(replies) >= count:
+            return replies
+        _, _, opcode, payload = client.frame(max(0.001, deadline - time.monotonic()))
+        if opcode == OP_TEXT:
+            frame = orjson.loads(payload)
+            if frame.get("type") in ("subscribed", "error"):
+                replies.append(frame)
+    raise AssertionError(f"{len(replies)} of {count} replies")
+
+
+def test_batches_of_big_subscribe_commands_stall_no_one(target: Target) -> None:
+    """Four clients each send 100 subscribe commands of 1,000 addresses in one write.
+
+    Each connection's subscriptions stop at its memory budget (the rest get
+    memory_budget_exceeded), the commands are run one per turn of the event loop, and the
+    control client meanwhile waits no longer than GAP_LIMIT (the ``healthy`` fixture).
+    """
+    started = time.monotonic()
+    clients = [opened(target, "/ws") for _ in range(4)]
+    try:
+        for n, client in enumerate(clients):
+            client.send(_subscribe_commands(100, 1000, first=(n + 1) << 32))
+        for client in clients:
+            replies = _replies(client, 100)
+            kinds = [(r["type"], r.get("error")) for r in replies]
+            assert kinds.count(("subscribed", None)) >= 1
+            assert set(kinds) == {("subscribed", None), ("error", "memory_budget_exceeded")}
+    finally:
+        for client in clients:
+            client.close()
+    gap = target.control.longest_gap(started, time.monotonic())
+    print(f"big subscribes: longest wait {gap * 1000:.0f} ms")
+    assert gap < GAP_LIMIT
+
+
+def test_a_batch_of_big_replays_is_paced_not_buffered(target: Target) -> None:
+    """Ten clients that read nothing each ask for 100 replays of 1,000 messages in one write.
+
+    The replays go out as the clients' buffers allow: the server's memory stays within the
+    suite's bound (the ``healthy`` fixture), where queuing them whole took about 37 MB a
+    client, and the control client is not held up.
+    """
+    before = rss_kib(target.server.proc.pid)
+    clients = []
+    try:
+        for _ in range(10):
+            client = RawClient(target.server.port)
+            client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            assert client.upgrade("/ws").status == 101
+            commands = [
+                {"op": "subscribe", "id": f"r{n}", "stream": "transactions", "replay": 1000}
+                for n in range(100)
+            ]
+            client.send(b"".join(client_frame(OP_TEXT, orjson.dumps(c)) for c in commands))
+            clients.append(client)
+        peak = before
+        seen = len(target.control.seqs)
+        for _ in range(500):  # until the server has served 50 more messages: at most 10 s
+            peak = max(peak, rss_kib(target.server.proc.pid))
+            if len(target.control.seqs) >= seen + 50:
+                break
+            time.sleep(0.02)
+        assert peak - before < 16 * 1024, f"RSS grew {peak - before} KiB while the replays waited"
+    finally:
+        for client in clients:
+            client.close()
+
+
 # -- property-based: frames ---------------------------------------------------
 @dataclass(frozen=True)
 class Frame:

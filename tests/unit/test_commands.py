@@ -11,10 +11,12 @@ import pytest
 
 from aurigraph_stream.contract import COMMAND_SCHEMA
 from aurigraph_stream.errors import SubscriptionError
+from aurigraph_stream.filters import parse_filter
+from aurigraph_stream.hub import subscription_bytes
 from aurigraph_stream.node import Node
 from aurigraph_stream.ws.commands import Mux, check_command
 from tests.support.nodes import Recorder, running_node
-from tests.support.streamtools import example_event
+from tests.support.streamtools import address, example_event
 
 
 def run(scenario: Callable[[Node], Coroutine[Any, Any, None]], **settings: Any) -> None:
@@ -103,7 +105,7 @@ def test_subscribe_reply_then_messages_then_unsubscribe() -> None:
 
     async def scenario(node: Node) -> None:
         sink = Recorder()
-        mux = Mux(node, sink, lambda stream: True, "json", 0, limit=10)
+        mux = Mux(node, sink, lambda stream: True, "json", 0, limit=10, budget=1 << 20)
         mux.handle(orjson.dumps({"op": "subscribe", "id": "c", "stream": "consensus"}))
         await node.publish("consensus", [example_event("consensus")])
         reply, message = await sink.flushed()
@@ -129,7 +131,9 @@ def test_command_errors_leave_the_other_subscriptions_alone() -> None:
 
     async def scenario(node: Node) -> None:
         sink = Recorder()
-        mux = Mux(node, sink, lambda stream: stream != "validators", "json", 0, limit=2)
+        mux = Mux(
+            node, sink, lambda stream: stream != "validators", "json", 0, limit=2, budget=1 << 20
+        )
         for command in (
             {"op": "subscribe", "id": "m", "stream": "metrics"},
             {"op": "subscribe", "id": "m", "stream": "metrics"},
@@ -155,5 +159,38 @@ def test_command_errors_leave_the_other_subscriptions_alone() -> None:
         await node.publish("metrics", [example_event("metrics")])
         (message,) = await sink.flushed()
         assert (message["id"], message["data"]["seq"]) == ("m", 1)
+
+    run(scenario)
+
+
+def test_subscriptions_share_the_connections_memory_budget() -> None:
+    """A subscribe that would take the connection's subscriptions over its budget gets
+    memory_budget_exceeded; an unsubscribe gives its share back."""
+
+    async def scenario(node: Node) -> None:
+        sink = Recorder()
+        addresses = [address(n) for n in range(1000)]
+        one = subscription_bytes(parse_filter("transactions", {"address": addresses}))
+        mux = Mux(node, sink, lambda stream: True, "json", 0, limit=100, budget=one + 4096)
+        big = {"op": "subscribe", "stream": "transactions", "filter": {"address": addresses}}
+        mux.handle(orjson.dumps({**big, "id": "a"}))
+        mux.handle(orjson.dumps({**big, "id": "b"}))
+        mux.handle(orjson.dumps({"op": "subscribe", "id": "m", "stream": "metrics"}))
+        mux.handle(orjson.dumps({"op": "subscribe", "id": "n", "stream": "network"}))
+        replies = await sink.flushed()
+        assert [(r["type"], r["id"], r.get("error")) for r in replies] == [
+            ("subscribed", "a", None),
+            ("error", "b", "memory_budget_exceeded"),
+            ("subscribed", "m", None),
+            ("error", "n", "memory_budget_exceeded"),
+        ]
+        assert str(one + 4096) in replies[1]["detail"]
+        mux.handle('{"op": "unsubscribe", "id": "a"}')
+        mux.handle(orjson.dumps({**big, "id": "b"}))
+        replies = await sink.flushed()
+        assert [(r["type"], r["id"]) for r in replies] == [
+            ("unsubscribed", "a"),
+            ("subscribed", "b"),
+        ]
 
     run(scenario)

@@ -1,11 +1,18 @@
 """The hub: fan-out of each event to every matching subscriber, encoded once."""
 
-from aurigraph_stream.hub.fanout import Hub
+from aurigraph_stream.hub.fanout import Hub, Job
 from aurigraph_stream.hub.frames import build_frame, control_frame, message_frame
-from aurigraph_stream.hub.members import Subscriber, Subscription, Variant, count_frames
+from aurigraph_stream.hub.members import (
+    Subscriber,
+    Subscription,
+    Variant,
+    count_frames,
+    subscription_bytes,
+)
 
 __all__ = [
     "Hub",
+    "Job",
     "Subscriber",
     "Subscription",
     "Variant",
@@ -13,4 +20,5 @@ __all__ = [
     "control_frame",
     "count_frames",
     "message_frame",
+    "subscription_bytes",
 ]

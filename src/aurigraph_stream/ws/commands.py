@@ -12,6 +12,12 @@ Every command is first checked against the contract's one JSON Schema
 command that fails it gets an ``error`` reply naming the first problem, with
 the slug of the key at fault. An error leaves the connection and its other
 subscriptions as they were.
+
+A connection's subscriptions share a memory budget (``max_connection_memory``):
+each is charged what it holds in the hub (:func:`~aurigraph_stream.hub.subscription_bytes`:
+its filter's values, mostly), and a subscribe that would go over it gets
+``memory_budget_exceeded``. Its replay is not charged: it is sent paced against
+the connection's buffer bound (:mod:`.subscribe`).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import orjson
 
 from aurigraph_stream.contract import COMMAND_OPS, COMMAND_SCHEMA, MAX_ID_LENGTH, MAX_REPLAY
 from aurigraph_stream.errors import SubscriptionError, shown
-from aurigraph_stream.hub import Subscriber, Subscription
+from aurigraph_stream.hub import Subscriber, Subscription, subscription_bytes
 from aurigraph_stream.node import Node
 from aurigraph_stream.streams import REGISTRY
 from aurigraph_stream.subscription import from_command
@@ -120,9 +126,10 @@ class Mux:
         can_read: whether the client's token grants a stream.
         codec, bits: the connection's format and deflate window.
         limit: the most subscriptions it may hold (``max_subscriptions``).
+        budget: the bytes its subscriptions may hold (``max_connection_memory``).
     """
 
-    __slots__ = ("bits", "can_read", "codec", "limit", "node", "sink", "subs")
+    __slots__ = ("bits", "budget", "can_read", "codec", "held", "limit", "node", "sink", "subs")
 
     def __init__(
         self,
@@ -132,6 +139,7 @@ class Mux:
         codec: str,
         bits: int,
         limit: int,
+        budget: int,
     ) -> None:
         self.node = node
         self.sink = sink
@@ -139,6 +147,8 @@ class Mux:
         self.codec = codec
         self.bits = bits
         self.limit = limit
+        self.budget = budget
+        self.held = 0  # bytes charged to the budget
         self.subs: dict[str, Subscription] = {}
 
     def _reply(self, frame: Mapping[str, Any]) -> None:
@@ -176,6 +186,7 @@ class Mux:
         sub = self.subs.pop(sub_id, None)
         if sub is None:
             raise SubscriptionError("unknown_id", f"no subscription with id {shown(sub_id)}")
+        self.held -= subscription_bytes(sub.filter)
         self.node.hub.remove(sub)
         self._reply({"type": "unsubscribed", "id": sub_id})
 
@@ -192,4 +203,12 @@ class Mux:
             raise SubscriptionError(
                 "forbidden", f"the token does not grant the stream {request.stream!r}"
             )
+        cost = subscription_bytes(request.filter)
+        if self.held + cost > self.budget:
+            raise SubscriptionError(
+                "memory_budget_exceeded",
+                f"this subscription would hold about {cost} bytes; the connection's "
+                f"subscriptions may hold {self.budget}, and hold {self.held}",
+            )
         self.subs[sub_id] = attach(self.node, self.sink, request, self.codec, self.bits, sub_id)
+        self.held += cost

@@ -35,7 +35,7 @@ from typing import Any, Protocol, cast
 
 from aurigraph_stream.contract import MUX_ENDPOINT, CloseCode
 from aurigraph_stream.errors import HandshakeRejected
-from aurigraph_stream.hub import Subscriber, count_frames
+from aurigraph_stream.hub import Subscriber, count_frames, subscription_bytes
 from aurigraph_stream.wire.deflate import negotiate
 from aurigraph_stream.wire.handshake import read_upgrade_head, switching_protocols
 from aurigraph_stream.ws.commands import Mux
@@ -391,6 +391,19 @@ class Connection(asyncio.Protocol, Subscriber):
             self._refused(exc)
             return
         settings = ctx.settings
+        wanted = route.subscription
+        if wanted is not None:
+            cost = subscription_bytes(wanted.filter)
+            if cost > settings.max_connection_memory:  # a query string as long as a head
+                refusal = HandshakeRejected(
+                    400,
+                    "memory_budget_exceeded",
+                    f"this subscription would hold about {cost} bytes; a connection's "
+                    f"subscriptions may hold {settings.max_connection_memory}",
+                )
+                session.reject(refusal)
+                self._refused(refusal)
+                return
         offer = request.header("sec-websocket-extensions")
         negotiated = negotiate(offer) if settings.compression else None
         bits = negotiated[0] if negotiated else 0
@@ -422,7 +435,13 @@ class Connection(asyncio.Protocol, Subscriber):
             )
         if route.endpoint == MUX_ENDPOINT:
             self.mux = Mux(
-                node, self, principal.can_read, route.format, bits, settings.max_subscriptions
+                node,
+                self,
+                principal.can_read,
+                route.format,
+                bits,
+                settings.max_subscriptions,
+                settings.max_connection_memory,
             )
         elif route.subscription is None:
             node.hub.subscribe(self, route.endpoint, (route.format, bits))
