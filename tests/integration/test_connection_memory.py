@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from aurigraph_stream.config import Settings
 from tests.support.attack import RawClient, client_frame, rss_kib, wait_until_read
@@ -127,3 +130,21 @@ def test_each_connection_costs_less_than_the_documented_bound(
     finally:
         for client in clients:
             client.close()
+
+
+def test_a_stream_query_over_the_budget_is_refused(tmp_path: Path) -> None:
+    """On /ws/{stream} the one subscription is held to the same budget: a filter that would
+    hold more gets HTTP 400 memory_budget_exceeded before the upgrade."""
+    with open_server(tmp_path, "--max-connection-memory", "16384") as s:
+        few = ",".join(address(n) for n in range(10))
+        many = ",".join(address(n) for n in range(100))
+        with connect(s.ws(f"/ws/transactions?address={few}"), open_timeout=5):
+            pass
+        with (
+            pytest.raises(InvalidStatus) as refused,
+            connect(s.ws(f"/ws/transactions?address={many}"), open_timeout=5),
+        ):
+            pass
+    response = refused.value.response
+    assert response.status_code == 400
+    assert orjson.loads(response.body or b"{}")["error"] == "memory_budget_exceeded"

@@ -769,8 +769,7 @@ def test_a_batch_of_big_replays_is_paced_not_buffered(target: Target) -> None:
     clients = []
     try:
         for _ in range(10):
-            client = RawClient(target.server.port)
-            client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            client = RawClient(target.server.port, rcvbuf=4096)
             assert client.upgrade("/ws").status == 101
             commands = [
                 {"op": "subscribe", "id": f"r{n}", "stream": "transactions", "replay": 1000}

@@ -79,10 +79,15 @@ def client_frame(
 class RawClient:
     """One TCP connection to the server from ``source``; nothing happens unless asked."""
 
-    def __init__(self, port: int, source: str | None = None, timeout: float = 5.0) -> None:
+    def __init__(
+        self, port: int, source: str | None = None, timeout: float = 5.0, rcvbuf: int = 0
+    ) -> None:
+        """``rcvbuf``: a receive buffer this small (set before connecting, so the window is)."""
         self.source = source or fresh_address()
         self.port = port
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.bind((self.source, 0))
         self.sock.settimeout(timeout)
         self.sock.connect(("127.0.0.1", port))
