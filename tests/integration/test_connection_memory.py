@@ -36,9 +36,10 @@ BOUND = (
 OP_TEXT, OP_CONT = 1, 0
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with open_server(tmp_path_factory.mktemp("memory"), "--log-level", "WARNING") as s:
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server of its own: memory another test freed would hide what this one takes."""
+    with open_server(tmp_path, "--log-level", "WARNING") as s:
         a, b = address(1), address(2)
         for start in range(0, 1000, 250):  # a full history to replay: 1,000 transactions
             publish(s, "transactions", [tx(n, a, b, "1") for n in range(start, start + 250)])
@@ -84,8 +85,9 @@ def _greedy(port: int, n: int) -> RawClient:
 
 
 def _replaying(port: int) -> RawClient:
-    """A /ws connection that asks for 100 replays of 1,000 messages and reads none of them."""
-    client = RawClient(port)
+    """A /ws connection that asks for 100 replays of 1,000 messages and reads none of them
+    (with a 4 KiB receive buffer, so that what is unsent stays with the server)."""
+    client = RawClient(port, rcvbuf=4096)
     assert client.upgrade("/ws").status == 101
     commands = [
         {"op": "subscribe", "id": f"r{k}", "stream": "transactions", "replay": 1000}
