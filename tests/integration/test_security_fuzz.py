@@ -390,9 +390,9 @@ def upgrade_heads(draw: st.DrawFn) -> bytes:
     """Upgrade heads, mostly valid, with a few odd bytes, separators or line ends.
 
     Each head is built from an upgrade request's lines: the request line drawn from
-    methods, targets and versions, extra headers from a pool (lengths, encodings,
-    second Connection or Upgrade headers), then one to three mutations of a name, a
-    value, a separator or a line end.
+    methods, targets (a quarter with an odd byte in them) and versions, extra headers
+    from a pool (lengths, encodings, second Connection or Upgrade headers), then one to
+    three mutations of a name, a value, a separator or a line end.
     """
     method = draw(st.sampled_from([b"GET"] * 12 + [b"get", b"POST", b"PUT", b"GET "]))
     target = draw(
@@ -402,6 +402,10 @@ def upgrade_heads(draw: st.DrawFn) -> bytes:
             + [b"http://127.0.0.1/ws/metrics", b"/ws/metr\xc3\xa9", b'/ws/metrics?a="b"']
         )
     )
+    if draw(st.integers(0, 3)) == 0:  # an odd byte in the target
+        at = draw(st.integers(1, len(target)))
+        odd = draw(st.sampled_from([*_ODD_BYTES, *(bytes([c]) for c in b"{}|\\^`<>[]'!$&*+=~")]))
+        target = target[:at] + odd + target[at:]
     version = draw(st.sampled_from([b"HTTP/1.1"] * 12 + [b"HTTP/1.0", b"HTTP/2.0", b"http/1.1"]))
     fields = [
         [b"Host", b": ", b"127.0.0.1", b"\r\n"],

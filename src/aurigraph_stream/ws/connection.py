@@ -12,6 +12,9 @@ The connection only moves bytes between the socket and its session, arms the
 session's timer, and acts on the session's events: it routes an upgrade
 (:mod:`.upgrade`), subscribes the connection to the hub, runs ``/ws``
 commands (:mod:`.commands`) and leaves the hub when the session closes.
+There is no task and no queue per connection: the hub writes frames straight
+to the transport. With ``__slots__`` an idle connection is a few hundred
+bytes of Python objects plus the transport.
 
 Input is taken one bounded turn at a time. When a read holds more than the
 session parses in one call, the connection stops reading the socket and gives
@@ -19,9 +22,6 @@ the rest a turn of its own on a later pass of the event loop (``call_soon``),
 so every other connection and timer runs in between; while the client does not
 read what it is sent (writing paused), its input waits. Once the session has
 decided to close, nothing more is read.
-There is no task and no queue per connection: the hub writes frames straight
-to the transport. With ``__slots__`` an idle connection is a few hundred
-bytes of Python objects plus the transport.
 """
 
 from __future__ import annotations
