@@ -681,7 +681,10 @@ def test_frame_floods_are_cut_off_while_others_are_served(target: Target, attack
     started = time.monotonic()
     codes = flood(target.server.port, attack, attackers=2, duration=3.0)
     gap = target.control.longest_gap(started, time.monotonic())
-    print(f"{attack.name}: {len(codes)} connections, longest wait {gap * 1000:.0f} ms")
+    print(
+        f"{attack.name}: {len(codes)} connections, longest wait {gap * 1000:.0f} ms, "
+        f"worst loop lag so far {target.probe.worst_lag_ms:.0f} ms"
+    )
     read = [code for code in codes if code is not None]
     assert read, f"no attacking connection was closed with a code: {codes}"
     assert set(read) == {attack.code}, codes
@@ -1078,7 +1081,8 @@ def test_server_survived_everything(target: Target) -> None:
     assert target.peak_kib - target.baseline_kib < RSS_GROWTH_LIMIT_KIB
     print(  # shown with -s: the figures behind the bounds
         f"control client: {len(seqs)} messages, seq {seqs[0]}..{seqs[-1]}, longest wait "
-        f"{target.longest_gap * 1000:.0f} ms; "
+        f"{target.longest_gap * 1000:.0f} ms; worst event-loop lag "
+        f"{target.probe.worst_lag_ms:.0f} ms; "
         f"RSS {target.baseline_kib} KiB at start, peak {target.peak_kib} KiB"
     )
     with RawClient(target.server.port) as client:

@@ -282,6 +282,7 @@ class LiveProbe:
         self.timeout = timeout
         self.answers = 0
         self.failures: list[str] = []
+        self.worst_lag_ms = 0.0  # the longest event-loop lag the server reported
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -298,9 +299,14 @@ class LiveProbe:
                 try:
                     response = http.get(self.url)
                     self.answers += 1
-                    if response.status_code != 200 or response.json().get("status") != "UP":
+                    body = response.json()
+                    if response.status_code != 200 or body.get("status") != "UP":
                         self.failures.append(f"{response.status_code} {response.text[:200]}")
-                except httpx.HTTPError as exc:
+                    for check in body.get("checks", ()):
+                        lag = check.get("data", {}).get("windowLagMs")
+                        if isinstance(lag, int | float):
+                            self.worst_lag_ms = max(self.worst_lag_ms, float(lag))
+                except (httpx.HTTPError, ValueError) as exc:
                     self.failures.append(f"{type(exc).__name__}: {exc}")
 
     def take_failures(self) -> list[str]:
@@ -338,10 +344,18 @@ def _flood_once(port: int, attack: Flood, chunk: bytes, deadline: float) -> int 
 
 
 def flood(
-    port: int, attack: Flood, *, attackers: int = 2, duration: float = 3.0, cycles: int = 2000
+    port: int,
+    attack: Flood,
+    *,
+    attackers: int = 2,
+    duration: float = 3.0,
+    cycles: int = 2000,
+    cycle: float = 0.01,
 ) -> list[int | None]:
     """``attackers`` threads flood for ``duration`` s; each reconnects when it is closed.
 
+    A thread starts at most one connection per ``cycle`` seconds: the attack is the frames,
+    not a storm of handshakes (the handshake rate per address bounds those).
     Returns the close code of every attacking connection (``None``: none could be read).
     """
     repeat = max(1, 65536 // len(attack.unit))
@@ -351,12 +365,15 @@ def flood(
     lock = threading.Lock()
 
     def attacker() -> None:
+        pace = threading.Event()  # never set: its wait paces the reconnections
         for _ in range(cycles):
-            if time.monotonic() >= deadline:
+            started = time.monotonic()
+            if started >= deadline:
                 return
             code = _flood_once(port, attack, chunk, deadline)
             with lock:
                 codes.append(code)
+            pace.wait(max(0.0, started + cycle - time.monotonic()))
 
     threads = [threading.Thread(target=attacker, daemon=True) for _ in range(attackers)]
     for thread in threads:
