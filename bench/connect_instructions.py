@@ -1,84 +1,146 @@
-"""Instructions per connect on the sans-I/O path, counted by callgrind: exact, not timed.
+"""Instructions per WebSocket connect, counted by callgrind: a figure the noise cannot move.
 
-CPU time per connect (``bench.connect_cpu``) moves by 5-10 % between runs on a shared
-machine; an instruction count does not. This drives what every accepted socket costs our
-code before any I/O: the first read's head (``read_upgrade_head``, or in older trees the
-``whole_upgrade_head`` check and the session's own parse), a ``Session`` with its head
-deadline, the check of the head, the 101, and one keepalive pong through the lone-pong
-path. It runs the loop twice under ``valgrind --tool=callgrind``, with
-``--connects`` and with none, and divides the difference, so start-up is not counted:
+CPU time per connect (bench/connect_cpu.py) moves by 10% from one minute to the next
+on a shared machine. callgrind counts the instructions the process executes instead,
+the same for the same code and input whatever else the machine is doing. This runs
+the server's connect path in-process, without the kernel: the protocol factory uvicorn
+calls (``Accept``), ``connection_made``, one complete upgrade head, the 101, the
+subscription, and ``connection_lost``, against a transport that only keeps what is
+written. Each tree is run twice under ``valgrind --tool=callgrind`` (with no connect
+and with N) and the difference is divided by N, so start-up does not count.
 
-    .venv/bin/python -m bench.connect_instructions --source /path/to/tree-a --source /path/to/tree-b
+    .venv/bin/python -m bench.connect_instructions --source /path/to/tree-a --source /path/b
+
+It needs valgrind (Debian's ``valgrind``). The trees may be older checkouts: the
+server is found as ``aurigraph_stream.server.build_server`` or, in trees from before
+the layout by concern, ``aurigraph_stream.server.run.build_server``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-
-# Run in the measured interpreter: only the standard library and the tree under test.
-_DRIVER = r"""
-import sys
-from aurigraph_stream.wire import handshake
-from aurigraph_stream.wire.handshake import switching_protocols
-from aurigraph_stream.ws.session import Session, SessionLimits
-
 HEAD = (
-    b"GET /ws/transactions HTTP/1.1\r\nHost: 127.0.0.1:9003\r\nUpgrade: websocket\r\n"
+    b"GET /ws/transactions HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
     b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
     b"Sec-WebSocket-Version: 13\r\n"
     b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
 )
-PONG = bytes((0x8A, 0x89)) + b"abcd" + bytes(b ^ m for b, m in zip(b"keepalive", b"abcdabcda"))
-limits = SessionLimits()
-read = getattr(handshake, "read_upgrade_head", None)
-for _ in range(int(sys.argv[1])):
-    session = Session(limits, head_deadline=True)
-    if read is not None:
-        session.receive_head(read(HEAD, 16384))
-    else:
-        assert handshake.whole_upgrade_head(HEAD, 16384)
-        session.receive_data(HEAD)
-    (event,) = session.events_received()
-    session.accept(switching_protocols(event.key, None, None), deflate=False)
-    session.data_to_send()
-    session.ping()
-    session.data_to_send()
-    session.receive_data(PONG)
-    assert not session.awaiting_pong
-"""
 
 
-def _instructions(source: Path, connects: int) -> int:
-    env = dict(os.environ, PYTHONPATH=str(source / "src"), PYTHONHASHSEED="0")
+class _Transport:
+    """Keeps what is written; enough of a transport for the connect path."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closing = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def writelines(self, data: list[bytes]) -> None:
+        self.written.extend(data)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        return None
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+class _ServerState:
+    def __init__(self) -> None:
+        self.connections: set[Any] = set()
+
+
+async def _connects(n: int) -> None:
+    from aurigraph_stream.config import load_settings
+
+    settings = load_settings(
+        environ={},
+        overrides={
+            "profile": "prod",
+            "auth": "none",
+            "handshake_rate": 0,
+            "max_connections_per_ip": 0,
+            "simulate": False,
+            "max_connections": 1_000_000,
+            "log_level": "WARNING",
+            "gc_freeze_interval": 0,
+        },
+    )
+    try:
+        from aurigraph_stream.server import build_server
+    except ImportError:  # a tree from before the layout by concern
+        from aurigraph_stream.server.run import build_server  # type: ignore[import-not-found,no-redef]
+    server = build_server(settings)
+    node = getattr(server, "node", None) or server.runtime  # type: ignore[attr-defined]
+    await node.start()
+    factory: Any = server.config.http  # our Accept instance
+    state = _ServerState()
+    import gc
+
+    gc.collect()
+    gc.freeze()  # as the server does: start-up objects out of the collector's way
+    for _ in range(n):
+        connection = factory(server.config, state, None)
+        transport: Any = _Transport()
+        connection.connection_made(transport)
+        connection.data_received(HEAD)
+        if n and not transport.written[0].startswith(b"HTTP/1.1 101"):
+            raise SystemExit(f"the upgrade was refused: {transport.written[0][:200]!r}")
+        connection.connection_lost(None)
+    await node.stop()
+
+
+def _count(source: Path, n: int) -> int:
+    """Instructions the process executed, connecting ``n`` times."""
+    env = dict(os.environ, PYTHONPATH=f"{source / 'src'}:{ROOT}")
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
-    command += [sys.executable, "-c", _DRIVER, str(connects)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    command += [sys.executable, "-m", "bench.connect_instructions", "--run", str(n)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
     found = re.search(r"Collected : (\d+)", done.stderr)
-    if found is None:
-        raise RuntimeError(f"no callgrind summary:\n{done.stderr[-2000:]}")
+    if done.returncode != 0 or found is None:
+        raise SystemExit(f"callgrind run failed for {source}:\n{done.stderr[-2000:]}")
     return int(found.group(1))
-
-
-def measure(source: Path, connects: int) -> float:
-    """Instructions per connect of the tree at ``source`` (start-up subtracted)."""
-    return (_instructions(source, connects) - _instructions(source, 0)) / connects
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", action="append", type=Path, help="source tree (repeatable)")
-    parser.add_argument("--connects", type=int, default=2000)
+    parser.add_argument("--connects", type=int, default=3000)
+    parser.add_argument("--run", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.run is not None:  # inside valgrind
+        logging.disable(logging.CRITICAL)
+        asyncio.run(_connects(args.run))
+        return
     for source in args.source or [ROOT]:
-        per_connect = measure(source, args.connects)
-        print(f"{source}: {per_connect:,.0f} instructions per connect", flush=True)
+        base = _count(source, 0)
+        total = _count(source, args.connects)
+        per = (total - base) / args.connects
+        print(f"{source}: {per:,.0f} instructions per connect ({args.connects} connects)")
 
 
 if __name__ == "__main__":

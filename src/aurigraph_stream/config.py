@@ -56,6 +56,12 @@ class Settings:
     max_buffered_bytes: int = _opt(
         1048576, "unsent bytes a subscriber may hold before it is closed as slow (4008)", min=1024
     )
+    fanout_tick_budget: int = _opt(
+        100_000,
+        "work the hub does per event-loop tick before the rest of a batch waits for the "
+        "next tick: one unit per delivery, 100 per frame built",
+        min=1000,
+    )
     ping_interval: float = _opt(30.0, "seconds between keepalive pings", min=0.05)
     ping_timeout: float = _opt(30.0, "seconds to wait for a pong before closing (4009)", min=0.05)
     close_timeout: float = _opt(5.0, "seconds to wait for a client's close reply", min=0.01)
@@ -80,10 +86,34 @@ class Settings:
         "over it gets memory_budget_exceeded",
         min=16384,
     )
+    # GraphQL (docs/graphql.md): what one document and one /graphql connection may ask for.
+    graphql_max_document_size: int = _opt(
+        8192, "largest GraphQL document (the query text), bytes; larger is refused", min=64
+    )
+    graphql_max_depth: int = _opt(
+        15, "deepest nesting of selections in a GraphQL document; deeper is refused", min=2
+    )
+    graphql_max_selections: int = _opt(
+        100,
+        "fields, fragment spreads and inline fragments in one GraphQL document; more is refused "
+        "(validation cost grows with their square)",
+        min=10,
+    )
+    graphql_max_operations: int = _opt(
+        100, "operations one /graphql WebSocket may run at once (subscriptions included)", min=1
+    )
+    graphql_init_timeout: float = _opt(
+        10.0, "seconds a /graphql WebSocket has to send connection_init; else close 4408", min=0.05
+    )
     publisher_key: str | None = _opt(
         None, "shared key ingest requests must send in X-Publisher-Key (unset: no key)"
     )
     # Security (docs/security.md): who may connect and publish, and how much.
+    ops_auth: bool = _opt(
+        False,
+        "stats (/api/v11/websocket/stats) and metrics (/q/metrics) need a token with the "
+        "ops scope (prod: on; needs JWT)",
+    )
     auth: str | None = _opt(
         None,
         "client authentication: jwt or none (unset: jwt when a JWT key is set, else none "
@@ -207,6 +237,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "prod": {
         "max_connections": 10000,
+        # Connection counts, refusals, limits and process details are for operators.
+        "ops_auth": True,
         "log_level": "INFO",
         "log_format": "json",
         "simulate": False,

@@ -1,14 +1,17 @@
 """The wire contract: what a client may rely on, in one place.
 
-Endpoint paths, subprotocols, the commands of the multiplexed ``/ws``
-endpoint (with the JSON Schema that validates them), stream positions
+Endpoint paths (the streams, the multiplexed ``/ws``, GraphQL), subprotocols,
+the commands of the multiplexed ``/ws`` endpoint (with the JSON Schema that
+validates them), stream positions
 (``SEQ:EPOCH``) and the close codes. Everything else on the wire (message
 schemas, filters) is derived from the streams (:mod:`aurigraph_stream.streams`).
 Docs and the AsyncAPI document read these values; nothing repeats them.
 
 Close codes follow RFC 6455 section 7.4 for 1000-1015. Application codes use
 4000-4999 and split like centrifuge's: 4000-4499 means "reconnect, possibly
-later", 4500-4999 means "do not reconnect with the same request".
+later", 4500-4999 means "do not reconnect with the same request". 4003
+(forbidden) is the one exception in the lower range: its number says 403, and
+reconnecting with the same token would only be refused again.
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ __all__ = [
     "BEARER_PROTOCOL",
     "COMMAND_OPS",
     "COMMAND_SCHEMA",
+    "GRAPHQL_ENDPOINT",
+    "GRAPHQL_LEGACY_PROTOCOL",
+    "GRAPHQL_PATH",
+    "GRAPHQL_PROTOCOL",
+    "GRAPHQL_SCHEMA_PATH",
     "MAX_EPOCH_LENGTH",
     "MAX_ID_LENGTH",
     "MAX_REPLAY",
@@ -38,6 +46,9 @@ __all__ = [
 STREAM_PATH_PREFIX = "/ws/"  # /ws/{stream}: one stream, chosen by the path
 MUX_PATH = "/ws"  # the multiplexed endpoint: streams chosen by commands
 MUX_ENDPOINT = "ws"  # its stats and metrics label
+GRAPHQL_PATH = "/graphql"  # GraphQL: over HTTP (POST, GET) and over WebSocket
+GRAPHQL_ENDPOINT = "graphql"  # its stats and metrics label
+GRAPHQL_SCHEMA_PATH = "/graphql/schema.graphql"  # the schema, as SDL
 
 
 def stream_path(stream: str) -> str:
@@ -49,6 +60,10 @@ def stream_path(stream: str) -> str:
 SUBPROTOCOL_PREFIX = "aurigraph.v11."  # + a format name: aurigraph.v11.json, ...
 # Not a format: the carrier of an access token for browsers (access/tokens.py).
 BEARER_PROTOCOL = SUBPROTOCOL_PREFIX + "bearer"
+# GraphQL over WebSocket: the graphql-ws library's protocol, the one /graphql speaks.
+GRAPHQL_PROTOCOL = "graphql-transport-ws"
+# subscriptions-transport-ws, the legacy protocol of the same name: refused before the upgrade.
+GRAPHQL_LEGACY_PROTOCOL = "graphql-ws"
 
 
 # -- positions -----------------------------------------------------------------
@@ -73,7 +88,7 @@ class Position:
 MAX_ID_LENGTH = 64
 MAX_REPLAY = 100_000
 MAX_EPOCH_LENGTH = 64
-COMMAND_OPS = ("subscribe", "unsubscribe")
+COMMAND_OPS = ("subscribe", "unsubscribe", "refresh")
 
 _ID: dict[str, Any] = {
     "type": "string",
@@ -167,6 +182,30 @@ COMMAND_SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "properties": {"op": {"const": "unsubscribe"}, "id": _ID},
         },
+        "refresh": {
+            "title": "RefreshCommand",
+            "description": "Hand the connection a new access token for the same subject "
+            "(also accepted on /ws/{stream}); answered by `refreshed`, or close 4001 when "
+            "the token is not valid.",
+            "type": "object",
+            "required": ["op", "token"],
+            "additionalProperties": False,
+            "properties": {
+                "op": {"const": "refresh"},
+                "token": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "A JWT, checked like a handshake token; it must carry "
+                    "the same sub as the connection's token.",
+                },
+                "id": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_ID_LENGTH,
+                    "description": "Echoed in the refreshed reply.",
+                },
+            },
+        },
     },
 }
 
@@ -185,9 +224,17 @@ class CloseCode(enum.IntEnum):
     INTERNAL_ERROR = 1011  # never carries details: they may be sensitive
     # 4000-4499: the client may reconnect (after a back-off).
     TOKEN_EXPIRED = 4001  # the access token's exp (+ grace) passed: reconnect with a new one
+    FORBIDDEN = 4003  # a refreshed token no longer grants the stream: not without a new token
     SLOW_CONSUMER = 4008  # outbound buffer over its cap; reconnect and resume
     KEEPALIVE_TIMEOUT = 4009  # a ping went unanswered
     TOO_MANY_MESSAGES = 4029  # inbound messages over the per-connection rate (like HTTP 429)
+    # 4400-4499 on /graphql: the graphql-transport-ws protocol's own codes, with its meanings.
+    GRAPHQL_BAD_REQUEST = 4400  # a message the protocol does not define (the reason says why)
+    GRAPHQL_UNAUTHORIZED = 4401  # subscribe before connection_ack
+    GRAPHQL_FORBIDDEN = 4403  # connection_init refused: its access token is not valid
+    GRAPHQL_INIT_TIMEOUT = 4408  # no connection_init within graphql_init_timeout
+    GRAPHQL_SUBSCRIBER_EXISTS = 4409  # subscribe with the id of a running operation
+    GRAPHQL_TOO_MANY_INITS = 4429  # a second connection_init
 
     @property
     def reason(self) -> str:
@@ -195,8 +242,20 @@ class CloseCode(enum.IntEnum):
 
     @property
     def reconnect(self) -> bool:
-        """Whether a client should reconnect after this code."""
+        """Whether a client should reconnect after this code (and resume with ``since``).
+
+        4003 needs a token that grants the stream first. The graphql-transport-ws
+        codes are the client's mistakes, which a reconnect would repeat, except the
+        initialisation timeout (as the graphql-ws client reads them).
+        """
+        if self is CloseCode.FORBIDDEN or self in _GRAPHQL_TERMINAL:
+            return False
         return self in (CloseCode.GOING_AWAY, CloseCode.INTERNAL_ERROR) or 4000 <= self < 4500
+
+    @property
+    def new_token(self) -> bool:
+        """Whether connecting again needs a new access token (the old one is spent)."""
+        return self in (CloseCode.TOKEN_EXPIRED, CloseCode.FORBIDDEN)
 
 
 _REASONS: dict[CloseCode, str] = {
@@ -211,5 +270,21 @@ _REASONS: dict[CloseCode, str] = {
     CloseCode.SLOW_CONSUMER: "slow consumer",
     CloseCode.KEEPALIVE_TIMEOUT: "keepalive ping timeout",
     CloseCode.TOKEN_EXPIRED: "token expired",
+    CloseCode.FORBIDDEN: "the token no longer grants this stream",
     CloseCode.TOO_MANY_MESSAGES: "too many messages",
+    CloseCode.GRAPHQL_BAD_REQUEST: "invalid message",
+    CloseCode.GRAPHQL_UNAUTHORIZED: "unauthorized",
+    CloseCode.GRAPHQL_FORBIDDEN: "forbidden",
+    CloseCode.GRAPHQL_INIT_TIMEOUT: "connection initialisation timeout",
+    CloseCode.GRAPHQL_SUBSCRIBER_EXISTS: "subscriber already exists",
+    CloseCode.GRAPHQL_TOO_MANY_INITS: "too many initialisation requests",
 }
+_GRAPHQL_TERMINAL = frozenset(
+    (
+        CloseCode.GRAPHQL_BAD_REQUEST,
+        CloseCode.GRAPHQL_UNAUTHORIZED,
+        CloseCode.GRAPHQL_FORBIDDEN,
+        CloseCode.GRAPHQL_SUBSCRIBER_EXISTS,
+        CloseCode.GRAPHQL_TOO_MANY_INITS,
+    )
+)

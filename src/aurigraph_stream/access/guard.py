@@ -28,6 +28,7 @@ from urllib.parse import urlencode
 from aurigraph_stream.access.proxies import TrustedProxies
 from aurigraph_stream.access.ratelimit import ConnectionCounter, RateLimiter
 from aurigraph_stream.access.tokens import (
+    ANONYMOUS,
     UNRESTRICTED,
     Authenticator,
     Principal,
@@ -44,6 +45,7 @@ from aurigraph_stream.wire.handshake import Request
 __all__ = [
     "Access",
     "Guard",
+    "authorize_ops",
     "authorize_publish",
     "authorize_stream",
     "check_upgrade_access",
@@ -110,11 +112,13 @@ class Guard:
                 (("Retry-After", str(self.settings.retry_after)),),
             )
 
-    def check_origin(self, headers: Mapping[str, str]) -> None:
-        """Refuse a browser page from a site not on the list (cross-site WebSocket hijacking).
+    def check_origin(self, headers: Mapping[str, str], action: str = "open WebSockets") -> None:
+        """Refuse a browser page from a site not on the list (cross-site WebSocket hijacking,
+        and cross-site forgery of ingest, whose simple requests browsers send unasked).
 
         No Origin means a non-browser client, which could send any Origin it
         liked anyway; a page served by this host (Origin equal to Host) passes.
+        ``action`` words the refusal.
         """
         origin = headers.get("origin")
         if origin is None or self.origins is None:
@@ -128,13 +132,21 @@ class Guard:
         raise HandshakeRejected(
             403,
             "origin_not_allowed",
-            f"pages from {origin[:100]} may not open WebSockets on this server (ws_origins)",
+            f"pages from {origin[:100]} may not {action} on this server (ws_origins)",
         )
 
     def authenticate(
-        self, headers: Mapping[str, str], query: Mapping[str, str], *, subprotocol: bool
+        self,
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+        *,
+        subprotocol: bool,
+        optional: bool = False,
     ) -> Principal:
         """The principal a request's token grants; UNRESTRICTED when auth is off.
+
+        With ``optional``, a request without a token is :data:`ANONYMOUS` (it
+        may authenticate later); a token it does carry must still be valid.
 
         Raises:
             AuthError: 401 without a valid token.
@@ -143,8 +155,31 @@ class Guard:
             return UNRESTRICTED
         token = extract_token(headers, query, subprotocol=subprotocol)
         if token is None:
+            if optional:
+                return ANONYMOUS
             raise missing_token()
         return self.authenticator.verify(token)
+
+    def refresh(self, current: Principal, token: str) -> Principal:
+        """What a connection opened as ``current`` is granted by a ``refresh`` token.
+
+        The token is checked as a handshake token is, and must name the same
+        subject: a connection can renew its own access, never become someone
+        else. It gets the new token's grants, so its streams may shrink but never
+        grow beyond what a new handshake would get. With authentication off the
+        connection stays as it is.
+
+        Raises:
+            AuthError: 401 for a token that is not valid, or is for another subject.
+        """
+        if self.authenticator is None:
+            return current
+        principal = self.authenticator.verify(token)
+        if principal.subject != current.subject:
+            raise AuthError(
+                401, "invalid_token", "a refresh token must be for the connection's subject"
+            )
+        return principal
 
     # -- connection bookkeeping -----------------------------------------------
     def opened(self, client: str) -> None:
@@ -158,8 +193,13 @@ def _target(request: Request) -> str:
     return request.path + ("?" + urlencode(request.query) if request.query else "")
 
 
-def check_upgrade_access(guard: Guard, request: Request, peer: str) -> Access:
+def check_upgrade_access(
+    guard: Guard, request: Request, peer: str, *, token_optional: bool = False
+) -> Access:
     """Run every check on an upgrade request (see the module docstring).
+
+    With ``token_optional`` (``/graphql``, whose clients may send the token in
+    ``connection_init``), a request without one gets :data:`ANONYMOUS`.
 
     Raises:
         HandshakeRejected: 429 over a limit, 403 for a refused Origin;
@@ -173,7 +213,9 @@ def check_upgrade_access(guard: Guard, request: Request, peer: str) -> Access:
     guard.check_connections(client)
     guard.check_origin(headers)
     try:
-        principal = guard.authenticate(headers, request.query, subprotocol=True)
+        principal = guard.authenticate(
+            headers, request.query, subprotocol=True, optional=token_optional
+        )
     except AuthError as exc:
         # An audit line; the query string may hold the token, which redaction blanks.
         logger.info(
@@ -215,3 +257,20 @@ def authorize_publish(
     if not principal.can_publish:
         raise AuthError(403, "forbidden", "the token does not have the publish scope")
     return principal
+
+
+def authorize_ops(guard: Guard, headers: Mapping[str, str], query: Mapping[str, str]) -> None:
+    """Check a request for operator data (stats, metrics): with ``ops_auth``, the ops scope.
+
+    The token travels as for ingest (``Authorization: Bearer`` or ``?token=``);
+    Prometheus sends it with ``authorization: {credentials_file: ...}``. Health
+    checks never come here: probes carry no token.
+
+    Raises:
+        AuthError: 401 without a valid token, 403 without the ops scope.
+    """
+    if not guard.settings.ops_auth or guard.authenticator is None:
+        return
+    principal = guard.authenticate(headers, query, subprotocol=False)
+    if not principal.ops:
+        raise AuthError(403, "forbidden", "the token does not have the ops scope")

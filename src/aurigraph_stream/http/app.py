@@ -13,9 +13,12 @@ from starlette.exceptions import HTTPException
 from aurigraph_stream import __version__
 from aurigraph_stream.access.guard import Guard
 from aurigraph_stream.apidocs.pages import install_docs
-from aurigraph_stream.http import ingest, streams
+from aurigraph_stream.dashboard import install_dashboard
+from aurigraph_stream.gql.service import GraphqlService
+from aurigraph_stream.http import graphql, ingest, streams
 from aurigraph_stream.http.cors import add_cors
 from aurigraph_stream.http.errors import error_response
+from aurigraph_stream.http.idempotency import IdempotencyKeys
 from aurigraph_stream.node import Node
 from aurigraph_stream.ops import health, stats, telemetry
 from aurigraph_stream.ops.observability import IngestOutcomes, Observability
@@ -26,12 +29,17 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 def create_app(
-    node: Node, guard: Guard, observability: Observability, lifespan: Lifespan | None = None
+    node: Node,
+    guard: Guard,
+    observability: Observability,
+    graphql_service: GraphqlService,
+    lifespan: Lifespan | None = None,
 ) -> FastAPI:
     """Build the ASGI app; ``lifespan`` starts and stops what it serves (aurigraph_stream.server).
 
-    ``app.state`` holds the ``node``, the access ``guard`` and the ``observability``
-    recorders, for the route handlers.
+    ``app.state`` holds the ``node``, the access ``guard``, the ``observability``
+    recorders, the ingest API's ``idempotency`` keys and the ``graphql`` service
+    (shared with the /graphql sockets), for the route handlers.
     """
     app = FastAPI(
         title="Aurigraph Stream",
@@ -46,13 +54,17 @@ def create_app(
     app.state.node = node
     app.state.guard = guard
     app.state.observability = observability
+    app.state.idempotency = IdempotencyKeys(node.settings.history_policies())
+    app.state.graphql = graphql_service
     app.state.metrics_registry = telemetry.build_registry(observability)
     app.include_router(streams.router)
     app.include_router(ingest.router)
+    app.include_router(graphql.router)
     app.include_router(health.router)
     app.include_router(stats.router)
     app.include_router(telemetry.router)
     install_docs(app)
+    install_dashboard(app)
     app.add_middleware(IngestOutcomes, counters=observability.ingest)
     add_cors(app, node.settings)  # added last: outermost, so error answers get CORS headers too
 

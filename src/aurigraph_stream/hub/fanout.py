@@ -20,7 +20,20 @@ subscriber's buffer, not by what it asked for.
 Encode once. Per event, a payload is encoded once per (projection, format)
 and a frame built and compressed once per (projection, format, deflate,
 envelope), whatever the number of groups that match: subscribers that share a
-filter and format share the very same ``bytes`` object.
+filter and format share the very same ``bytes`` object. A group with a view
+(:class:`~.members.View`) is rendered once per view key in place of the
+encoding, and framed the same way.
+
+A bounded tick. One huge batch (thousands of events to thousands of
+subscribers) must not hold the event loop for seconds, nor pile a whole batch
+into every subscriber's transport at once. :meth:`Hub.publish` fans events out
+until the tick's work passes ``tick_budget`` (one unit per delivery,
+:data:`FRAME_COST` per frame built), then keeps the rest, in order, for the
+next ticks: each tick ends with the flush (still one write per subscriber), and
+the next chunk is fanned out in a callback of its own, so other sockets are
+served in between and a subscriber that stopped reading is found slow (4008)
+after one chunk, not after the whole batch. The budget is counted per event
+and per variant, never per delivery.
 """
 
 from __future__ import annotations
@@ -30,13 +43,31 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from aurigraph_stream.codecs import CODECS
 from aurigraph_stream.event import Event
 from aurigraph_stream.filters import Filter, everything
 from aurigraph_stream.hub.frames import encode_payload, message_frame
-from aurigraph_stream.hub.members import Members, Subscriber, Subscription, Variant, count_frames
+from aurigraph_stream.hub.members import (
+    Members,
+    Subscriber,
+    Subscription,
+    Variant,
+    View,
+    count_frames,
+)
 from aurigraph_stream.stats import Stats
+from aurigraph_stream.wire.frames import encode_frame_parts
 
-__all__ = ["Hub", "Job"]
+__all__ = ["DEFAULT_TICK_BUDGET", "ENVELOPE_COST", "FRAME_COST", "RENDER_COST", "Hub", "Job"]
+
+#: Work units a tick may spend fanning out before the rest waits for the next tick.
+DEFAULT_TICK_BUDGET = 100_000
+#: Units per frame built (encoding, framing, compressing): about what 100 deliveries cost.
+FRAME_COST = 100
+#: Units per envelope joined around a shared payload (a copy and a header, no encoding).
+ENVELOPE_COST = 5
+#: Units per event rendered by a view (one GraphQL execution: about 70 us).
+RENDER_COST = 700
 
 
 class Job(Protocol):
@@ -60,6 +91,7 @@ class Hub:
         compression_level: int = 6,
         on_flush: Callable[[list[Event], float], None] | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        tick_budget: int = DEFAULT_TICK_BUDGET,
     ) -> None:
         self._stats = stats
         self._schedule = schedule
@@ -74,6 +106,10 @@ class Hub:
         self._jobs: deque[Job] = deque()
         self._waiting: dict[Subscriber, list[Job]] = {}  # jobs of subscribers paused writing
         self._jobs_scheduled = False
+        self._budget = tick_budget
+        # Events accepted but not yet fanned out (a batch over one tick's budget), in order.
+        self._backlog: list[Event] = []
+        self._resume_scheduled = False
 
     # -- membership ---------------------------------------------------------------
     def subscribe(
@@ -86,6 +122,9 @@ class Hub:
         sub_id: str | None = None,
         after: int | None = None,
         live: bool = True,
+        view: View | None = None,
+        envelope: tuple[bytes, bytes] | None = None,
+        opening: bytes | None = None,
     ) -> Subscription:
         """Add a subscription of ``sink`` to ``stream``.
 
@@ -98,8 +137,21 @@ class Hub:
                 delivery never overlap, whatever order a broker delivers in.
             live: False: the subscription is held, but gets no event until
                 :meth:`go_live` (its starting messages are still being sent).
+            view: render events with it instead of encoding the message.
+            envelope: the (prefix, suffix) around each payload, when not the format's.
+            opening: the suffix of the first message delivered live, in place of the usual.
         """
-        sub = Subscription(sink, stream, flt or everything(stream), variant[0], variant[1], sub_id)
+        sub = Subscription(
+            sink,
+            stream,
+            flt or everything(stream),
+            variant[0],
+            variant[1],
+            sub_id,
+            view=view,
+            envelope=envelope,
+            opening=opening,
+        )
         sink.subscriptions.append(sub)
         st = self._streams.get(stream)
         if st is None:
@@ -201,11 +253,43 @@ class Hub:
         if self._jobs:
             self._schedule_jobs()
 
+    @property
+    def backlog(self) -> int:
+        """Events accepted but not yet fanned out (they wait for a later tick)."""
+        return len(self._backlog)
+
     def publish(self, events: Sequence[Event]) -> None:
-        """Queue ``events`` for their subscribers; they are written at the next flush."""
+        """Queue ``events`` for their subscribers; they are written at the next flush.
+
+        Events past this tick's budget, and every event while some wait, are kept
+        in order and fanned out in the next ticks.
+        """
+        if self._backlog:
+            self._backlog.extend(events)
+            return
+        self._fan_out(events, self._budget)
+
+    def drain(self) -> None:
+        """Fan out every waiting event and write everything now (the server is shutting down)."""
+        while self._backlog:
+            events, self._backlog = self._backlog, []
+            self._fan_out(events, 0)
+        self.flush()
+
+    def _resume(self) -> None:
+        self._resume_scheduled = False
+        events, self._backlog = self._backlog, []
+        self._fan_out(events, self._budget)
+
+    def _fan_out(self, events: Sequence[Event], budget: int) -> None:
+        """Fan ``events`` out until ``budget`` units are spent (0: no limit); keep the rest."""
         dirty = self._dirty
         level = self._level
-        for event in events:
+        spent = 0
+        for at, event in enumerate(events):
+            if budget and spent >= budget:
+                self._backlog = list(events[at:])
+                break
             self._flushed_events.append(event)
             st = self._streams.get(event.stream)
             if st is None:
@@ -216,28 +300,52 @@ class Hub:
             matched = st.matching(data)
             if not matched:
                 continue
-            counters = self._stats.endpoints[event.stream]
             payloads: dict[tuple[Any, str], bytes | None] = {}
-            frames: dict[tuple[Any, ...], bytes] = {}
+            # A frame is kept for other groups only when there are others: within a
+            # group every variant is a different frame.
+            frames: dict[tuple[Any, ...], bytes] | None = {} if len(matched) > 1 else None
+            sent = raw = wire = failed = 0
             for group in matched:
-                projection = group.filter.projection
+                shape = group.shape
+                view = group.view
                 latest = group.filter.latest
+                last_codec = None
+                payload = None
+                opcode = 0
                 for vkey, members in group.variants.items():
                     codec_name, bits, prefix, suffix = vkey
-                    pkey = (projection, codec_name)
-                    if pkey in payloads:
-                        payload = payloads[pkey]
-                    else:
-                        payload = payloads[pkey] = encode_payload(event, group.filter, codec_name)
+                    if codec_name is not last_codec:  # the variants of a group share a format
+                        last_codec = codec_name
+                        opcode = CODECS[codec_name].opcode
+                        pkey = (shape, codec_name)
+                        if pkey in payloads:
+                            payload = payloads[pkey]
+                        elif view is None:
+                            payload = encode_payload(event, group.filter, codec_name)
+                            payloads[pkey] = payload
+                        else:
+                            payload = payloads[pkey] = view.render(event)
+                            spent += RENDER_COST
                     if payload is None:  # this format cannot carry the event
-                        counters.failed_sends += len(members)
+                        failed += len(members)
                         continue
-                    fkey = (projection, *vkey)
-                    frame = frames.get(fkey)
-                    if frame is None:
-                        frame = frames[fkey] = message_frame(
-                            payload, codec_name, bits, prefix, suffix, level
-                        )
+                    if frames is None and prefix and not bits:
+                        # An envelope per subscriber (/ws ids, GraphQL operation ids): the
+                        # one step that runs once per member, so no wrapper.
+                        frame = encode_frame_parts(opcode, prefix, payload, suffix)
+                        spent += ENVELOPE_COST
+                    elif frames is None:
+                        frame = message_frame(payload, codec_name, bits, prefix, suffix, level)
+                        spent += FRAME_COST
+                    else:
+                        fkey = (shape, *vkey)
+                        cached = frames.get(fkey)
+                        if cached is None:
+                            cached = frames[fkey] = message_frame(
+                                payload, codec_name, bits, prefix, suffix, level
+                            )
+                            spent += FRAME_COST
+                        frame = cached
                     if latest:
                         self._deliver_latest(members, frame)
                     else:
@@ -252,9 +360,17 @@ class Hub:
                             else:
                                 sink.pending = [pending, frame]
                     n = len(members)
-                    counters.messages_sent += n
-                    counters.bytes_raw += len(payload) * n
-                    counters.bytes_wire += len(frame) * n
+                    sent += n
+                    raw += len(payload) * n
+                    wire += len(frame) * n
+                if group.fresh:  # first messages went out: the usual envelope from now on
+                    group.settle()
+            spent += sent
+            counters = self._stats.endpoints[event.stream]
+            counters.messages_sent += sent
+            counters.bytes_raw += raw
+            counters.bytes_wire += wire
+            counters.failed_sends += failed
         if not self._flush_scheduled and self._flushed_events:
             self._flush_scheduled = True
             self._schedule(self.flush)
@@ -291,3 +407,8 @@ class Hub:
             sub.write_frames(frames)
         if self._on_flush is not None and events:
             self._on_flush(events, self._clock())
+        if self._backlog and not self._resume_scheduled:
+            # The next chunk in a callback of its own: what the loop has waiting
+            # (reads, other timers) runs between the chunks.
+            self._resume_scheduled = True
+            self._schedule(self._resume)

@@ -20,7 +20,7 @@ from typing import Any
 
 from aurigraph_stream.broker import Broker, create_broker
 from aurigraph_stream.config import Settings
-from aurigraph_stream.contract import MUX_ENDPOINT
+from aurigraph_stream.contract import GRAPHQL_ENDPOINT, MUX_ENDPOINT
 from aurigraph_stream.event import Event
 from aurigraph_stream.hub import Hub
 from aurigraph_stream.node.collector import freeze_survivors
@@ -48,8 +48,8 @@ class Node:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        # The five streams, and the multiplexed /ws endpoint's connections.
-        self.stats = Stats.for_streams((*NAMES, MUX_ENDPOINT))
+        # The five streams, and the connections of the multiplexed /ws and of /graphql.
+        self.stats = Stats.for_streams((*NAMES, MUX_ENDPOINT, GRAPHQL_ENDPOINT))
         self.broker: Broker = create_broker(settings.broker_url, settings.history_policies())
         self.snapshots = SnapshotState()  # current validators and peers, for snapshot=true
         self.tasks = Tasks(on_restart=self._count_restart)
@@ -77,6 +77,7 @@ class Node:
             max_buffered=settings.max_buffered_bytes,
             compression_level=settings.compression_level,
             on_flush=self._on_flush,
+            tick_budget=settings.fanout_tick_budget,
         )
         await self.broker.start(self._on_events)
         if settings.gc_freeze_interval > 0:
@@ -99,6 +100,18 @@ class Node:
             )
             self.tasks.spawn("simulator", partial(simulate, trusted, simulator))
 
+    def begin_drain(self) -> None:
+        """The server is shutting down: refuse new work, and write what was accepted.
+
+        Set before any connection is closed with 1001. Whatever the hub still holds
+        (events accepted and answered before this, but not yet written) is written
+        now, so that every event a publisher was told about reaches the subscribers
+        ahead of their close frame; nothing is accepted after this.
+        """
+        self.draining = True
+        if self._hub is not None:
+            self._hub.drain()
+
     async def stop(self) -> None:
         """Stop every background task, then the broker."""
         await self.tasks.stop()
@@ -117,9 +130,8 @@ class Node:
             ValidationError: a message does not match the stream's schema.
         """
         spec = get(stream)
-        if validate:
-            for index, message in enumerate(messages):
-                spec.validate(message, index)
+        if validate:  # integers written as whole floats (21000.0) come back as ints
+            messages = [spec.validate(message, index) for index, message in enumerate(messages)]
         return await self.broker.publish(stream, messages)
 
     def _on_events(self, events: Sequence[Event]) -> None:

@@ -1,4 +1,5 @@
-"""The current set of validators and of connected peers, kept from the events that flow.
+"""The current set of validators and of connected peers, and each stream's latest message,
+kept from the events that flow.
 
 The state is built from the published events themselves, not from a source,
 so it is the same whether the simulator, the ingest API or a broker feeds the
@@ -21,15 +22,22 @@ _KEYS = {"validators": ("validator", True), "network": ("peerId", False)}
 
 
 class SnapshotState:
-    """Latest message per validator; latest message per connected peer."""
+    """Latest message per validator; latest message per connected peer; latest per stream.
 
-    __slots__ = ("_items",)
+    The latest message of a stream is kept whatever its history keeps (GraphQL's
+    ``metrics`` and ``consensus`` queries read it): one dict assignment per event.
+    """
+
+    __slots__ = ("_items", "_latest")
 
     def __init__(self) -> None:
         self._items: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in _KEYS}
+        self._latest: dict[str, dict[str, Any]] = {}
 
     def apply(self, events: Sequence[Event]) -> None:
+        latest = self._latest
         for event in events:
+            latest[event.stream] = event.data
             spec = _KEYS.get(event.stream)
             if spec is None:
                 continue
@@ -42,6 +50,10 @@ class SnapshotState:
             items.pop(key, None)  # re-inserted last: items stay in order of change
             if event.stream != "network" or event.data.get("connected") is not False:
                 items[key] = event.data  # a disconnected peer leaves the set
+
+    def latest(self, stream: str) -> dict[str, Any] | None:
+        """The stream's newest message, or ``None`` before its first."""
+        return self._latest.get(stream)
 
     def items(self, stream: str) -> list[dict[str, Any]]:
         """The current set, least recently changed first."""

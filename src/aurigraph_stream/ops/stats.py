@@ -11,14 +11,24 @@ import time
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from aurigraph_stream import __version__
+from aurigraph_stream.access.guard import Guard, authorize_ops
+from aurigraph_stream.errors import AuthError
 from aurigraph_stream.ops.latency import LatencyHistogram
 from aurigraph_stream.ops.observability import Observability
 from aurigraph_stream.streams import REGISTRY
 
-__all__ = ["EndpointReport", "LatencyReport", "StatsReport", "build_report", "router"]
+__all__ = [
+    "EndpointReport",
+    "LatencyReport",
+    "StatsReport",
+    "build_report",
+    "ops_refusal",
+    "router",
+]
 
 
 class LatencyReport(BaseModel):
@@ -72,6 +82,15 @@ class Limits(BaseModel):
     latencyTargetMs: float
 
 
+class GraphqlReport(BaseModel):
+    executed: dict[str, int] = Field(
+        description="GraphQL operations run, by type (query, mutation, subscription)"
+    )
+    refused: dict[str, int] = Field(
+        description="GraphQL operations refused before running, by error code"
+    )
+
+
 class StatsReport(BaseModel):
     version: str
     profile: str
@@ -83,6 +102,7 @@ class StatsReport(BaseModel):
     refused: dict[str, int] = Field(description="connects refused before the upgrade, per reason")
     closes: dict[str, int] = Field(description="closed connections, per close code")
     ingest: IngestReport
+    graphql: GraphqlReport
     limits: Limits
 
 
@@ -107,7 +127,7 @@ def build_report(obs: Observability) -> StatsReport:
     s = node.settings
     endpoints = {
         name: EndpointReport(
-            path=REGISTRY[name].path if name in REGISTRY else f"/{name}",  # "ws": /ws
+            path=REGISTRY[name].path if name in REGISTRY else f"/{name}",  # /ws, /graphql
             connections=e.connections,
             connects=e.connects,
             messagesSent=e.messages_sent,
@@ -116,7 +136,7 @@ def build_report(obs: Observability) -> StatsReport:
             keepaliveDisconnects=e.keepalive_disconnects,
             protocolErrors=e.protocol_errors,
             failedSends=e.failed_sends,
-            # The multiplexed endpoint carries the streams' events: no latency of its own.
+            # /ws and /graphql carry the streams' events: no latency of their own.
             broadcastLatencyMs=_latency(
                 obs.latency.streams.get(name, _NO_LATENCY), s.latency_target_ms
             ),
@@ -126,6 +146,9 @@ def build_report(obs: Observability) -> StatsReport:
     rejected: dict[str, int] = {}
     for (_, reason), n in obs.ingest.rejected.items():
         rejected[reason] = rejected.get(reason, 0) + n
+    graphql: dict[str, dict[str, int]] = {"executed": {}, "refused": {}}
+    for (outcome, what), n in sorted(stats.graphql.items()):
+        graphql[outcome][what] = n
     return StatsReport(
         version=__version__,
         profile=s.profile,
@@ -137,6 +160,7 @@ def build_report(obs: Observability) -> StatsReport:
         refused=dict(stats.refused),
         closes={str(code): n for code, n in sorted(stats.closes.items())},
         ingest=IngestReport(accepted=dict(obs.ingest.accepted), rejected=rejected),
+        graphql=GraphqlReport(**graphql),
         limits=Limits(
             maxConnections=s.max_connections,
             maxFrameSize=s.max_frame_size,
@@ -160,7 +184,25 @@ router = APIRouter(tags=["operations"])
     "/api/v11/websocket/stats",
     response_model=StatsReport,
     summary="Per-endpoint connections, traffic, disconnects, refusals and broadcast latency",
+    description="With `ops_auth` (on in the prod profile), a token with the `ops` scope "
+    "is needed (`Authorization: Bearer` or `?token=`): 401 without one, 403 without the scope.",
+    responses={
+        401: {"description": "ops_auth is on and the token is missing or invalid"},
+        403: {"description": "ops_auth is on and the token lacks the ops scope"},
+    },
 )
-async def websocket_stats(request: Request) -> StatsReport:
+async def websocket_stats(request: Request) -> StatsReport | JSONResponse:
+    guard: Guard = request.app.state.guard
+    try:
+        authorize_ops(guard, request.headers, request.query_params)
+    except AuthError as exc:
+        return ops_refusal(exc)
     obs: Observability = request.app.state.observability
     return build_report(obs)
+
+
+def ops_refusal(exc: AuthError) -> JSONResponse:
+    """The JSON error body of a refused operator request (ops/ cannot use http/'s helper)."""
+    return JSONResponse(
+        {"error": exc.error, "detail": exc.detail}, exc.status, headers=dict(exc.headers)
+    )

@@ -10,8 +10,11 @@ parses its head once (docs/benchmarks.md, finding 4).
 
 The connection only moves bytes between the socket and its session, arms the
 session's timer, and acts on the session's events: it routes an upgrade
-(:mod:`.upgrade`), subscribes the connection to the hub, runs ``/ws``
-commands (:mod:`.commands`) and leaves the hub when the session closes.
+(:mod:`.upgrade`), subscribes the connection to the hub, hands messages to
+its handler (``/ws`` commands, :mod:`.commands`; on ``/graphql`` the
+graphql-transport-ws protocol, :mod:`aurigraph_stream.gql.transport`), takes
+a ``refresh`` command's new token on ``/ws`` and every ``/ws/{stream}``, and
+leaves the hub when the session closes.
 There is no task and no queue per connection: the hub writes frames straight
 to the transport. With ``__slots__`` an idle connection is a few hundred
 bytes of Python objects plus the transport.
@@ -33,12 +36,14 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-from aurigraph_stream.contract import MUX_ENDPOINT, CloseCode
-from aurigraph_stream.errors import HandshakeRejected
+from aurigraph_stream.access.tokens import UNRESTRICTED, Principal
+from aurigraph_stream.contract import GRAPHQL_ENDPOINT, MUX_ENDPOINT, CloseCode
+from aurigraph_stream.errors import AuthError, HandshakeRejected, SubscriptionError
+from aurigraph_stream.gql.transport import GraphqlSocket
 from aurigraph_stream.hub import Subscriber, count_frames, subscription_bytes
 from aurigraph_stream.wire.deflate import negotiate
 from aurigraph_stream.wire.handshake import read_upgrade_head, switching_protocols
-from aurigraph_stream.ws.commands import Mux
+from aurigraph_stream.ws.commands import Mux, parse_stream_command, refreshed_frame
 from aurigraph_stream.ws.context import WsContext
 from aurigraph_stream.ws.session import (
     Action,
@@ -50,7 +55,7 @@ from aurigraph_stream.ws.session import (
     State,
     UpgradeRequest,
 )
-from aurigraph_stream.ws.subscribe import attach
+from aurigraph_stream.ws.subscribe import attach, reply
 from aurigraph_stream.ws.upgrade import route_upgrade
 
 __all__ = ["Accept", "Connection", "HttpFallback"]
@@ -59,6 +64,16 @@ logger = logging.getLogger("aurigraph_stream.connection")
 
 _CONNECTING, _OPEN, _CLOSING, _CLOSED = State  # globals: faster to read than enum members
 _NONE, _CLOSE_TRANSPORT, _ABORT = Action
+
+
+class Handler(Protocol):
+    """What a connection hands its messages to: /ws commands, or graphql-transport-ws."""
+
+    def handle(self, data: str | bytes) -> None: ...
+
+    def stop(self) -> None:
+        """The connection is closing: release what the handler holds beyond the hub."""
+        ...
 
 
 class HttpFallback(Protocol):
@@ -83,12 +98,15 @@ class Connection(asyncio.Protocol, Subscriber):
         "mux",
         "opened_at",
         "peer",
+        "principal",
+        "pumping",
         "server_state",
         "session",
         "timer",
         "timer_at",
         "transport",
         "turn",
+        "variant",
     )
 
     def __init__(
@@ -112,7 +130,11 @@ class Connection(asyncio.Protocol, Subscriber):
         self.client = ""  # the client address key the per-address connection count uses
         self.opened_at = 0.0
         self.expiry_handle: asyncio.TimerHandle | None = None  # closes at the token's exp
-        self.mux: Mux | None = None  # on /ws: the subscriptions and their commands
+        self.principal: Principal = UNRESTRICTED  # who the token says the client is
+        self.variant: tuple[str, int] = ("json", 0)  # format and deflate window, once open
+        # On /ws: the subscriptions and their commands; on /graphql, the protocol's state.
+        self.mux: Handler | None = None
+        self.pumping = False  # in _pump: a close from a handler leaves the pump to it
         self.turn: asyncio.Handle | None = None  # the next turn of input already read
         # The HTTP protocol to hand the socket to if its first read is not a whole
         # upgrade head; None once read, or when uvicorn already parsed the head.
@@ -167,6 +189,8 @@ class Connection(asyncio.Protocol, Subscriber):
             self.expiry_handle = None
         if self.server_state is not None:
             self.server_state.connections.discard(self)
+        if self.mux is not None:
+            self.mux.stop()
         ctx = self.ctx
         if self in ctx.open:  # it was opened
             ctx.open.discard(self)
@@ -244,7 +268,15 @@ class Connection(asyncio.Protocol, Subscriber):
 
     # -- closing --------------------------------------------------------------
     def close(self, code: CloseCode, reason: str | None = None) -> None:
-        """Start the closing handshake: stop deliveries, send close, await the reply."""
+        """Start the closing handshake: stop deliveries, send close, await the reply.
+
+        Frames the hub queued for this tick go out first: a reply queued just before a
+        close (a pong before a protocol's close, say) is not lost behind it.
+        """
+        pending = self.pending
+        if pending is not None and self.session.state is _OPEN:
+            self.pending = None
+            self.write_frames(pending)
         self.session.close(code, reason)
         self._pump()
 
@@ -253,19 +285,83 @@ class Connection(asyncio.Protocol, Subscriber):
         self.expiry_handle = None
         self.close(CloseCode.TOKEN_EXPIRED)
 
+    def _authorized(self, principal: Principal) -> None:
+        """Act as ``principal`` from now on; close when its token expires (plus the grace).
+
+        A token without exp never closes the connection.
+        """
+        self.principal = principal
+        if self.expiry_handle is not None:
+            self.expiry_handle.cancel()
+            self.expiry_handle = None
+        if principal.expires_at is not None:
+            delay = principal.expires_at + self.ctx.settings.auth_expiry_grace - time.time()
+            self.expiry_handle = asyncio.get_running_loop().call_later(
+                max(0.0, delay), self._expire
+            )
+
+    # -- refresh ----------------------------------------------------------------
+    def _stream_command(self, data: str | bytes) -> None:
+        """A data message on /ws/{stream}: a refresh command, or nothing to act on."""
+        try:
+            command = parse_stream_command(data)
+        except SubscriptionError:
+            self._refused_refresh("invalid_command")
+            return
+        if command is not None:
+            self._refresh(*command)
+
+    def _refresh(self, token: str, ref: str | None) -> None:
+        """Take a new token for the same subject: a new expiry, and the new token's streams.
+
+        On /ws a subscription to a stream it no longer grants ends (unsubscribed,
+        reason forbidden); on /ws/{stream} the connection closes with 4003.
+        """
+        try:
+            principal = self.ctx.guard.refresh(self.principal, token)
+        except AuthError as exc:
+            self._refused_refresh(exc.error)
+            return
+        self._authorized(principal)
+        if isinstance(self.mux, Mux):
+            self.mux.revoke(principal.can_read)
+            self.mux.refreshed(principal.expires_at, ref)
+        elif principal.can_read(self.endpoint):
+            codec, bits = self.variant
+            reply(self.ctx.node, self, codec, bits, refreshed_frame(principal.expires_at, ref))
+        else:
+            self.close(CloseCode.FORBIDDEN)
+
+    def _refused_refresh(self, error: str) -> None:
+        # An audit line, as for a refused handshake; the token itself is never logged.
+        logger.info("refresh refused", extra={"client": self.peer, "error": error})
+        self.close(CloseCode.TOKEN_EXPIRED, "invalid token on refresh")
+
     # -- driving the session ----------------------------------------------------
     def _pump(self) -> None:
-        """Act on what the session produced: events, bytes to write, the transport, its timer."""
+        """Act on what the session produced: events, bytes to write, the transport, its timer.
+
+        A handler that closes the connection while its message is handled calls
+        back in here: that call returns at once, and this one acts on the close.
+        """
+        if self.pumping:
+            return
         session = self.session
+        self.pumping = True
         try:
-            for event in session.events_received():
-                self._handle(event)
+            events = session.events_received()
+            while events:  # handling an event may produce more (a handler's close)
+                for event in events:
+                    self._handle(event)
+                events = session.events_received()
         except Exception:
             # A bug costs this one client an answer, not a silently dropped socket.
             logger.exception("connection failed", extra={"client": self.peer})
             session.fail_internal()
             for event in session.events_received():
                 self._handle(event)
+        finally:
+            self.pumping = False
         transport = self.transport
         if transport is None:
             return
@@ -322,11 +418,16 @@ class Connection(asyncio.Protocol, Subscriber):
 
     def _handle(self, event: Event) -> None:
         if type(event) is MessageReceived:
+            if self.session.state is not _OPEN:
+                return  # a command that arrived with (or after) a close we sent
             if self.mux is not None:
                 self.mux.handle(event.data)
-            # Data messages on a stream endpoint carry no meaning: ignored.
+            else:  # on a stream endpoint only refresh means something
+                self._stream_command(event.data)
         elif type(event) is Closing:
             self.ctx.node.hub.unsubscribe(self)
+            if self.mux is not None:
+                self.mux.stop()
             if event.cause == "protocol_error":
                 self.counters.protocol_errors += 1
         elif type(event) is UpgradeRequest:
@@ -428,11 +529,8 @@ class Connection(asyncio.Protocol, Subscriber):
         counters.connections += 1
         counters.connects += 1
         principal = route.principal
-        if principal.expires_at is not None:
-            delay = principal.expires_at + settings.auth_expiry_grace - time.time()
-            self.expiry_handle = asyncio.get_running_loop().call_later(
-                max(0.0, delay), self._expire
-            )
+        self.variant = (route.format, bits)
+        self._authorized(principal)
         if route.endpoint == MUX_ENDPOINT:
             self.mux = Mux(
                 node,
@@ -441,7 +539,18 @@ class Connection(asyncio.Protocol, Subscriber):
                 route.format,
                 bits,
                 settings.max_subscriptions,
-                settings.max_connection_memory,
+                budget=settings.max_connection_memory,
+                refresh=self._refresh,
+            )
+        elif route.endpoint == GRAPHQL_ENDPOINT:
+            self.mux = GraphqlSocket(
+                ctx.graphql,
+                self,
+                bits,
+                principal,
+                request.headers,
+                close=self.close,
+                authorized=self._authorized,
             )
         elif route.subscription is None:
             node.hub.subscribe(self, route.endpoint, (route.format, bits))

@@ -17,16 +17,15 @@ closed as a slow consumer (4008), as one that falls behind live traffic is.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from typing import Any
 
 from aurigraph_stream.errors import SubscriptionError
 from aurigraph_stream.event import Event
-from aurigraph_stream.hub import Subscriber, Subscription, control_frame, message_frame
-from aurigraph_stream.hub.frames import encode_payload
+from aurigraph_stream.hub import Subscriber, Subscription, control_frame, message_frame, payload_of
+from aurigraph_stream.hub.frames import snapshot_frame
 from aurigraph_stream.node import Node
-from aurigraph_stream.subscription import SubscribeRequest
+from aurigraph_stream.subscription import SubscribeRequest, history_since, starting_point
 
 __all__ = ["CatchUp", "attach", "reply"]
 
@@ -43,7 +42,7 @@ def reply(node: Node, sink: Subscriber, codec: str, bits: int, frame: Mapping[st
 
 
 def _replayed_frame(sub: Subscription, event: Event, level: int) -> bytes | None:
-    payload = encode_payload(event, sub.filter, sub.codec)
+    payload = payload_of(sub, event)
     if payload is None:
         return None
     return message_frame(payload, sub.codec, sub.bits, sub.prefix, sub.suffix, level)
@@ -121,52 +120,28 @@ def attach(
     stream, flt = request.stream, request.filter
     if not request.wants_control and sub_id is None:
         return hub.subscribe(sink, stream, (codec, bits), flt)
-    # Only what is needed is copied: a position, or the events after ``since``,
-    # or every event kept (to pick the last N that pass the filter).
-    if request.since is not None:
-        since: int | None = request.since
-    elif request.replay:
-        since = None
-    else:
-        since = sys.maxsize
-    read = node.broker.history_now(stream, since)
+    read = node.broker.history_now(stream, history_since(request))
     if read is None:
         raise SubscriptionError(
             "history_unavailable", "this broker cannot serve replay, since or snapshot"
         )
-    position = read.position
-    replayed: list[Event] = []
-    recovered = True
-    snapshot = request.snapshot
-    if request.since is not None:
-        if (
-            (request.epoch is not None and request.epoch != position.epoch)
-            or read.events is None
-            or request.since > position.seq
-        ):
-            recovered = False
-        else:
-            replayed = [e for e in read.events if flt.matches(e.data)]
-            snapshot = False  # resumed: the snapshot was only the fallback
-    elif request.replay is not None:
-        matching = [e for e in read.events or () if flt.matches(e.data)]
-        replayed = matching[-request.replay :] if request.replay else []
-        recovered = len(replayed) == request.replay or read.first_seq <= 1
-
+    start = starting_point(request, read)
+    position = start.position
+    replayed = start.replayed
     head: dict[str, Any] = {"type": "subscribed"}
     if sub_id is not None:
         head["id"] = sub_id
     head["stream"] = stream
     where = {"seq": position.seq, "epoch": position.epoch}
-    head |= {"position": where, "recovered": recovered, "replayed": len(replayed)}
+    head |= {"position": where, "recovered": start.recovered, "replayed": len(replayed)}
     frames = [control_frame(codec, bits, level, head)]
-    if snapshot:
+    if start.snapshot:
         items = [flt.project(m) for m in node.snapshots.items(stream) if flt.matches(m)]
         body: dict[str, Any] = {"type": "snapshot"}
         if sub_id is not None:
             body["id"] = sub_id
         body |= {"stream": stream, "position": where, "items": items}
-        frames.append(control_frame(codec, bits, level, body))
+        frames.append(snapshot_frame(codec, bits, level, body))
     hub.enqueue(sink, frames)
     if not replayed:
         return hub.subscribe(sink, stream, (codec, bits), flt, sub_id=sub_id, after=position.seq)
