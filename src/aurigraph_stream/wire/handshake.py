@@ -1,7 +1,8 @@
 """The HTTP side of a WebSocket upgrade (RFC 6455 section 4.2), without I/O.
 
-:func:`whole_upgrade_head` tells whether a first read is one complete upgrade
-head; :func:`parse_request` reads a head, :func:`check_upgrade` validates it,
+:func:`read_upgrade_head` reads a first read that is one strict, complete upgrade
+head, and declines any other (uvicorn's parser takes those); :func:`parse_request`
+reads a head uvicorn's parser already took; :func:`check_upgrade` validates a head,
 and :func:`switching_protocols` / :func:`http_error` build the bytes to write.
 """
 
