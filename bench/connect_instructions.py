@@ -79,7 +79,7 @@ async def _connects(n: int) -> None:
 
     from aurigraph_stream.config import Settings, load_settings
 
-    overrides: dict[str, Any] = {
+    overrides = {
         "profile": "prod",
         "auth": "none",
         "handshake_rate": 0,
@@ -90,7 +90,7 @@ async def _connects(n: int) -> None:
         "gc_freeze_interval": 0,
     }
     if "ops_auth" in {f.name for f in dataclasses.fields(Settings)}:
-        overrides["ops_auth"] = False  # the prod profile's operator endpoints need JWT
+        overrides["ops_auth"] = False  # prod's ops scope needs JWT; auth is off here
     settings = load_settings(environ={}, overrides=overrides)
     try:
         from aurigraph_stream.server import build_server

@@ -6,6 +6,7 @@ packages=(
   nginx               # the C reference server of the benchmarks (bench/)
   libnginx-mod-nchan  # its pub/sub module, nchan
   chromium  # headless browser for the API documentation page tests (driven by Playwright)
+  valgrind  # callgrind: instructions per connect (bench/connect_instructions.py)
 )
 missing=()
 for pkg in "${packages[@]}"; do
