@@ -176,6 +176,7 @@ class Subscriber(asyncio.Protocol):
         "ready",
         "rec",
         "request",
+        "stride",
         "transport",
     )
 
@@ -191,6 +192,7 @@ class Subscriber(asyncio.Protocol):
         *,
         control: bool = False,
         max_seq: int = 0,
+        stride: int = 1,
     ) -> None:
         self.rec = rec
         self.path = path
@@ -229,6 +231,9 @@ class Subscriber(asyncio.Protocol):
         self.frag: list[bytes] | None = None
         self.frag_rsv1 = 0
         self.max_seq = max_seq  # a resumed connection starts where its predecessor stopped
+        # Seqs this connection gets are ``stride`` apart (a filter on one of ``stride``
+        # addresses that the publisher takes in turn); 1 for a whole stream.
+        self.stride = stride
         self.count = 0
         self.ooo = 0
         self.gaps = 0
@@ -318,8 +323,9 @@ class Subscriber(asyncio.Protocol):
         self.count += 1
         last = self.max_seq
         if seq > last:
-            if last and seq != last + 1:
-                self.gaps += seq - last - 1
+            stride = self.stride
+            if last and seq != last + stride:
+                self.gaps += (seq - last) // stride - 1 if stride > 1 else seq - last - 1
             self.max_seq = seq
         else:
             self.ooo += 1
@@ -413,7 +419,8 @@ class Subscriber(asyncio.Protocol):
         self.ooo = 0
         self.gaps = 0
         if first > 0:
-            self.max_seq = first - 1
+            # Strided: where its seqs start is the first one it gets (0: not known yet).
+            self.max_seq = first - 1 if self.stride == 1 else 0
 
     def drop(self) -> None:
         """End the connection at once with a TCP reset: no TIME_WAIT left on either side."""

@@ -142,6 +142,7 @@ class _Worker:
                     operation,
                     op_id,
                     control=cmd.get("control", False),
+                    stride=cmd.get("stride", 1),
                 )
                 try:
                     await asyncio.wait_for(
@@ -195,18 +196,28 @@ class _Worker:
             if len(chosen) >= cmd["count"]:
                 break
             index = (start + step) % len(conns)
-            if conns[index].open and conns[index].epoch:
+            conn = conns[index]
+            # It must know where it is: an epoch, and a message after its start.
+            if conn.open and conn.epoch and conn.max_seq:
                 chosen.append(index)
         self.turn[group] = (chosen[-1] + 1) if chosen else start
 
         async def again(index: int) -> None:
             old = conns[index]
             old.drop()
-            base = old.path.partition("?")[0]
-            path = f"{base}?since={old.max_seq}:{old.epoch}"
+            base, _, query = old.path.partition("?")
+            keep = [p for p in query.split("&") if p and not p.startswith(("replay=", "since="))]
+            path = f"{base}?{'&'.join([*keep, f'since={old.max_seq}:{old.epoch}'])}"
             ready: asyncio.Future[int] = self.loop.create_future()
             new = Subscriber(
-                rec, f"{host}:{port}", path, False, ready, control=True, max_seq=old.max_seq
+                rec,
+                f"{host}:{port}",
+                path,
+                False,
+                ready,
+                control=True,
+                max_seq=old.max_seq,
+                stride=old.stride,
             )
             new.count = old.count
             new.gaps, new.ooo = old.gaps, old.ooo
@@ -324,12 +335,14 @@ class LoadGenerator:
         group: str = "",
         graphql: Sequence[str] | None = None,
         control: bool = False,
+        stride: int = 1,
     ) -> ConnectResult:
         """Open one connection per path (spread over the workers) and wait for every 101.
 
         ``graphql``: per path, the JSON text of a subscribe payload (``{"query": ...}``): those
         connections speak graphql-transport-ws, and are open at ``connection_ack``.
         ``control``: the paths ask for a starting point, so a subscribed frame comes first.
+        ``stride``: each connection's seqs are that far apart (see :class:`Subscriber`).
         """
         n = len(self._pipes)
         cmds = [
@@ -345,6 +358,7 @@ class LoadGenerator:
                 "timeout": timeout,
                 "group": group,
                 "control": control,
+                "stride": stride,
             }
             for i in range(n)
         ]
