@@ -133,12 +133,12 @@ def test_throughput_scenario_runs_at_small_scale(tmp_path: Path) -> None:
     transaction reaches its two subscribers, the ingest acknowledgement and the CPU per
     published event are measured, and the report states the verdicts."""
     opts = Options(
-        quick=True,
         servers=("aurigraph", "floor"),
         workers=1,
         connections=20,
         throughput_rate=1000.0,
         throughput_steady_rate=300.0,
+        throughput_seconds=(3.0, 2.0),
         watchers=3,
     )
     with LoadGenerator(workers=1) as lg:
