@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from aurigraph_stream.access.guard import Guard, authorize_publish
-from aurigraph_stream.errors import AuthError, UnknownStream, ValidationError
+from aurigraph_stream.errors import AuthError, BrokerUnavailable, UnknownStream, ValidationError
 from aurigraph_stream.http.errors import error_response, unknown_stream
 from aurigraph_stream.node import Node
 from aurigraph_stream.streams import get
@@ -44,6 +44,10 @@ def _too_big(limit: int) -> JSONResponse:
         404: {"description": "Unknown stream"},
         413: {"description": "Body over max_message_size"},
         422: {"description": "An event does not match the stream's schema"},
+        503: {
+            "description": "The broker (Redis) cannot be reached: nothing of the request was "
+            "stored or broadcast; retry after Retry-After seconds"
+        },
     },
 )
 async def ingest(stream: str, request: Request) -> Response:
@@ -86,5 +90,13 @@ async def ingest(stream: str, request: Request) -> Response:
     except ValidationError as exc:
         return error_response(
             422, "validation_failed", exc.message, field=exc.field, index=exc.index
+        )
+    except BrokerUnavailable:
+        # Acknowledged means stored: nothing of this request was, so none of it is broadcast.
+        return error_response(
+            503,
+            "broker_unavailable",
+            "the broker cannot be reached; nothing of this request was published, retry later",
+            headers={"Retry-After": str(settings.retry_after)},
         )
     return JSONResponse({"stream": stream, "accepted": len(seqs), "seqs": seqs})

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from aurigraph_stream.codecs import CODECS
+from aurigraph_stream.event import Event
 from aurigraph_stream.filters import Filter
 from aurigraph_stream.stats import EndpointStats
 
@@ -128,15 +129,21 @@ class Group:
 class Members:
     """Every subscription of one stream, findable from an event."""
 
-    __slots__ = ("count", "groups", "index", "joining", "scanned")
+    __slots__ = ("control", "count", "groups", "index", "joining", "loading", "scanned")
 
     def __init__(self) -> None:
         self.groups: dict[Any, Group] = {}  # filter key -> group
         self.scanned: list[Group] = []  # groups without an index clause
         # message field -> (lower-case?, value -> groups indexed on it)
         self.index: dict[str, tuple[bool, dict[str, set[Group]]]] = {}
-        # Subscriptions waiting for the first event after their replay (Subscription.after).
+        # Subscriptions waiting for the first event after their replay (Subscription.after),
+        # and those still loading their history (after is None), which keep the live
+        # events in ``loading`` meanwhile: None once a reset made the buffer useless.
         self.joining: list[Subscription] = []
+        self.loading: dict[Subscription, list[Event] | None] = {}
+        # Subscriptions of /ws/{stream} that asked for control frames (on /ws every
+        # subscription has an id): they are told when the stream's history was lost.
+        self.control: set[Subscription] = set()
         self.count = 0
 
     def join(self, sub: Subscription) -> None:
@@ -158,10 +165,12 @@ class Members:
 
     def leave(self, sub: Subscription) -> None:
         """Take ``sub`` out of its group; an emptied group leaves the index."""
+        self.control.discard(sub)
         group = sub.group
         if group is None:
             if sub in self.joining:
                 self.joining.remove(sub)
+            self.loading.pop(sub, None)
             return
         sub.group = None
         key = sub.variant_key
@@ -187,12 +196,26 @@ class Members:
             if not table:
                 del self.index[field]
 
-    def admit(self, seq: int) -> None:
-        """Move joining subscriptions whose replay ``seq`` has passed into their groups."""
-        for sub in [s for s in self.joining if s.after is not None and seq > s.after]:
+    def admit(self, event: Event) -> None:
+        """Buffer ``event`` for subscriptions loading their history; move joining ones
+        whose replay has passed its seq into their groups."""
+        seq = event.seq
+        ready = []
+        for sub in self.joining:
+            if sub.after is None:
+                buffered = self.loading.get(sub)
+                if buffered is not None:
+                    buffered.append(event)
+            elif seq > sub.after:
+                ready.append(sub)
+        for sub in ready:
             self.joining.remove(sub)
             sub.after = None
             self.join(sub)
+
+    def subscriptions(self) -> list[Subscription]:
+        """Every subscription in a group (not those still joining)."""
+        return [sub for g in self.groups.values() for m in g.variants.values() for sub in m]
 
     def matching(self, data: dict[str, Any]) -> list[Group]:
         """The groups whose filter passes ``data``."""

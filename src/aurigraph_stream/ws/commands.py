@@ -197,4 +197,15 @@ class Mux:
             raise SubscriptionError(
                 "forbidden", f"the token does not grant the stream {request.stream!r}"
             )
-        self.subs[sub_id] = attach(self.node, self.sink, request, self.codec, self.bits, sub_id)
+        self.subs[sub_id] = attach(
+            self.node, self.sink, request, self.codec, self.bits, sub_id, self._failed(sub_id)
+        )
+
+    def _failed(self, sub_id: str) -> Callable[[SubscriptionError], None]:
+        """What a subscription whose history could not be read does: it ends, with an error."""
+
+        def failed(exc: SubscriptionError) -> None:
+            self.subs.pop(sub_id, None)
+            self._reply(_error("subscribe", sub_id, exc.error, exc.detail))
+
+        return failed

@@ -1,29 +1,50 @@
 """Starting a subscription: the starting frames first, then live events, with no seam.
 
 :func:`attach` puts a connection on a stream. When the client asked for a
-starting point (replay, since, snapshot) or is on ``/ws``, it first reads the
-broker's history (or the snapshot state), queues the ``subscribed`` reply and
-the replayed messages, and joins the hub, all in one synchronous step: with
-the in-process broker no event can be published in between, so the last
-replayed message and the first live one are consecutive. The subscription
-also joins with ``after=position.seq``, the hub's seq check, so that the seam
-holds even for a broker whose history and delivery are not in step.
+starting point (replay, since, snapshot) or is on ``/ws``, it sends a
+``subscribed`` frame, the snapshot and the replayed messages before any live
+event, and the last replayed message and the first live one are consecutive.
+
+- **In-process broker** (``history_now`` answers): the history read, the
+  queued frames and joining the hub are one synchronous step, so no event can
+  be published in between.
+- **Networked broker** (Redis): the history is a round trip away. The
+  subscription joins the hub at once in a *loading* state, in which the hub
+  keeps the live events it would have received (as centrifuge's
+  ``PubSubSync`` does); the history is read in the background; then, in one
+  synchronous step, the replay is queued, followed by the kept events newer
+  than the history's position, and the subscription receives live events
+  from where those end. Every event published after the buffering started
+  is either in the history read or among the kept events, and the seq check
+  drops what is in both.
+
+The snapshot (validators, network) is the node's own set
+(:class:`~aurigraph_stream.node.snapshots.SnapshotState`), which is exactly
+as of the last event the hub was given (``Broker.delivered``), so it needs
+no read at all.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Mapping
+import asyncio
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from aurigraph_stream.errors import SubscriptionError
+from aurigraph_stream.broker import HistoryRead
+from aurigraph_stream.contract import Position
+from aurigraph_stream.errors import BrokerUnavailable, SubscriptionError
 from aurigraph_stream.event import Event
 from aurigraph_stream.hub import Subscriber, Subscription, control_frame, message_frame
 from aurigraph_stream.hub.frames import encode_payload
 from aurigraph_stream.node import Node
 from aurigraph_stream.subscription import SubscribeRequest
 
-__all__ = ["attach", "reply"]
+__all__ = ["HISTORY_WAIT", "attach", "reply"]
+
+HISTORY_WAIT = 10.0  # seconds a subscription waits for an unreachable broker's history
+
+Failed = Callable[[SubscriptionError], None]
 
 
 def reply(node: Node, sink: Subscriber, codec: str, bits: int, frame: Mapping[str, Any]) -> None:
@@ -46,68 +67,151 @@ def attach(
     codec: str,
     bits: int,
     sub_id: str | None = None,
+    failed: Failed | None = None,
 ) -> Subscription:
     """Subscribe ``sink`` to the node's hub as ``request`` asks, its starting frames queued first.
 
-    Raises:
-        SubscriptionError: ``history_unavailable`` when a starting point is asked
-            of a broker that cannot read its history synchronously.
+    Args:
+        failed: called (after the subscription was removed) when a networked
+            broker's history could not be read within :data:`HISTORY_WAIT`.
     """
     hub = node.hub
-    level = node.settings.compression_level
     stream, flt = request.stream, request.filter
     if not request.wants_control and sub_id is None:
         return hub.subscribe(sink, stream, (codec, bits), flt)
-    # Only what is needed is copied: a position, or the events after ``since``,
-    # or every event kept (to pick the last N that pass the filter).
-    if request.since is not None:
-        since: int | None = request.since
-    elif request.replay:
-        since = None
-    else:
-        since = sys.maxsize
-    read = node.broker.history_now(stream, since)
-    if read is None:
-        raise SubscriptionError(
-            "history_unavailable", "this broker cannot serve replay, since or snapshot"
-        )
-    position = read.position
+    control = sub_id is None  # a /ws/{stream} subscription with a starting point
+    read: HistoryRead | None = None
+    if request.since is not None or request.replay is not None:
+        # Only what is needed is copied: the events after ``since``, or every
+        # event kept (to pick the last N that pass the filter).
+        since = request.since
+        read = node.broker.history_now(stream, since)
+        if read is None:
+            sub = hub.subscribe(
+                sink, stream, (codec, bits), flt, sub_id=sub_id, loading=True, control=control
+            )
+            node.load(_load(node, sub, request, failed))
+            return sub
+    position = read.position if read is not None else node.broker.delivered(stream)
+    sub = hub.subscribe(
+        sink, stream, (codec, bits), flt, sub_id=sub_id, after=position.seq, control=control
+    )
+    hub.enqueue(sink, _starting_frames(node, sub, request, read, position, []))
+    return sub
+
+
+def _starting_frames(
+    node: Node,
+    sub: Subscription,
+    request: SubscribeRequest,
+    read: HistoryRead | None,
+    position: Position,
+    kept: list[Event],
+) -> list[bytes]:
+    """The subscribed frame, the snapshot, the replay, then ``kept`` (newer live events)."""
+    level = node.settings.compression_level
+    flt = sub.filter
     replayed: list[Event] = []
     recovered = True
     snapshot = request.snapshot
-    if request.since is not None:
-        if (
-            (request.epoch is not None and request.epoch != position.epoch)
-            or read.events is None
-            or request.since > position.seq
-        ):
+    if read is None:
+        recovered = request.since is None and request.replay is None
+    elif request.since is not None:
+        if not _resumable(request, read):
             recovered = False
         else:
-            replayed = [e for e in read.events if flt.matches(e.data)]
+            replayed = [e for e in read.events or () if flt.matches(e.data)]
             snapshot = False  # resumed: the snapshot was only the fallback
     elif request.replay is not None:
         matching = [e for e in read.events or () if flt.matches(e.data)]
         replayed = matching[-request.replay :] if request.replay else []
         recovered = len(replayed) == request.replay or read.first_seq <= 1
-
-    sub = hub.subscribe(sink, stream, (codec, bits), flt, sub_id=sub_id, after=position.seq)
     # An event this format cannot carry is left out (and logged), as in live delivery.
-    replay_frames = [
-        frame for frame in (_replayed_frame(sub, e, level) for e in replayed) if frame is not None
+    replay_frames = [f for f in (_replayed_frame(sub, e, level) for e in replayed) if f is not None]
+    # The live events kept while the history loaded come after the position: sent
+    # whatever ``recovered`` says, as live events are.
+    kept_frames = [
+        f
+        for f in (_replayed_frame(sub, e, level) for e in kept if flt.matches(e.data))
+        if f is not None
     ]
+    codec, bits = sub.codec, sub.bits
     head: dict[str, Any] = {"type": "subscribed"}
-    if sub_id is not None:
-        head["id"] = sub_id
-    head["stream"] = stream
+    if sub.id is not None:
+        head["id"] = sub.id
+    head["stream"] = sub.stream
     where = {"seq": position.seq, "epoch": position.epoch}
     head |= {"position": where, "recovered": recovered, "replayed": len(replay_frames)}
     frames = [control_frame(codec, bits, level, head)]
     if snapshot:
-        items = [flt.project(m) for m in node.snapshots.items(stream) if flt.matches(m)]
+        items = [flt.project(m) for m in node.snapshots.items(sub.stream) if flt.matches(m)]
         body: dict[str, Any] = {"type": "snapshot"}
-        if sub_id is not None:
-            body["id"] = sub_id
-        body |= {"stream": stream, "position": where, "items": items}
+        if sub.id is not None:
+            body["id"] = sub.id
+        body |= {"stream": sub.stream, "position": where, "items": items}
         frames.append(control_frame(codec, bits, level, body))
-    hub.enqueue(sink, frames + replay_frames)
-    return sub
+    return frames + replay_frames + kept_frames
+
+
+def _resumable(request: SubscribeRequest, read: HistoryRead) -> bool:
+    """Whether ``since`` can be resumed from ``read``: same epoch, every event still kept."""
+    position = read.position
+    return not (
+        (request.epoch is not None and request.epoch != position.epoch)
+        or read.events is None
+        or (request.since is not None and request.since > position.seq)
+    )
+
+
+async def _read_history(node: Node, sub: Subscription, since: int | None) -> HistoryRead | None:
+    """The history, retried while the broker is unreachable (bounded); None if given up."""
+    deadline = time.monotonic() + HISTORY_WAIT
+    delay = 0.1
+    while True:
+        try:
+            return await node.broker.history(sub.stream, since)
+        except BrokerUnavailable:
+            if time.monotonic() + delay > deadline or sub not in sub.sink.subscriptions:
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+async def _load(
+    node: Node, sub: Subscription, request: SubscribeRequest, failed: Failed | None
+) -> None:
+    """A networked broker's history for a loading subscription, then its starting frames."""
+    read = await _read_history(node, sub, request.since)
+    hub = node.hub
+    if sub not in sub.sink.subscriptions:
+        return  # the client left, or unsubscribed, meanwhile
+    if read is None:
+        hub.remove(sub)
+        if failed is not None:
+            failed(
+                SubscriptionError(
+                    "history_unavailable",
+                    f"the broker did not answer within {HISTORY_WAIT:g}s; retry later",
+                )
+            )
+        return
+    # From here to the end: one synchronous step, no event can come in between.
+    delivered = node.broker.delivered(sub.stream)
+    buffered = hub.take_buffer(sub)
+    continuous = buffered is not None and delivered.epoch == read.position.epoch
+    if continuous and request.since is not None and not _resumable(request, read):
+        continuous = False  # not resumed: start from what this node delivered, as live does
+    if continuous:
+        assert buffered is not None
+        position = read.position
+        kept = [e for e in buffered if e.seq > position.seq]
+        frames = _starting_frames(node, sub, request, read, position, kept)
+        hub.join_after(sub, max(position.seq, delivered.seq))
+    else:
+        # Not resumed, or a reset came while loading (the history read belongs to
+        # a lost epoch): the position is the last event delivered here, the
+        # snapshot is as of it, and live events follow it.
+        position = delivered
+        frames = _starting_frames(node, sub, request, None, position, [])
+        hub.join_after(sub, position.seq)
+    hub.enqueue(sub.sink, frames)
