@@ -6,7 +6,7 @@ builds it and knows how to make it lose its history (for the epoch tests).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Protocol
 
 import pytest
@@ -14,7 +14,7 @@ import pytest
 from aurigraph_stream.broker import Broker, MemoryBroker
 from aurigraph_stream.broker.history import HistoryPolicy
 from aurigraph_stream.broker.redis import RedisBroker
-from tests.support.redisserver import RedisServer, redis_server
+from tests.support.redisserver import RedisServer
 
 
 class BrokerHarness(Protocol):
@@ -54,13 +54,6 @@ class RedisHarness:
 
     async def lose_history(self) -> None:
         self.server.flushall()
-
-
-@pytest.fixture(scope="session")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """One redis-server for the contract suites, emptied before each test that uses it."""
-    with redis_server(tmp_path_factory.mktemp("redis")) as server:
-        yield server
 
 
 @pytest.fixture(params=["memory", "redis"])
