@@ -80,7 +80,7 @@ async def while_leased(
                 await task
 
 
-async def sample_metrics(publish: Publish, stats: Stats, interval: float) -> None:
+async def sample_metrics(publish: Publish, stats: Callable[[], Stats], interval: float) -> None:
     """Publish one /ws/metrics message every ``interval`` seconds, on a steady beat."""
     sampler = MetricsSampler(stats, time.time())
     publish = _Dropping(publish, "metrics sampler")

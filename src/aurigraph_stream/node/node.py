@@ -29,6 +29,7 @@ from aurigraph_stream.event import Event
 from aurigraph_stream.hub import Hub
 from aurigraph_stream.node.collector import freeze_survivors
 from aurigraph_stream.node.feeds import LEASE_TTL, sample_metrics, simulate, while_leased
+from aurigraph_stream.node.identity import WorkerIdentity
 from aurigraph_stream.node.snapshots import SnapshotState
 from aurigraph_stream.node.tasks import Tasks
 from aurigraph_stream.sources.simulator import NetworkSimulator
@@ -50,8 +51,9 @@ class Node:
             wrote and the flush time (broadcast latency).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, identity: WorkerIdentity | None = None) -> None:
         self.settings = settings
+        self.identity = identity  # set when this process is one worker of several
         # The five streams, and the multiplexed /ws endpoint's connections.
         self.stats = Stats.for_streams((*NAMES, MUX_ENDPOINT))
         self.broker: Broker = create_broker(settings.broker_url, settings.history_policies())
@@ -63,6 +65,9 @@ class Node:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._hub: Hub | None = None
         self._loads: set[asyncio.Task[None]] = set()  # subscriptions loading their history
+        # What the metrics sampler reads: this process's counters, or (set by the
+        # operator layer when there are several workers) the whole node's.
+        self.node_stats: Callable[[], Stats] = lambda: self.stats
 
     @property
     def hub(self) -> Hub:
@@ -92,7 +97,7 @@ class Node:
                 partial(freeze_survivors, settings.gc_freeze_interval, settings.gc_full_interval),
             )
         trusted = partial(self.publish, validate=False)
-        sampler = partial(sample_metrics, trusted, self.stats, settings.metrics_interval)
+        sampler = partial(sample_metrics, trusted, self._sampled, settings.metrics_interval)
         # One sampler and one simulator per cluster: the process holding the lease
         # runs them (a single process always holds it).
         self.tasks.spawn("metrics-sampler", self._leased("metrics-sampler", sampler))
@@ -106,6 +111,9 @@ class Node:
             )
             run = partial(simulate, trusted, simulator)
             self.tasks.spawn("simulator", self._leased("simulator", run))
+
+    def _sampled(self) -> Stats:
+        return self.node_stats()
 
     def _leased(
         self, name: str, run: Callable[[], Coroutine[Any, Any, None]]

@@ -103,7 +103,8 @@ _NO_LATENCY = LatencyHistogram()
 
 def build_report(obs: Observability) -> StatsReport:
     node = obs.node
-    stats = node.stats
+    view = obs.view()  # with several workers: the whole node
+    stats = view.stats
     s = node.settings
     endpoints = {
         name: EndpointReport(
@@ -117,14 +118,12 @@ def build_report(obs: Observability) -> StatsReport:
             protocolErrors=e.protocol_errors,
             failedSends=e.failed_sends,
             # The multiplexed endpoint carries the streams' events: no latency of its own.
-            broadcastLatencyMs=_latency(
-                obs.latency.streams.get(name, _NO_LATENCY), s.latency_target_ms
-            ),
+            broadcastLatencyMs=_latency(view.latency.get(name, _NO_LATENCY), s.latency_target_ms),
         )
         for name, e in stats.endpoints.items()
     }
     rejected: dict[str, int] = {}
-    for (_, reason), n in obs.ingest.rejected.items():
+    for (_, reason), n in view.rejected.items():
         rejected[reason] = rejected.get(reason, 0) + n
     return StatsReport(
         version=__version__,
@@ -136,7 +135,7 @@ def build_report(obs: Observability) -> StatsReport:
         endpoints=endpoints,
         refused=dict(stats.refused),
         closes={str(code): n for code, n in sorted(stats.closes.items())},
-        ingest=IngestReport(accepted=dict(obs.ingest.accepted), rejected=rejected),
+        ingest=IngestReport(accepted=dict(view.accepted), rejected=rejected),
         limits=Limits(
             maxConnections=s.max_connections,
             maxFrameSize=s.max_frame_size,
