@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import orjson
 
+from aurigraph_stream.contract import Position
 from aurigraph_stream.event import Event
 from aurigraph_stream.hub import Hub, Subscriber
 from aurigraph_stream.hub.members import DETACHED
@@ -186,3 +187,63 @@ def test_on_flush_sees_every_published_event() -> None:
     hub.publish([_event(1, "consensus"), _event(2, "consensus")])
     loop.run()
     assert seen == [[1, 2]]
+
+
+def _tx(seq: int) -> Event:
+    return Event("transactions", seq, {"txHash": f"0x{seq:064x}", "seq": seq}, 0.0)
+
+
+def _seqs(sink: Recorder) -> list[int]:
+    out = []
+    for batch in sink.writes:
+        for frame in batch:
+            payload = orjson.loads(frame[2:])
+            out.append(payload.get("seq", -1) if "type" not in payload else -1)
+    return out
+
+
+def test_a_loading_subscription_keeps_live_events_until_its_history_is_read() -> None:
+    """While loading, events are kept for the subscription, not written; take_buffer
+    returns them in order, and after join_after(n) only seqs above n are delivered."""
+    hub, loop, _ = _hub()
+    sink = Recorder()
+    sub = hub.subscribe(sink, "transactions", PLAIN, loading=True)
+    hub.publish([_tx(1), _tx(2)])
+    hub.publish([_tx(3)])
+    loop.run()
+    assert sink.writes == []
+    assert [e.seq for e in hub.take_buffer(sub) or ()] == [1, 2, 3]
+    hub.join_after(sub, 4)  # the history read reached seq 4
+    hub.publish([_tx(4), _tx(5)])
+    loop.run()
+    assert _seqs(sink) == [5]
+
+
+def test_a_reset_tells_control_subscriptions_and_frees_joining_ones() -> None:
+    """reset(): subscriptions with an id or asked control frames get a subscribed frame
+    with recovered false and the new position; plain ones get nothing; one waiting for a
+    seq of the lost epoch joins at once; a loading one learns its buffer is void."""
+    hub, loop, _ = _hub()
+    plain, control, mux, waiting, loading = (Recorder() for _ in range(5))
+    hub.subscribe(plain, "transactions", PLAIN)
+    hub.subscribe(control, "transactions", PLAIN, control=True)
+    hub.subscribe(mux, "transactions", PLAIN, sub_id="t")
+    hub.subscribe(waiting, "transactions", PLAIN, after=100)
+    pending = hub.subscribe(loading, "transactions", PLAIN, loading=True)
+    hub.reset("transactions", Position(0, "e2"))
+    loop.run()
+    assert plain.writes == []
+    (frame,) = control.writes[0]
+    assert orjson.loads(frame[2:]) == {
+        "type": "subscribed",
+        "stream": "transactions",
+        "position": {"seq": 0, "epoch": "e2"},
+        "recovered": False,
+        "replayed": 0,
+    }
+    (wrapped,) = mux.writes[0]
+    assert orjson.loads(wrapped[2:])["id"] == "t"
+    hub.publish([_tx(1)])
+    loop.run()
+    assert _seqs(waiting) == [1]  # no longer waits for seq 101 of the old epoch
+    assert hub.take_buffer(pending) is None

@@ -4,7 +4,8 @@ Per stream, three keys share one hash tag (``aurigraph:{transactions}:...``):
 
 - ``meta``, a hash: ``epoch`` and ``seq``, the last seq assigned;
 - ``log``, a Redis Stream: one entry per event (``s`` seq, ``e`` epoch,
-  ``d`` the message as JSON, without ``seq``), trimmed to the stream's
+  ``d`` the message as JSON, without ``seq``, ``t`` Redis' clock when it was
+  stored, in microseconds), trimmed to the stream's
   history bounds (``MAXLEN`` for the count, ``MINID`` for the age);
 - ``snap``, a hash: the snapshot set of ``validators`` and ``network``
   (item key -> ``seq:json``).
@@ -79,6 +80,8 @@ if not epoch then
   redis.call('DEL', KEYS[2], KEYS[3])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
 end
+local t = redis.call('TIME')
+local stored = t[1] .. string.format('%06d', tonumber(t[2]))
 local n = tonumber(ARGV[4])
 local last = redis.call('HINCRBY', KEYS[1], 'seq', n)
 local seq = last - n
@@ -86,7 +89,7 @@ for i = 0, n - 1 do
   seq = seq + 1
   local at = 5 + i * 3
   local data = ARGV[at]
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], '*', 's', seq, 'e', epoch, 'd', data)
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], '*', 's', seq, 'e', epoch, 'd', data, 't', stored)
   local op = ARGV[at + 1]
   if op == '+' then
     redis.call('HSET', KEYS[3], ARGV[at + 2], seq .. ':' .. data)
@@ -96,7 +99,6 @@ for i = 0, n - 1 do
 end
 local age = tonumber(ARGV[3])
 if age > 0 then
-  local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   redis.call('XTRIM', KEYS[2], 'MINID', now - age)
 end
@@ -309,11 +311,14 @@ class RedisBroker:
     def _event(
         stream: str, entry_id: bytes, fields: Sequence[bytes], now: tuple[float, float]
     ) -> Event:
-        # Fields as stored: s, seq, e, epoch, d, data.
+        # Fields as stored: s, seq, e, epoch, d, data, t, stored (us, Redis' clock).
         seq = int(fields[1])
-        # accepted_at on this process's perf_counter, from the entry id (Redis' clock, ms).
-        stored_ms = int(entry_id.partition(b"-")[0])
-        accepted = now[0] - max(0.0, now[1] - stored_ms / 1000)
+        # accepted_at on this process's perf_counter, from when Redis stored it.
+        if len(fields) > 7:
+            stored = int(fields[7]) / 1e6
+        else:  # an entry from before ``t`` was stored: the id's milliseconds
+            stored = int(entry_id.partition(b"-")[0]) / 1e3
+        accepted = now[0] - max(0.0, now[1] - stored)
         return Event(stream, seq, {**orjson.loads(fields[5]), "seq": seq}, accepted)
 
     # -- leases and health ----------------------------------------------------------------
@@ -432,7 +437,8 @@ class RedisBroker:
                         events = []
                     await self._resync(stream, new_epoch=e != epoch)
                     break
-                fields_list = (b"s", fields[b"s"], b"e", fields[b"e"], b"d", fields[b"d"])
+                # As a script reads an entry: a flat list, in the order stored.
+                fields_list = [x for pair in fields.items() for x in pair]
                 events.append(self._event(stream, entry_id, fields_list, now))
                 seq = s
                 self._ids[key] = entry_id
