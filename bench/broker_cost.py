@@ -104,11 +104,27 @@ async def _load(port: int, subscribers: int, rate: float, seconds: float) -> lis
     return trips
 
 
+def _cpu(proc: psutil.Process) -> float:
+    """User+system seconds of a process and its children (the workers of --workers)."""
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def measure(broker: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """One run; ``broker`` is memory, redis, or redis:N for N worker processes."""
     port = _free_port()
     redis_proc = None
     command = [sys.executable, "-m", "aurigraph_stream", "serve", "--port", str(port)]
     command += ["--no-simulate", "--log-level", "WARNING", "--metrics-interval", "3600"]
+    broker, _, workers = broker.partition(":")
+    if workers:
+        command += ["--workers", workers]
     if broker == "redis":
         redis_port = _free_port()
         redis_proc = subprocess.Popen(
@@ -121,18 +137,20 @@ def measure(broker: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     try:
         _wait_http(f"http://127.0.0.1:{port}/q/health/ready")
+        time.sleep(3 if workers else 0)  # every worker listening
         proc = psutil.Process(server.pid)
         rproc = psutil.Process(redis_proc.pid) if redis_proc is not None else None
-        cpu0 = sum(proc.cpu_times()[:2])
+        cpu0 = _cpu(proc)
         rcpu0 = sum(rproc.cpu_times()[:2]) if rproc else 0.0
         trips = asyncio.run(_load(port, args.subscribers, args.rate, args.seconds))
-        cpu = sum(proc.cpu_times()[:2]) - cpu0
+        cpu = _cpu(proc) - cpu0
         rcpu = (sum(rproc.cpu_times()[:2]) - rcpu0) if rproc else 0.0
+        time.sleep(2.5 if workers else 0)  # the workers' figures exchanged (ops/workers.py)
         stats = httpx.get(f"http://127.0.0.1:{port}/api/v11/websocket/stats").json()
         latency = stats["endpoints"]["transactions"]["broadcastLatencyMs"]
-        events = latency["count"]
+        events = len(trips) * BATCH  # published (latency["count"] is per worker that broadcast)
         return {
-            "broker": broker,
+            "broker": broker + (f" x{workers} workers" if workers else ""),
             "events": events,
             "latency_p50": latency["p50"],
             "latency_p99": latency["p99"],
@@ -154,7 +172,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=1000.0, help="events per second")
     parser.add_argument("--subscribers", type=int, default=200)
-    parser.add_argument("--brokers", default="memory,redis")
+    parser.add_argument(
+        "--brokers", default="memory,redis", help="memory, redis, redis:N (N worker processes)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="broker-cost-") as tmp:
         for broker in args.brokers.split(","):
