@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 from websockets.sync.client import connect
 
 from tests.support.faults import Follower, Publisher, check_exactly_once, request_of
@@ -254,3 +255,33 @@ def test_redis_unreachable_for_10_seconds(tmp_path: Path, own_redis: RedisServer
         _, request = request_of(hash_)
         per_request[request] = per_request.get(request, 0) + 1
     assert set(per_request.values()) == {5}, per_request
+
+
+def test_a_tls_redis_with_a_password(tmp_path: Path) -> None:
+    """rediss:// with a password in the URL: the node publishes and delivers through it,
+    and the password appears in no line of its log."""
+    ca = trustme.CA()
+    issued = ca.issue_cert("localhost")
+    files = (tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem")
+    issued.cert_chain_pems[0].write_to_path(str(files[0]))
+    issued.private_key_pem.write_to_path(str(files[1]))
+    ca.cert_pem.write_to_path(str(files[2]))
+    password = "correct-horse-battery-staple"
+    with (
+        redis_server(tmp_path, password=password, tls=files) as secured,
+        node(tmp_path, secured) as server,
+        connect(f"{ws_base(server)}/ws/transactions?replay=0", open_timeout=5) as ws,
+    ):
+        assert secured.url.startswith("rediss://:")
+        assert recv_json(ws)["type"] == "subscribed"
+        publisher = Publisher([server.http], rate=50)
+        publisher.start()
+        try:
+            publisher.wait_acked(5)
+        finally:
+            publisher.stop()
+        assert [recv_json(ws)["seq"] for _ in publisher.acked] == publisher.acked
+        assert ready(server) == 200
+        log = server.log()
+    assert "rediss://:[redacted]@localhost" in log
+    assert password not in log

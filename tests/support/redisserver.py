@@ -25,26 +25,71 @@ class RedisServer:
     Args:
         aof: append-only file on (with ``appendfsync always``): a restart keeps
             every write; off, a restart loses everything, as a cache would.
+        password: ``requirepass``: clients must authenticate.
+        tls: (certificate chain, key, CA) files: TLS only (``rediss://``), no plain port.
     """
 
-    def __init__(self, directory: Path, *, aof: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        aof: bool = False,
+        password: str | None = None,
+        tls: tuple[Path, Path, Path] | None = None,
+    ) -> None:
         self.directory = directory
         self.port = free_port()
         self.aof = aof
+        self.password = password
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = directory / f"redis-{self.port}.log"
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        if self.tls is not None:
+            return f"rediss://{auth}localhost:{self.port}/0?ssl_ca_certs={self.tls[2]}"
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        if self.tls is not None:
+            return redis.Redis(
+                host="localhost",
+                port=self.port,
+                password=self.password,
+                socket_timeout=5,
+                ssl=True,
+                ssl_ca_certs=str(self.tls[2]),
+            )
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5
+        )
 
     def start(self) -> None:
+        if self.tls is not None:
+            cert, key, ca = self.tls
+            listen = [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(cert),
+                "--tls-key-file",
+                str(key),
+                "--tls-ca-cert-file",
+                str(ca),
+                "--tls-auth-clients",
+                "no",
+            ]
+        else:
+            listen = ["--port", str(self.port)]
+        if self.password is not None:
+            listen += ["--requirepass", self.password]
         args = [
             REDIS_BINARY,
-            "--port", str(self.port),
+            *listen,
             "--bind", "127.0.0.1",
             "--dir", str(self.directory),
             "--save", "",
@@ -114,8 +159,14 @@ class RedisServer:
 
 
 @contextmanager
-def redis_server(directory: Path, *, aof: bool = False) -> Iterator[RedisServer]:
-    server = RedisServer(directory, aof=aof)
+def redis_server(
+    directory: Path,
+    *,
+    aof: bool = False,
+    password: str | None = None,
+    tls: tuple[Path, Path, Path] | None = None,
+) -> Iterator[RedisServer]:
+    server = RedisServer(directory, aof=aof, password=password, tls=tls)
     server.start()
     try:
         yield server
