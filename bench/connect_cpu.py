@@ -78,8 +78,13 @@ def measure(source: Path | None, n: int) -> tuple[float, float]:
         flags = ["--profile", "prod", "--auth", "none", "--handshake-rate", "0"]
         flags += ["--max-connections-per-ip", "0", "--no-simulate", "--log-level", "WARNING"]
         command = [sys.executable, "-m", "aurigraph_stream", "serve", "--port", str(port)]
-        command += flags
         env = dict(os.environ, PYTHONPATH=str(source / "src"))
+        help_text = subprocess.run(
+            [*command, "--help"], capture_output=True, text=True, env=env, timeout=60
+        ).stdout
+        if "--no-ops-auth" in help_text:  # prod keeps stats behind a token, which needs auth
+            flags.append("--no-ops-auth")
+        command += flags
     proc = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
     try:
         return asyncio.run(_connect_all(port, proc.pid, n))

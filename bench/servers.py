@@ -164,8 +164,9 @@ class Aurigraph(BenchServer):
     # (per-IP limits: every client here is 127.0.0.1) or that the references do not do
     # either (authentication). Flags the server does not have are left out, so older trees
     # run too.
-    OPTIONAL_FLAGS: ClassVar[tuple[tuple[str, str], ...]] = (
+    OPTIONAL_FLAGS: ClassVar[tuple[tuple[str, str | None], ...]] = (
         ("--auth", "none"),
+        ("--no-ops-auth", None),  # prod keeps stats behind a token, which needs auth
         ("--handshake-rate", "0"),
         ("--max-connections-per-ip", "0"),
     )
@@ -185,7 +186,7 @@ class Aurigraph(BenchServer):
             part
             for flag, value in self.OPTIONAL_FLAGS
             if re.search(rf"{re.escape(flag)}\b", help_text)
-            for part in (flag, value)
+            for part in ((flag,) if value is None else (flag, value))
         ]
         return [
             *base,

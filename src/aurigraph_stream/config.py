@@ -56,6 +56,12 @@ class Settings:
     max_buffered_bytes: int = _opt(
         1048576, "unsent bytes a subscriber may hold before it is closed as slow (4008)", min=1024
     )
+    fanout_tick_budget: int = _opt(
+        100_000,
+        "work the hub does per event-loop tick before the rest of a batch waits for the "
+        "next tick: one unit per delivery, 100 per frame built",
+        min=1000,
+    )
     ping_interval: float = _opt(30.0, "seconds between keepalive pings", min=0.05)
     ping_timeout: float = _opt(30.0, "seconds to wait for a pong before closing (4009)", min=0.05)
     close_timeout: float = _opt(5.0, "seconds to wait for a client's close reply", min=0.01)
@@ -88,6 +94,11 @@ class Settings:
         None, "shared key ingest requests must send in X-Publisher-Key (unset: no key)"
     )
     # Security (docs/security.md): who may connect and publish, and how much.
+    ops_auth: bool = _opt(
+        False,
+        "stats (/api/v11/websocket/stats) and metrics (/q/metrics) need a token with the "
+        "ops scope (prod: on; needs JWT)",
+    )
     auth: str | None = _opt(
         None,
         "client authentication: jwt or none (unset: jwt when a JWT key is set, else none "
@@ -208,6 +219,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "prod": {
         "max_connections": 10000,
+        # Connection counts, refusals, limits and process details are for operators.
+        "ops_auth": True,
         "log_level": "INFO",
         "log_format": "json",
         "simulate": False,

@@ -55,7 +55,9 @@ class StreamServer(uvicorn.Server):
         self.node = node
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        self.node.draining = True  # readiness DOWN, new WebSockets refused with 503
+        # Readiness DOWN, new WebSockets and ingest refused with 503; what the hub
+        # holds is written before any connection gets its 1001.
+        self.node.begin_drain()
         delay = self.node.settings.shutdown_delay
         if delay > 0:
             # Keep serving while load balancers see readiness DOWN and stop routing here.

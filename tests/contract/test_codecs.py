@@ -10,10 +10,14 @@ import msgpack
 import orjson
 import pytest
 from google.protobuf.message import Message
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from aurigraph_stream.codecs import CODECS, Codec
+from aurigraph_stream.errors import ValidationError
 from aurigraph_stream.proto import aurigraph_v11_pb2 as pb
-from aurigraph_stream.streams import NAMES
+from aurigraph_stream.streams import NAMES, REGISTRY
+from aurigraph_stream.streams.body import BodyError, parse_events
 from aurigraph_stream.wire.frames import Opcode
 from tests.support.streamtools import example_event
 
@@ -126,3 +130,73 @@ def test_the_envelope_wraps_the_shared_payload(codec: Codec, stream: str) -> Non
 def test_control_replies_read_back(codec: Codec, reply: dict[str, Any]) -> None:
     """subscribed, unsubscribed, error and snapshot replies decode to what was sent."""
     assert DECODERS[codec.name](codec.control(reply)) == reply
+
+
+# -- what ingest accepts, every format carries -----------------------------------------
+def _edge_numbers() -> st.SearchStrategy[Any]:
+    safe = 2**53 - 1
+    return st.one_of(
+        st.integers(min_value=-2, max_value=2**70),
+        st.sampled_from([0, 1, safe, safe + 1, 2**63 - 1, 2**63, 2**64 - 1, 2**64, 2**70]),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.sampled_from([0.0, -0.0, 21000.0, 0.5, 1e-300, float(safe), 1e300]),
+    )
+
+
+def _json_text(value: Any) -> bytes:
+    """``value`` as JSON text, big integers included (orjson writes at most 64 bits)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str | float):
+        return orjson.dumps(value)
+    if isinstance(value, int):
+        return str(value).encode()
+    if isinstance(value, list):
+        return b"[" + b",".join(_json_text(v) for v in value) + b"]"
+    return b"{" + b",".join(orjson.dumps(k) + b":" + _json_text(v) for k, v in value.items()) + b"}"
+
+
+@st.composite
+def _ingest_bodies(draw: st.DrawFn, stream: str) -> bytes:
+    event: dict[str, Any] = dict(example_event(stream))
+    numeric = [
+        name
+        for name, p in REGISTRY[stream].event_schema["properties"].items()
+        if p.get("type") in ("integer", "number")
+    ]
+    chosen: list[str] = draw(st.lists(st.sampled_from(numeric), max_size=len(numeric), unique=True))
+    for name in chosen:
+        event[name] = draw(_edge_numbers())
+    strings = [n for n, v in event.items() if isinstance(v, str) and n != "timestamp"]
+    change: bool = draw(st.booleans())
+    if strings and change:
+        field: str = draw(st.sampled_from(strings))
+        event[field] = draw(st.text(max_size=20))
+    return _json_text(event)
+
+
+def _accepts(stream: str, body: bytes) -> list[Any] | None:
+    """The events the ingest API publishes for ``body``, or None when it refuses it."""
+    try:
+        events = parse_events(body)
+        return [REGISTRY[stream].validate(event, i) for i, event in enumerate(events)]
+    except (BodyError, ValidationError):
+        return None
+
+
+@pytest.mark.parametrize("stream", NAMES)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_every_event_ingest_accepts_reads_back_equal_in_every_format(
+    stream: str, data: st.DataObject
+) -> None:
+    """Whatever numbers a publisher writes, an event the ingest API accepts encodes in JSON,
+    MessagePack and Protocol Buffers and decodes back equal, integers as integers."""
+    body = data.draw(_ingest_bodies(stream))
+    events = _accepts(stream, body)
+    if events is None:
+        return
+    message = {**events[0], "seq": 2**53 - 1}
+    for name, codec in CODECS.items():
+        decoded = DECODERS[name](codec.message(stream, message))
+        assert decoded == message, name
+        integers = REGISTRY[stream]._integers
+        assert all(type(decoded[f]) is int for f in integers if f in message), name

@@ -169,7 +169,7 @@ def test_port_from_env_beats_the_file_and_the_flag_beats_env(tmp_path: Path) -> 
 def test_prod_profile_through_the_cli(tmp_path: Path) -> None:
     """`serve --profile prod`: simulator off (tps stays 0) and max_connections 10000."""
     # prod refuses to start without authentication unless told to serve without it.
-    args = ("--profile", "prod", "--auth", "none", "--metrics-interval", "0.1")
+    args = ("--profile", "prod", "--auth", "none", "--no-ops-auth", "--metrics-interval", "0.1")
     with run_server(*args, tmp_path=tmp_path) as server:
         line = next(line for line in server.log().splitlines() if "settings={" in line)
         assert "'simulate': False" in line

@@ -17,6 +17,7 @@ from tests.support.server import ServerProcess, run_server
 from tests.support.streamtools import example_event
 
 _hashes = itertools.count(1)
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +149,7 @@ def test_http_errors_of_the_ingest_api(server: ServerProcess) -> None:
         assert "transactions" in response.json()["detail"]
 
         big = b"[" + b" " * (1048576 - 1) + b"]"  # 1,048,577 bytes
-        response = http.post(_url(server), content=big)
+        response = http.post(_url(server), content=big, headers=JSON)
         assert response.status_code == 413
         assert response.json()["error"] == "payload_too_large"
 
@@ -156,15 +157,15 @@ def test_http_errors_of_the_ingest_api(server: ServerProcess) -> None:
             for _ in range(17):
                 yield b" " * 65536
 
-        response = http.post(_url(server), content=chunks())  # no Content-Length
+        response = http.post(_url(server), content=chunks(), headers=JSON)  # no Content-Length
         assert response.status_code == 413
 
-        response = http.post(_url(server), content=b'{"timestamp": ')
+        response = http.post(_url(server), content=b'{"timestamp": ', headers=JSON)
         assert response.status_code == 400
         assert response.json()["error"] == "invalid_json"
 
         for body in (b"[]", b"42", b'"text"', b"null"):
-            response = http.post(_url(server), content=body)
+            response = http.post(_url(server), content=body, headers=JSON)
             assert response.status_code == 400, body
             assert response.json()["error"] == "invalid_body"
             assert response.json()["detail"]
@@ -174,7 +175,7 @@ def test_body_of_exactly_1mb_is_accepted(server: ServerProcess) -> None:
     """A body of exactly max_message_size bytes is within the limit."""
     body = orjson.dumps(tx())
     padded = body + b" " * (1048576 - len(body))
-    response = httpx.post(_url(server), content=padded)
+    response = httpx.post(_url(server), content=padded, headers=JSON)
     assert response.status_code == 200, response.text
 
 

@@ -449,7 +449,9 @@ def test_server_refuses_to_start_with_unsafe_auth(args: tuple[str, ...], message
 def test_prod_with_explicit_auth_none_starts_open(tmp_path: Path) -> None:
     """The prod profile serves without auth when told auth = "none" explicitly."""
     with (
-        run_server("--profile", "prod", "--auth", "none", tmp_path=tmp_path) as server,
+        run_server(
+            "--profile", "prod", "--auth", "none", "--no-ops-auth", tmp_path=tmp_path
+        ) as server,
         RawClient(server.port) as client,
     ):
         assert client.upgrade("/ws/metrics").status == 101
@@ -504,3 +506,134 @@ def test_browser_connects_with_the_subprotocol_token(hs_server: ServerProcess) -
         finally:
             browser.close()
     assert "reason=origin_not_allowed" in hs_server.log()
+
+
+# -- time claims: JSON numbers in range, or 401 ---------------------------------
+def _hs256_raw(payload: bytes, key: str = SECRET) -> str:
+    """An HS256 JWT over exactly these payload bytes (numbers PyJWT would not write)."""
+    signing = _b64(b'{"alg":"HS256","typ":"JWT"}') + "." + _b64(payload)
+    signature = hmac.new(key.encode(), signing.encode(), hashlib.sha256).digest()
+    return signing + "." + _b64(signature)
+
+
+def _claims_with(name: str, literal: bytes) -> bytes:
+    """The hs_server's claims as JSON text, with ``name`` written as ``literal``."""
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": "t", "iss": ISSUER, "aud": AUDIENCE, "streams": "*"}
+    claims |= {"scope": "publish", "iat": now, "exp": now + 300}
+    claims.pop(name, None)
+    return orjson.dumps(claims)[:-1] + b',"' + name.encode() + b'":' + literal + b"}"
+
+
+_LATER = str(int(time.time()) + 3600).encode()
+_BAD_TIMES = [
+    ("exp", b'"' + _LATER + b'"'),
+    ("exp", b"1" + b"0" * 400),
+    ("exp", b"1e400"),
+    ("exp", b"-1"),
+    ("exp", b"true"),
+    ("exp", b"NaN"),
+    ("nbf", b'"0"'),
+    ("nbf", b"1" + b"0" * 400),
+    ("iat", b'"0"'),
+    ("iat", b"1e400"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "literal"),
+    _BAD_TIMES,
+    ids=[f"{n}={v[:12].decode()}" for n, v in _BAD_TIMES],
+)
+def test_time_claims_must_be_numbers_in_range(
+    hs_server: ServerProcess, name: str, literal: bytes
+) -> None:
+    """exp, nbf, iat as strings, booleans, out of range or not finite: 401 invalid_token at the
+    handshake and on ingest, never a 500 and never a connection that outlives its token."""
+    token = _hs256_raw(_claims_with(name, literal))
+    with RawClient(hs_server.port) as client:
+        response = client.upgrade("/ws/metrics", headers=(("Authorization", f"Bearer {token}"),))
+    assert (response.status, response.json()["error"]) == (401, "invalid_token"), response
+    published = httpx.post(
+        f"{hs_server.http}/api/v11/streams/transactions/events",
+        json={"not": "checked before the token"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert (published.status_code, published.json()["error"]) == (401, "invalid_token")
+    assert "Traceback" not in hs_server.log()
+
+
+def test_a_float_exp_in_range_is_accepted_and_timed(hs_server: ServerProcess) -> None:
+    """A fractional exp is a JSON number like any other: accepted, and the connection is
+    closed with 4001 once it (plus the grace) has passed."""
+    exp = time.time() + 1.5
+    now = int(time.time())
+    payload = orjson.dumps(
+        {"sub": "t", "iss": ISSUER, "aud": AUDIENCE, "streams": "*", "iat": now, "exp": exp}
+    )
+    token = _hs256_raw(payload)
+    with websockets.sync.client.connect(
+        hs_server.ws("/ws/metrics"), additional_headers={"Authorization": f"Bearer {token}"}
+    ) as ws:
+        closed = False
+        for _ in range(200):  # metrics every 0.2 s: bounded by count and time
+            try:
+                ws.recv(timeout=10)
+            except ConnectionClosed:
+                closed = True
+                break
+        assert closed
+        assert ws.close_code == 4001
+        assert time.time() >= exp + GRACE - 0.5
+
+
+# -- operator data: the ops scope in prod ------------------------------------------
+OPS_PATHS = ("/api/v11/websocket/stats", "/q/metrics")
+
+
+@pytest.fixture(scope="module")
+def prod_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The prod profile with HS256 tokens (ops_auth on, as in prod by default)."""
+    with run_server(
+        "--profile",
+        "prod",
+        "--jwt-issuer",
+        ISSUER,
+        "--jwt-audience",
+        AUDIENCE,
+        "--log-level",
+        "INFO",
+        tmp_path=tmp_path_factory.mktemp("prod-ops"),
+        env={"AURIGRAPH_JWT_SECRET": SECRET},
+    ) as server:
+        yield server
+
+
+@pytest.mark.parametrize("path", OPS_PATHS)
+def test_prod_keeps_operator_data_behind_the_ops_scope(
+    prod_server: ServerProcess, path: str
+) -> None:
+    """In prod, stats and metrics: 401 without a token, 403 with a reader's or a publisher's
+    token, 200 with the ops scope (header or query); health stays open for probes."""
+    url = prod_server.http + path
+    anonymous = httpx.get(url)
+    assert (anonymous.status_code, anonymous.json()["error"]) == (401, "unauthorized")
+    assert "connections" not in anonymous.text
+    for scope in ("", "publish"):
+        token = hs_token(scope=scope)
+        refused = httpx.get(url, headers={"Authorization": f"Bearer {token}"})
+        assert (refused.status_code, refused.json()["error"]) == (403, "forbidden")
+    ops = hs_token(scope="publish ops")
+    allowed = httpx.get(url, headers={"Authorization": f"Bearer {ops}"})
+    assert allowed.status_code == 200
+    assert httpx.get(url, params={"token": ops}).status_code == 200
+    for health in ("/q/health", "/q/health/live", "/q/health/ready"):
+        assert httpx.get(prod_server.http + health).status_code == 200
+
+
+def test_prod_with_auth_none_must_say_ops_auth_false() -> None:
+    """prod and auth = "none" leave no token to guard operator data with: the server refuses
+    to start until ops_auth = false says stats and metrics may be served openly."""
+    result = _serve("--profile", "prod", "--auth", "none")
+    assert result.returncode == 2, result.stderr
+    assert "ops_auth = false" in result.stderr

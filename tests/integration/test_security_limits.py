@@ -298,7 +298,12 @@ def test_prod_profile_limits_handshakes_by_default(
 ) -> None:
     """The prod profile applies the spec's 10/s, burst 20 without being told."""
     with run_server(
-        "--profile", "prod", "--auth", "none", tmp_path=tmp_path_factory.mktemp("prod")
+        "--profile",
+        "prod",
+        "--auth",
+        "none",
+        "--no-ops-auth",
+        tmp_path=tmp_path_factory.mktemp("prod"),
     ) as prod:
         source = fresh_address()
         statuses = []

@@ -247,3 +247,59 @@ def test_a_reset_tells_control_subscriptions_and_frees_joining_ones() -> None:
     loop.run()
     assert _seqs(waiting) == [1]  # no longer waits for seq 101 of the old epoch
     assert hub.take_buffer(pending) is None
+
+
+def test_a_batch_over_the_tick_budget_is_fanned_out_over_several_ticks_in_order() -> None:
+    """A huge batch does not hold the loop: each tick fans out about ``tick_budget`` work,
+    writes once per subscriber, and leaves the rest, in order, to callbacks of its own."""
+    loop = Loop()
+    hub = Hub(Stats.for_streams(NAMES), schedule=loop.schedule, max_buffered=1 << 20)
+    hub._budget = 10 * (4 + 100)  # ten events to four subscribers (one frame each) per tick
+    subs = [Recorder() for _ in range(4)]
+    for sub in subs:
+        hub.subscribe(sub, "metrics", PLAIN)
+    hub.publish([_event(seq) for seq in range(1, 36)])
+    assert hub.backlog == 25
+    hub.publish([_event(36)])  # behind the waiting ones, never ahead
+    ticks = 0
+    while loop.callbacks and ticks < 20:
+        loop.run()
+        ticks += 1
+    assert hub.backlog == 0
+    for sub in subs:
+        assert [len(write) for write in sub.writes] == [10, 10, 10, 6]
+        seqs = [orjson.loads(_text(f))["seq"] for write in sub.writes for f in write]
+        assert seqs == list(range(1, 37))
+
+
+def test_a_reader_that_stops_is_found_slow_after_one_chunk_not_the_whole_batch() -> None:
+    """Between two chunks the flush checks each backlog: a subscriber over the cap is closed
+    (4008) and the rest of the batch is never queued for it."""
+    loop = Loop()
+    hub = Hub(Stats.for_streams(NAMES), schedule=loop.schedule, max_buffered=1024)
+    hub._budget = 5 * (2 + 100)
+    stuck, healthy = Recorder(), Recorder()
+    for sub in (stuck, healthy):
+        hub.subscribe(sub, "metrics", PLAIN)
+    hub.publish([_event(seq) for seq in range(1, 31)])
+    loop.run()  # the first flush: both get five
+    stuck.paused, stuck.backlog = True, 4096
+    for _ in range(20):
+        if not loop.callbacks:
+            break
+        loop.run()
+    assert (stuck.overflows, sum(len(w) for w in stuck.writes)) == (1, 5)
+    assert sum(len(w) for w in healthy.writes) == 30
+
+
+def test_drain_writes_every_waiting_event_at_once() -> None:
+    """Shutting down: what waits for later ticks is fanned out and written now."""
+    loop = Loop()
+    hub = Hub(Stats.for_streams(NAMES), schedule=loop.schedule, max_buffered=1 << 20)
+    hub._budget = 2 * (1 + 100)
+    sub = Recorder()
+    hub.subscribe(sub, "metrics", PLAIN)
+    hub.publish([_event(seq) for seq in range(1, 11)])
+    hub.drain()
+    assert hub.backlog == 0
+    assert [orjson.loads(_text(f))["seq"] for w in sub.writes for f in w] == list(range(1, 11))

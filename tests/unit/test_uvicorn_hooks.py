@@ -13,7 +13,7 @@ from importlib.metadata import version
 
 import pytest
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from aurigraph_stream.http.protocol import GuardedHttpProtocol
 from aurigraph_stream.server import StreamServer
@@ -30,9 +30,22 @@ HTTP_HOOKS = {
     "on_message_complete": ["self"],
     "handle_websocket_upgrade": ["self"],
     "send_400_response": ["self", "msg"],
+    "on_response_complete": ["self"],
 }
 # Attributes of HttpToolsProtocol the subclass reads.
-HTTP_ATTRIBUTES = ("loop", "transport", "scope", "url", "headers", "parser")
+HTTP_ATTRIBUTES = (
+    "loop",
+    "transport",
+    "scope",
+    "url",
+    "headers",
+    "parser",
+    "pipeline",
+    "cycle",
+    "timeout_keep_alive_task",
+)
+# Attributes of the request-response cycle the subclass reads (pipelined answers).
+CYCLE_ATTRIBUTES = ("response_complete", "more_body")
 SERVER_HOOKS = {"shutdown": ["self", "sockets"], "capture_signals": ["self"]}
 
 
@@ -63,6 +76,14 @@ def test_each_attribute_the_subclass_reads_is_still_set(attribute: str) -> None:
     source = inspect.getsource(HttpToolsProtocol)
     assert f"self.{attribute} =" in source or f"self.{attribute}:" in source, (
         f"uvicorn's HttpToolsProtocol no longer sets self.{attribute}"
+    )
+
+
+@pytest.mark.parametrize("attribute", CYCLE_ATTRIBUTES)
+def test_each_cycle_attribute_the_subclass_reads_is_still_set(attribute: str) -> None:
+    source = inspect.getsource(RequestResponseCycle)
+    assert f"self.{attribute} =" in source, (
+        f"uvicorn's RequestResponseCycle no longer sets self.{attribute}"
     )
 
 

@@ -44,6 +44,7 @@ from aurigraph_stream.wire.handshake import Request
 __all__ = [
     "Access",
     "Guard",
+    "authorize_ops",
     "authorize_publish",
     "authorize_stream",
     "check_upgrade_access",
@@ -110,11 +111,13 @@ class Guard:
                 (("Retry-After", str(self.settings.retry_after)),),
             )
 
-    def check_origin(self, headers: Mapping[str, str]) -> None:
-        """Refuse a browser page from a site not on the list (cross-site WebSocket hijacking).
+    def check_origin(self, headers: Mapping[str, str], action: str = "open WebSockets") -> None:
+        """Refuse a browser page from a site not on the list (cross-site WebSocket hijacking,
+        and cross-site forgery of ingest, whose simple requests browsers send unasked).
 
         No Origin means a non-browser client, which could send any Origin it
         liked anyway; a page served by this host (Origin equal to Host) passes.
+        ``action`` words the refusal.
         """
         origin = headers.get("origin")
         if origin is None or self.origins is None:
@@ -128,7 +131,7 @@ class Guard:
         raise HandshakeRejected(
             403,
             "origin_not_allowed",
-            f"pages from {origin[:100]} may not open WebSockets on this server (ws_origins)",
+            f"pages from {origin[:100]} may not {action} on this server (ws_origins)",
         )
 
     def authenticate(
@@ -215,3 +218,20 @@ def authorize_publish(
     if not principal.can_publish:
         raise AuthError(403, "forbidden", "the token does not have the publish scope")
     return principal
+
+
+def authorize_ops(guard: Guard, headers: Mapping[str, str], query: Mapping[str, str]) -> None:
+    """Check a request for operator data (stats, metrics): with ``ops_auth``, the ops scope.
+
+    The token travels as for ingest (``Authorization: Bearer`` or ``?token=``);
+    Prometheus sends it with ``authorization: {credentials_file: ...}``. Health
+    checks never come here: probes carry no token.
+
+    Raises:
+        AuthError: 401 without a valid token, 403 without the ops scope.
+    """
+    if not guard.settings.ops_auth or guard.authenticator is None:
+        return
+    principal = guard.authenticate(headers, query, subprotocol=False)
+    if not principal.ops:
+        raise AuthError(403, "forbidden", "the token does not have the ops scope")

@@ -11,14 +11,18 @@ Tokens are JWTs (RFC 7519), verified with PyJWT against one key source:
 Only the algorithm of the chosen key is accepted, so a token cannot pick its own
 (no ``none``, no HS256 signed with a public key). ``exp`` and ``nbf`` are checked
 when present (``exp`` is required unless ``jwt_require_exp`` is off), ``iss`` and
-``aud`` when configured.
+``aud`` when configured. ``exp``, ``nbf`` and ``iat`` must be JSON numbers from 0 to
+the end of year 9999 (RFC 7519's NumericDate): PyJWT alone would take ``"exp":
+"1761385200"`` (a string it converts) and fail with an overflow on ``1e400``, and a
+string ``exp`` would then be missed by the expiry timer, which reads the number.
 
 A token grants what its claims say::
 
     {"sub": "portal", "streams": ["metrics", "consensus"], "scope": "publish", "exp": ...}
 
 ``streams`` lists the streams it may read, or is ``"*"`` for all of them; the
-``scope`` (space-separated, or a list) must include ``publish`` for the ingest API.
+``scope`` (space-separated, or a list) must include ``publish`` for the ingest API,
+and ``ops`` for the operator endpoints (stats, metrics) when ``ops_auth`` is on.
 
 Where the token travels, first found wins:
 
@@ -37,8 +41,9 @@ Where the token travels, first found wins:
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +72,10 @@ __all__ = [
 
 MAX_TOKEN_LENGTH = 8192  # far above any real JWT; bounds the work a bad one costs
 MIN_SECRET_BYTES = 32
+# The largest NumericDate accepted: 9999-12-31T23:59:59Z. Anything later is a mistake,
+# and stays far inside what a float, a timer and a datetime handle.
+MAX_NUMERIC_DATE = 253_402_300_799
+_TIME_CLAIMS = ("exp", "nbf", "iat")
 
 _CHALLENGE = (("WWW-Authenticate", 'Bearer realm="aurigraph"'),)
 _INVALID = (("WWW-Authenticate", 'Bearer realm="aurigraph", error="invalid_token"'),)
@@ -77,13 +86,15 @@ class Principal:
     """Who a request acts as, and what it may do.
 
     ``streams`` is ``None`` for every stream. ``expires_at`` is the token's
-    ``exp`` (Unix seconds), ``None`` when it never expires.
+    ``exp`` (Unix seconds), ``None`` when it never expires. ``ops``: the token
+    may read the operator endpoints (the ``ops`` scope).
     """
 
     subject: str
     streams: frozenset[str] | None
     publish: bool
     expires_at: float | None = None
+    ops: bool = False
 
     def can_read(self, stream: str) -> bool:
         return self.streams is None or stream in self.streams
@@ -94,7 +105,7 @@ class Principal:
 
 
 # What every request is when authentication is off.
-UNRESTRICTED = Principal(subject="", streams=None, publish=True)
+UNRESTRICTED = Principal(subject="", streams=None, publish=True, ops=True)
 
 
 def auth_mode(settings: Settings) -> str:
@@ -126,6 +137,12 @@ def auth_mode(settings: Settings) -> str:
         raise ConfigError(f"auth must be jwt or none, not {mode!r}")
     if mode == "jwt" and not sources:
         raise ConfigError("auth = jwt needs jwt_secret, jwt_public_key or jwt_jwks_file")
+    if mode == "none" and settings.ops_auth:
+        raise ConfigError(
+            "ops_auth keeps stats and metrics behind a token with the ops scope, and "
+            'auth = "none" has no tokens: configure a JWT key, or set ops_auth = false to '
+            "serve them to anyone (then restrict them at the proxy)"
+        )
     return mode
 
 
@@ -159,7 +176,8 @@ class Authenticator:
             too short, or of an unsupported kind.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
         self.issuer = settings.jwt_issuer
         self.audience = settings.jwt_audience
         self.leeway = settings.jwt_leeway
@@ -241,13 +259,59 @@ class Authenticator:
                 issuer=self.issuer,
                 audience=self.audience,
                 leeway=self.leeway,
-                options={"require": self.require, "verify_aud": self.audience is not None},
+                # The times are checked below, after their types: PyJWT converts strings.
+                options={
+                    "require": self.require,
+                    "verify_aud": self.audience is not None,
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
             )
-        except jwt.ExpiredSignatureError:
-            raise AuthError(401, "token_expired", "the token has expired", _INVALID) from None
         except jwt.InvalidTokenError as exc:
             raise AuthError(401, "invalid_token", f"invalid token: {exc}", _INVALID) from None
+        self._check_times(claims)
         return _principal(claims)
+
+    def _check_times(self, claims: Mapping[str, Any]) -> None:
+        """``exp``, ``nbf``, ``iat``: NumericDates in range, then against the clock (with leeway).
+
+        Raises:
+            AuthError: 401 ``invalid_token`` (a malformed time, ``nbf`` or ``iat`` in
+                the future) or ``token_expired``.
+        """
+        for name in _TIME_CLAIMS:
+            if name not in claims:
+                continue
+            value = claims[name]
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not (isinstance(value, int) or math.isfinite(value))
+                or not 0 <= value <= MAX_NUMERIC_DATE
+            ):
+                raise AuthError(
+                    401,
+                    "invalid_token",
+                    f"invalid token: the {name} claim must be a number of seconds since "
+                    f"1970 from 0 to {MAX_NUMERIC_DATE}",
+                    _INVALID,
+                )
+        now = self.clock()
+        leeway = self.leeway
+        if "exp" in claims and claims["exp"] <= now - leeway:
+            raise AuthError(401, "token_expired", "the token has expired", _INVALID)
+        if "nbf" in claims and claims["nbf"] > now + leeway:
+            raise AuthError(
+                401, "invalid_token", "invalid token: the token is not yet valid (nbf)", _INVALID
+            )
+        if "iat" in claims and claims["iat"] > now + leeway:
+            raise AuthError(
+                401,
+                "invalid_token",
+                "invalid token: the token was issued in the future (iat)",
+                _INVALID,
+            )
 
 
 def _principal(claims: Mapping[str, Any]) -> Principal:
@@ -276,6 +340,8 @@ def _principal(claims: Mapping[str, Any]) -> Principal:
         subject=subject if isinstance(subject, str) else str(subject),
         streams=streams,
         publish="publish" in scopes,
+        ops="ops" in scopes,
+        # Checked by Authenticator._check_times: a number in range, or absent.
         expires_at=float(exp) if isinstance(exp, int | float) else None,
     )
 
@@ -340,6 +406,7 @@ def mint_token(
     streams: Sequence[str],
     publish: bool,
     ttl: float,
+    ops: bool = False,
     private_key: str | None = None,
     kid: str | None = None,
     now: float | None = None,
@@ -356,8 +423,9 @@ def mint_token(
     now = time.time() if now is None else now
     claims: dict[str, Any] = {"sub": subject, "iat": int(now)}
     claims["streams"] = "*" if "*" in streams else list(streams)
-    if publish:
-        claims["scope"] = "publish"
+    scopes = [name for name, wanted in (("publish", publish), ("ops", ops)) if wanted]
+    if scopes:
+        claims["scope"] = " ".join(scopes)
     if ttl > 0:
         claims["exp"] = int(now + ttl)
     if settings.jwt_issuer is not None:

@@ -52,6 +52,12 @@ def add_token_command(commands: Any) -> None:
         "--publish", dest="mint_publish", action="store_true", help="grant the publish scope"
     )
     token.add_argument(
+        "--ops",
+        dest="mint_ops",
+        action="store_true",
+        help="grant the ops scope (stats and metrics when ops_auth is on)",
+    )
+    token.add_argument(
         "--ttl",
         dest="mint_ttl",
         type=float,
@@ -82,6 +88,7 @@ def run_token_command(args: dict[str, Any], config_file: str | None) -> int:
             subject=str(mint["mint_sub"]),
             streams=streams,
             publish=bool(mint["mint_publish"]),
+            ops=bool(mint["mint_ops"]),
             ttl=float(mint["mint_ttl"]),
             private_key=mint["mint_private_key"],
             kid=mint["mint_kid"],

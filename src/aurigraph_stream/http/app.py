@@ -16,6 +16,7 @@ from aurigraph_stream.apidocs.pages import install_docs
 from aurigraph_stream.http import ingest, streams
 from aurigraph_stream.http.cors import add_cors
 from aurigraph_stream.http.errors import error_response
+from aurigraph_stream.http.idempotency import IdempotencyKeys
 from aurigraph_stream.node import Node
 from aurigraph_stream.ops import health, stats, telemetry
 from aurigraph_stream.ops.observability import IngestOutcomes, Observability
@@ -30,8 +31,8 @@ def create_app(
 ) -> FastAPI:
     """Build the ASGI app; ``lifespan`` starts and stops what it serves (aurigraph_stream.server).
 
-    ``app.state`` holds the ``node``, the access ``guard`` and the ``observability``
-    recorders, for the route handlers.
+    ``app.state`` holds the ``node``, the access ``guard``, the ``observability``
+    recorders and the ingest API's ``idempotency`` keys, for the route handlers.
     """
     app = FastAPI(
         title="Aurigraph Stream",
@@ -46,6 +47,7 @@ def create_app(
     app.state.node = node
     app.state.guard = guard
     app.state.observability = observability
+    app.state.idempotency = IdempotencyKeys(node.settings.history_policies())
     app.state.metrics_registry = telemetry.build_registry(observability)
     app.include_router(streams.router)
     app.include_router(ingest.router)

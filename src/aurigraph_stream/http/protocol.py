@@ -15,7 +15,12 @@ bound. This subclass:
 - answers a head larger than ``max_head_size`` with 431;
 - answers unparsable requests with the JSON error body every other refusal has,
   and refuses upgrades over HTTP/1.0 (uvicorn hides the version from the
-  WebSocket layer by rewriting the request line).
+  WebSocket layer by rewriting the request line);
+- answers, in order, every request that arrived whole before an unparsable one
+  on the same connection (HTTP/1.1 pipelining), and only then sends the 400 and
+  closes. uvicorn wrote the 400 and closed at once, so a valid ingest request
+  pipelined before a malformed one was published while its answer, with the
+  seqs, was lost.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._head_too_large = False
+        # A refusal held back until the requests before it are answered.
+        self._refusal: bytes | None = None
 
     # -- the request deadline -------------------------------------------------
     def _arm(self) -> None:
@@ -120,6 +127,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
+        if self._refusal is not None:  # the connection ends after the owed answers
+            return
         super().data_received(data)
         # Only bytes of a head still incomplete after this chunk are counted, so a
         # body that arrives with its head never counts against the head's limit.
@@ -131,13 +140,41 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         self._disarm()
+        if self._refusal is not None:
+            return
         if self._head_too_large:
             body = _refusal(
                 431, "head_too_large", f"the request head is over {self.max_head_size} bytes"
             )
         else:
             body = _refusal(400, "bad_request", "the request is not valid HTTP/1.1")
+        if self._answers_owed():
+            self._refusal = body
+            self.transport.pause_reading()
+            return
         self.transport.write(body)
+        self.transport.close()
+
+    def _answers_owed(self) -> bool:
+        """Requests that arrived whole before the bad input and are not answered yet.
+
+        A request whose body was still arriving is not one of them: the bad
+        input is in its body, so it gets the refusal (and its handler a disconnect).
+        """
+        cycle = self.cycle
+        if self.pipeline:
+            return True
+        return cycle is not None and not cycle.response_complete and not cycle.more_body
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        refusal = self._refusal
+        if refusal is None or self.transport.is_closing() or self._answers_owed():
+            return
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        self.transport.write(refusal)
         self.transport.close()
 
 

@@ -14,6 +14,17 @@ Encode once. Per event, a payload is encoded once per (projection, format)
 and a frame built and compressed once per (projection, format, deflate,
 envelope), whatever the number of groups that match: subscribers that share a
 filter and format share the very same ``bytes`` object.
+
+A bounded tick. One huge batch (thousands of events to thousands of
+subscribers) must not hold the event loop for seconds, nor pile a whole batch
+into every subscriber's transport at once. :meth:`Hub.publish` fans events out
+until the tick's work passes ``tick_budget`` (one unit per delivery,
+:data:`FRAME_COST` per frame built), then keeps the rest, in order, for the
+next ticks: each tick ends with the flush (still one write per subscriber), and
+the next chunk is fanned out in a callback of its own, so other sockets are
+served in between and a subscriber that stopped reading is found slow (4008)
+after one chunk, not after the whole batch. The budget is counted per event
+and per variant, never per delivery.
 """
 
 from __future__ import annotations
@@ -29,7 +40,12 @@ from aurigraph_stream.hub.frames import control_frame, encode_payload, message_f
 from aurigraph_stream.hub.members import Members, Subscriber, Subscription, Variant, count_frames
 from aurigraph_stream.stats import Stats
 
-__all__ = ["Hub"]
+__all__ = ["DEFAULT_TICK_BUDGET", "FRAME_COST", "Hub"]
+
+#: Work units a tick may spend fanning out before the rest waits for the next tick.
+DEFAULT_TICK_BUDGET = 100_000
+#: Units per frame built (encoding, framing, compressing): about what 100 deliveries cost.
+FRAME_COST = 100
 
 
 class Hub:
@@ -42,6 +58,7 @@ class Hub:
         compression_level: int = 6,
         on_flush: Callable[[list[Event], float], None] | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        tick_budget: int = DEFAULT_TICK_BUDGET,
     ) -> None:
         self._stats = stats
         self._schedule = schedule
@@ -53,6 +70,10 @@ class Hub:
         self._dirty: list[Subscriber] = []
         self._flushed_events: list[Event] = []
         self._flush_scheduled = False
+        self._budget = tick_budget
+        # Events accepted but not yet fanned out (a batch over one tick's budget), in order.
+        self._backlog: list[Event] = []
+        self._resume_scheduled = False
 
     # -- membership ---------------------------------------------------------------
     def subscribe(
@@ -118,6 +139,11 @@ class Hub:
         waiting for a seq of the old history join now; those still loading
         learn that their buffer no longer joins up.
         """
+        # Events of the old history still waiting for a tick go out first: the
+        # announcement must follow them, not overtake them.
+        while self._backlog:
+            waiting, self._backlog = self._backlog, []
+            self._fan_out(waiting, 0)
         st = self._streams.get(stream)
         if st is None:
             return
@@ -189,11 +215,43 @@ class Hub:
                 sub.held = None
         self.enqueue(sink, held)
 
+    @property
+    def backlog(self) -> int:
+        """Events accepted but not yet fanned out (they wait for a later tick)."""
+        return len(self._backlog)
+
     def publish(self, events: Sequence[Event]) -> None:
-        """Queue ``events`` for their subscribers; they are written at the next flush."""
+        """Queue ``events`` for their subscribers; they are written at the next flush.
+
+        Events past this tick's budget, and every event while some wait, are kept
+        in order and fanned out in the next ticks.
+        """
+        if self._backlog:
+            self._backlog.extend(events)
+            return
+        self._fan_out(events, self._budget)
+
+    def drain(self) -> None:
+        """Fan out every waiting event and write everything now (the server is shutting down)."""
+        while self._backlog:
+            events, self._backlog = self._backlog, []
+            self._fan_out(events, 0)
+        self.flush()
+
+    def _resume(self) -> None:
+        self._resume_scheduled = False
+        events, self._backlog = self._backlog, []
+        self._fan_out(events, self._budget)
+
+    def _fan_out(self, events: Sequence[Event], budget: int) -> None:
+        """Fan ``events`` out until ``budget`` units are spent (0: no limit); keep the rest."""
         dirty = self._dirty
         level = self._level
-        for event in events:
+        spent = 0
+        for at, event in enumerate(events):
+            if budget and spent >= budget:
+                self._backlog = list(events[at:])
+                break
             self._flushed_events.append(event)
             st = self._streams.get(event.stream)
             if st is None:
@@ -226,6 +284,7 @@ class Hub:
                         frame = frames[fkey] = message_frame(
                             payload, codec_name, bits, prefix, suffix, level
                         )
+                        spent += FRAME_COST
                     if latest:
                         self._deliver_latest(members, frame)
                     else:
@@ -240,6 +299,7 @@ class Hub:
                             else:
                                 sink.pending = [pending, frame]
                     n = len(members)
+                    spent += n
                     counters.messages_sent += n
                     counters.bytes_raw += len(payload) * n
                     counters.bytes_wire += len(frame) * n
@@ -279,3 +339,8 @@ class Hub:
             sub.write_frames(frames)
         if self._on_flush is not None and events:
             self._on_flush(events, self._clock())
+        if self._backlog and not self._resume_scheduled:
+            # The next chunk in a callback of its own: what the loop has waiting
+            # (reads, other timers) runs between the chunks.
+            self._resume_scheduled = True
+            self._schedule(self._resume)

@@ -16,7 +16,7 @@ from aurigraph_stream.filters import Filter
 from aurigraph_stream.wire.deflate import compress
 from aurigraph_stream.wire.frames import encode_frame
 
-__all__ = ["build_frame", "control_frame", "encode_payload", "message_frame"]
+__all__ = ["build_frame", "control_frame", "encode_payload", "message_frame", "snapshot_frame"]
 
 logger = logging.getLogger("aurigraph_stream.hub")
 
@@ -49,3 +49,28 @@ def control_frame(codec: str, bits: int, level: int, frame: Mapping[str, Any]) -
     """A control reply (``{"type": "subscribed", ...}``), encoded and framed for one variant."""
     c = CODECS[codec]
     return build_frame(c.opcode, c.control(frame), level, bits)
+
+
+def snapshot_frame(codec: str, bits: int, level: int, reply: Mapping[str, Any]) -> bytes:
+    """A snapshot reply; items ``codec`` cannot carry are left out (and logged), as in live
+    delivery, so that one bad message in the set never fails the subscription."""
+    try:
+        return control_frame(codec, bits, level, reply)
+    except Exception:  # a trusted source or an embedder published what a format cannot carry
+        c = CODECS[codec]
+        stream = reply["stream"]
+        kept = []
+        for item in reply["items"]:
+            try:
+                c.message(stream, item)
+            except Exception as exc:
+                logger.warning(
+                    "snapshot of %s leaves out seq=%s: %s cannot carry it (%s)",
+                    stream,
+                    item.get("seq"),
+                    codec,
+                    exc,
+                )
+                continue
+            kept.append(item)
+        return control_frame(codec, bits, level, {**reply, "items": kept})

@@ -89,6 +89,7 @@ class Node:
             max_buffered=settings.max_buffered_bytes,
             compression_level=settings.compression_level,
             on_flush=self._on_flush,
+            tick_budget=settings.fanout_tick_budget,
         )
         await self.broker.start(self._on_events, self._on_reset)
         if settings.gc_freeze_interval > 0:
@@ -121,6 +122,18 @@ class Node:
         take = partial(self.broker.lease, name, self.holder, LEASE_TTL)
         return partial(while_leased, take, run, LEASE_TTL)
 
+    def begin_drain(self) -> None:
+        """The server is shutting down: refuse new work, and write what was accepted.
+
+        Set before any connection is closed with 1001. Whatever the hub still holds
+        (events accepted and answered before this, but not yet written) is written
+        now, so that every event a publisher was told about reaches the subscribers
+        ahead of their close frame; nothing is accepted after this.
+        """
+        self.draining = True
+        if self._hub is not None:
+            self._hub.drain()
+
     async def stop(self) -> None:
         """Stop every background task, then the broker."""
         loads, self._loads = self._loads, set()
@@ -151,9 +164,8 @@ class Node:
             ValidationError: a message does not match the stream's schema.
         """
         spec = get(stream)
-        if validate:
-            for index, message in enumerate(messages):
-                spec.validate(message, index)
+        if validate:  # integers written as whole floats (21000.0) come back as ints
+            messages = [spec.validate(message, index) for index, message in enumerate(messages)]
         return await self.broker.publish(stream, messages)
 
     def _on_events(self, events: Sequence[Event]) -> None:

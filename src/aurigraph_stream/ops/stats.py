@@ -11,14 +11,24 @@ import time
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from aurigraph_stream import __version__
+from aurigraph_stream.access.guard import Guard, authorize_ops
+from aurigraph_stream.errors import AuthError
 from aurigraph_stream.ops.latency import LatencyHistogram
 from aurigraph_stream.ops.observability import Observability
 from aurigraph_stream.streams import REGISTRY
 
-__all__ = ["EndpointReport", "LatencyReport", "StatsReport", "build_report", "router"]
+__all__ = [
+    "EndpointReport",
+    "LatencyReport",
+    "StatsReport",
+    "build_report",
+    "ops_refusal",
+    "router",
+]
 
 
 class LatencyReport(BaseModel):
@@ -159,7 +169,25 @@ router = APIRouter(tags=["operations"])
     "/api/v11/websocket/stats",
     response_model=StatsReport,
     summary="Per-endpoint connections, traffic, disconnects, refusals and broadcast latency",
+    description="With `ops_auth` (on in the prod profile), a token with the `ops` scope "
+    "is needed (`Authorization: Bearer` or `?token=`): 401 without one, 403 without the scope.",
+    responses={
+        401: {"description": "ops_auth is on and the token is missing or invalid"},
+        403: {"description": "ops_auth is on and the token lacks the ops scope"},
+    },
 )
-async def websocket_stats(request: Request) -> StatsReport:
+async def websocket_stats(request: Request) -> StatsReport | JSONResponse:
+    guard: Guard = request.app.state.guard
+    try:
+        authorize_ops(guard, request.headers, request.query_params)
+    except AuthError as exc:
+        return ops_refusal(exc)
     obs: Observability = request.app.state.observability
     return build_report(obs)
+
+
+def ops_refusal(exc: AuthError) -> JSONResponse:
+    """The JSON error body of a refused operator request (ops/ cannot use http/'s helper)."""
+    return JSONResponse(
+        {"error": exc.error, "detail": exc.detail}, exc.status, headers=dict(exc.headers)
+    )

@@ -36,8 +36,11 @@ from prometheus_client.core import (
 )
 
 from aurigraph_stream import __version__
+from aurigraph_stream.access.guard import Guard, authorize_ops
 from aurigraph_stream.contract import CloseCode
+from aurigraph_stream.errors import AuthError
 from aurigraph_stream.ops.observability import Observability
+from aurigraph_stream.ops.stats import ops_refusal
 
 __all__ = ["StreamCollector", "build_registry", "router"]
 
@@ -216,9 +219,16 @@ router = APIRouter(tags=["operations"])
         200: {
             "description": "Every metric family, in the Prometheus text format",
             "content": {CONTENT_TYPE_PLAIN_0_0_4: {"schema": {"type": "string"}}},
-        }
+        },
+        401: {"description": "ops_auth is on and the token is missing or invalid"},
+        403: {"description": "ops_auth is on and the token lacks the ops scope"},
     },
 )
 async def metrics(request: Request) -> Response:
+    guard: Guard = request.app.state.guard
+    try:
+        authorize_ops(guard, request.headers, request.query_params)
+    except AuthError as exc:
+        return ops_refusal(exc)
     registry: CollectorRegistry = request.app.state.metrics_registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)

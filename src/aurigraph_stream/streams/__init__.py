@@ -10,7 +10,7 @@ from jsonschema import Draft202012Validator
 
 from aurigraph_stream.errors import UnknownStream
 from aurigraph_stream.streams.examples import EXAMPLES
-from aurigraph_stream.streams.schemas import MESSAGE_SCHEMAS, event_schema
+from aurigraph_stream.streams.schemas import MESSAGE_SCHEMAS, event_schema, integer_fields
 from aurigraph_stream.streams.spec import StreamSpec
 
 __all__ = ["NAMES", "REGISTRY", "SNAPSHOT_KEYS", "StreamSpec", "get", "snapshot_key"]
@@ -32,6 +32,7 @@ def _spec(name: str) -> StreamSpec:
         message_schema=MESSAGE_SCHEMAS[name],
         event_schema=ingest,
         example=EXAMPLES[name],
+        _integers=integer_fields(ingest),
         _fast=jsonschema_rs.validator_for(ingest, validate_formats=True),
         _validator=Draft202012Validator(ingest, format_checker=Draft202012Validator.FORMAT_CHECKER),
     )

@@ -10,9 +10,33 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-__all__ = ["MESSAGE_SCHEMAS", "event_schema"]
+__all__ = ["MAX_SAFE_INTEGER", "MESSAGE_SCHEMAS", "event_schema", "integer_fields"]
 
 Schema = dict[str, Any]
+
+#: The largest integer every format carries and every JSON reader reads exactly:
+#: 2^53 - 1 (I-JSON, RFC 7493 2.2; JavaScript's Number.MAX_SAFE_INTEGER). It is
+#: inside the Protocol Buffers fields' int64 and uint64 and inside a double, so a
+#: message reads the same in JSON, MessagePack and Protocol Buffers, in a browser
+#: as in Python. Larger amounts travel as decimal strings, as ``value`` (wei) does.
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
+def _count(description: str | None = None) -> Schema:
+    """A non-negative integer (int64 in the .proto), bounded so every format carries it."""
+    schema: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INTEGER}
+    if description is not None:
+        schema["description"] = description
+    return schema
+
+
+def _measure(description: str | None = None, maximum: float = MAX_SAFE_INTEGER) -> Schema:
+    """A non-negative number (double in the .proto); an integral value stays exact."""
+    schema: Schema = {"type": "number", "minimum": 0, "maximum": maximum}
+    if description is not None:
+        schema["description"] = description
+    return schema
+
 
 TIMESTAMP: Schema = {
     "type": "string",
@@ -30,6 +54,7 @@ ADDRESS: Schema = {
 SEQ: Schema = {
     "type": "integer",
     "minimum": 1,
+    "maximum": MAX_SAFE_INTEGER,
     "description": "Per-stream sequence number, assigned by the broker, +1 per message.",
 }
 
@@ -50,33 +75,16 @@ MESSAGE_SCHEMAS: dict[str, Schema] = {
     "metrics": _message(
         "MetricsMessage",
         {
-            "tps": {
-                "type": "number",
-                "minimum": 0,
-                "description": "New transactions (status PENDING) published per second "
-                "over the last interval.",
-            },
-            "cpu": {
-                "type": "number",
-                "minimum": 0,
-                "description": "Server process CPU time over the interval, % of one core.",
-            },
-            "memory": {
-                "type": "number",
-                "minimum": 0,
-                "description": "Server process resident set size, MB (MiB).",
-            },
-            "connections": {
-                "type": "integer",
-                "minimum": 0,
-                "description": "Open WebSocket connections, all endpoints.",
-            },
-            "errorRate": {
-                "type": "number",
-                "minimum": 0,
-                "description": "(failed sends + protocol errors) / messages sent, over the "
-                "interval; 0 when nothing was sent.",
-            },
+            "tps": _measure(
+                "New transactions (status PENDING) published per second over the last interval."
+            ),
+            "cpu": _measure("Server process CPU time over the interval, % of one core."),
+            "memory": _measure("Server process resident set size, MB (MiB)."),
+            "connections": _count("Open WebSocket connections, all endpoints."),
+            "errorRate": _measure(
+                "(failed sends + protocol errors) / messages sent, over the "
+                "interval; 0 when nothing was sent."
+            ),
         },
     ),
     "transactions": _message(
@@ -95,7 +103,7 @@ MESSAGE_SCHEMAS: dict[str, Schema] = {
                 "description": "Amount in wei, as a decimal string.",
             },
             "status": {"type": "string", "enum": ["PENDING", "CONFIRMED", "FAILED"]},
-            "gasUsed": {"type": "integer", "minimum": 0},
+            "gasUsed": _count(),
         },
     ),
     "validators": _message(
@@ -103,24 +111,24 @@ MESSAGE_SCHEMAS: dict[str, Schema] = {
         {
             "validator": ADDRESS,
             "status": {"type": "string", "enum": ["ACTIVE", "INACTIVE", "JAILED"]},
-            "votingPower": {"type": "integer", "minimum": 0},
-            "uptime": {"type": "number", "minimum": 0, "maximum": 100, "description": "%"},
-            "lastBlockProposed": {"type": "integer", "minimum": 0},
+            "votingPower": _count(),
+            "uptime": _measure("%", maximum=100),
+            "lastBlockProposed": _count(),
         },
     ),
     "consensus": _message(
         "ConsensusMessage",
         {
             "leader": ADDRESS,
-            "epoch": {"type": "integer", "minimum": 0},
-            "round": {"type": "integer", "minimum": 0},
-            "term": {"type": "integer", "minimum": 0},
+            "epoch": _count(),
+            "round": _count(),
+            "term": _count(),
             "state": {
                 "type": "string",
                 "enum": ["PROPOSING", "VOTING", "COMMITTED", "VIEW_CHANGE"],
             },
-            "performanceScore": {"type": "number", "minimum": 0, "maximum": 1},
-            "activeValidators": {"type": "integer", "minimum": 0},
+            "performanceScore": _measure(maximum=1),
+            "activeValidators": _count(),
         },
     ),
     "network": _message(
@@ -133,7 +141,7 @@ MESSAGE_SCHEMAS: dict[str, Schema] = {
                 "description": "IPv4 or IPv6 address of the peer.",
             },
             "connected": {"type": "boolean"},
-            "latency": {"type": "number", "minimum": 0, "description": "ms"},
+            "latency": _measure("ms"),
             "version": {"type": "string", "pattern": r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$"},
         },
     ),
@@ -147,3 +155,13 @@ def event_schema(message_schema: Schema) -> Schema:
     del schema["properties"]["seq"]
     schema["required"] = [name for name in schema["required"] if name != "seq"]
     return schema
+
+
+def integer_fields(schema: Schema) -> tuple[str, ...]:
+    """The top-level fields of type ``integer``.
+
+    JSON Schema counts ``21000.0`` as an integer; published as it is, it would reach
+    subscribers as a float (``21000.0`` in JSON, a float in MessagePack), so
+    validation turns such values into ints.
+    """
+    return tuple(name for name, p in schema["properties"].items() if p.get("type") == "integer")

@@ -36,7 +36,7 @@ from aurigraph_stream.contract import Position
 from aurigraph_stream.errors import BrokerUnavailable, SubscriptionError
 from aurigraph_stream.event import Event
 from aurigraph_stream.hub import Subscriber, Subscription, control_frame, message_frame
-from aurigraph_stream.hub.frames import encode_payload
+from aurigraph_stream.hub.frames import encode_payload, snapshot_frame
 from aurigraph_stream.node import Node
 from aurigraph_stream.subscription import SubscribeRequest
 
@@ -149,7 +149,7 @@ def _starting_frames(
         if sub.id is not None:
             body["id"] = sub.id
         body |= {"stream": sub.stream, "position": where, "items": items}
-        frames.append(control_frame(codec, bits, level, body))
+        frames.append(snapshot_frame(codec, bits, level, body))
     return frames + replay_frames + kept_frames
 
 
@@ -206,7 +206,10 @@ async def _load(
         position = read.position
         kept = [e for e in buffered if e.seq > position.seq]
         frames = _starting_frames(node, sub, request, read, position, kept)
-        hub.join_after(sub, max(position.seq, delivered.seq))
+        # Live events resume after the newer of the history's last event and the last
+        # one kept: those the hub holds for a later tick (its fan-out budget), or that
+        # the reader has yet to hand over, follow in order.
+        hub.join_after(sub, max(position.seq, buffered[-1].seq if buffered else 0))
     else:
         # Not resumed, or a reset came while loading (the history read belongs to
         # a lost epoch): the position is the last event delivered here, the

@@ -1,0 +1,152 @@
+"""The asyncio glue of a connection (ws/connection.py) over a real socket pair, without a
+server: it moves bytes between the socket and its session, arms the session's timer,
+joins and leaves the hub, and hands what is not an upgrade to the HTTP protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+
+from aurigraph_stream.access.guard import Guard
+from aurigraph_stream.ws.connection import Connection
+from aurigraph_stream.ws.context import WsContext
+from tests.support.nodes import running_node
+from tests.support.rawws import OP_CLOSE, OP_TEXT, RawFrame, frame_bytes, upgrade_head
+from tests.support.streamtools import example_event
+
+
+class ServerState:
+    """What uvicorn shares with its protocols: the set of open connections."""
+
+    def __init__(self) -> None:
+        self.connections: set[Any] = set()
+
+
+class RecordingHttp(asyncio.Protocol):
+    """Stands in for uvicorn's HTTP protocol: keeps what it is handed."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.BaseTransport | None = None
+        self.data = b""
+        self.deadline: float | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+    def keep_deadline(self, when: float) -> None:
+        self.deadline = when
+
+
+@asynccontextmanager
+async def connected(
+    fallback: RecordingHttp | None = None, **settings: Any
+) -> AsyncIterator[tuple[WsContext, Connection, asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A node, a WsContext, and one Connection on one end of a socket pair; the test gets
+    the other end as asyncio streams."""
+    async with running_node(**settings) as node:
+        ctx = WsContext(node, Guard(node.settings))
+        ours, theirs = socket.socketpair()
+        state = ServerState()
+        conn = Connection(
+            ctx, server_state=state, fallback=(lambda: fallback) if fallback else None
+        )
+        loop = asyncio.get_running_loop()
+        await loop.connect_accepted_socket(lambda: conn, ours)
+        reader, writer = await asyncio.open_connection(sock=theirs)
+        try:
+            yield ctx, conn, reader, writer
+        finally:
+            writer.close()
+
+
+async def read_head(reader: asyncio.StreamReader) -> bytes:
+    return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+
+
+async def read_frame(reader: asyncio.StreamReader) -> RawFrame:
+    """One unmasked server frame (payloads under 64 KiB)."""
+    b0, b1 = await asyncio.wait_for(reader.readexactly(2), 5)
+    length = b1 & 0x7F
+    if length == 126:
+        (length,) = struct.unpack("!H", await reader.readexactly(2))
+    payload = await asyncio.wait_for(reader.readexactly(length), 5)
+    return RawFrame(bool(b0 & 0x80), bool(b0 & 0x40), b0 & 0x0F, payload)
+
+
+def test_an_upgrade_joins_the_hub_and_a_close_leaves_it() -> None:
+    """101, then the node's events as frames; the client's close is echoed, the socket
+    closed by the server, and the connection counted in and out."""
+
+    async def scenario() -> None:
+        async with connected(simulate=False) as (ctx, conn, reader, writer):
+            writer.write(upgrade_head("/ws/consensus"))
+            assert (await read_head(reader)).startswith(b"HTTP/1.1 101 ")
+            assert conn in ctx.open
+            counters = ctx.node.stats.endpoints["consensus"]
+            assert (counters.connections, counters.connects) == (1, 1)
+            await ctx.node.publish("consensus", [example_event("consensus")])
+            frame = await read_frame(reader)
+            assert frame.opcode == OP_TEXT
+            assert orjson.loads(frame.payload)["seq"] == 1
+            writer.write(frame_bytes(OP_CLOSE, struct.pack("!H", 1000)))
+            echo = await read_frame(reader)
+            assert (echo.opcode, echo.close_code()) == (OP_CLOSE, 1000)
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # the server closed TCP
+            for _ in range(100):  # bounded: connection_lost runs on the next loop turns
+                if conn not in ctx.open:
+                    break
+                await asyncio.sleep(0.01)
+            assert conn not in ctx.open
+            assert counters.connections == 0
+            assert ctx.node.stats.closes[1000] == 1
+            assert ctx.node.hub.subscribers("consensus") == 0
+
+    asyncio.run(scenario())
+
+
+def test_what_is_not_a_whole_upgrade_head_goes_to_http_with_its_deadline() -> None:
+    """A plain GET is handed, bytes and deadline, to the HTTP protocol on the same socket."""
+
+    async def scenario() -> None:
+        http = RecordingHttp()
+        async with connected(http, simulate=False, handshake_timeout=5.0) as (ctx, conn, _, writer):
+            request = b"GET /api/v11/streams HTTP/1.1\r\nHost: x\r\n\r\n"
+            writer.write(request)
+            for _ in range(200):  # bounded: until the bytes arrive
+                if http.data:
+                    break
+                await asyncio.sleep(0.01)
+            assert http.data == request
+            assert http.transport is not None
+            now = asyncio.get_running_loop().time()
+            assert http.deadline is not None
+            assert now < http.deadline <= now + 5.0
+            assert conn not in ctx.open
+
+    asyncio.run(scenario())
+
+
+def test_a_socket_that_sends_nothing_gets_408_at_the_handshake_timeout() -> None:
+    """The session's head deadline, armed by the glue, fires: 408 and the socket closes."""
+
+    async def scenario() -> None:
+        async with connected(RecordingHttp(), simulate=False, handshake_timeout=0.2) as (
+            _,
+            _,
+            reader,
+            _,
+        ):
+            head = await read_head(reader)
+            assert head.startswith(b"HTTP/1.1 408 Request Timeout")
+            assert await asyncio.wait_for(reader.read(), 5)  # the JSON body, then EOF
+
+    asyncio.run(scenario())
