@@ -303,3 +303,23 @@ def test_drain_writes_every_waiting_event_at_once() -> None:
     hub.drain()
     assert hub.backlog == 0
     assert [orjson.loads(_text(f))["seq"] for w in sub.writes for f in w] == list(range(1, 11))
+
+
+def test_a_reset_comes_after_the_events_still_waiting_for_a_tick() -> None:
+    """With a fan-out budget, events of the old history may wait for later ticks: the
+    reset announcement is written after them, never ahead."""
+    loop = Loop()
+    hub = Hub(Stats.for_streams(NAMES), schedule=loop.schedule, max_buffered=1 << 20)
+    hub._budget = 2 * (1 + 100)
+    sub = Recorder()
+    hub.subscribe(sub, "metrics", PLAIN, sub_id="m")
+    hub.publish([_event(seq) for seq in range(1, 11)])
+    assert hub.backlog > 0
+    hub.reset("metrics", Position(0, "e2"))
+    for _ in range(20):
+        if not loop.callbacks:
+            break
+        loop.run()
+    kinds = [orjson.loads(_text(f)) for w in sub.writes for f in w]
+    assert [m["data"]["seq"] for m in kinds[:-1]] == list(range(1, 11))
+    assert (kinds[-1]["type"], kinds[-1]["recovered"]) == ("subscribed", False)
