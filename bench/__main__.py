@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short phases (a couple of minutes)")
     parser.add_argument(
-        "--scenarios", default="1,2,3,4,5", help="comma-separated scenario numbers (default all)"
+        "--scenarios",
+        default="1,2,3,4,5,6",
+        help="comma-separated scenario numbers (default all)",
     )
     parser.add_argument(
         "--servers",

@@ -9,6 +9,13 @@ payload per process (:attr:`Recorder.parsed`): every subscriber of a
 broadcast receives the same bytes, so the other copies cost a dict lookup.
 Servers that keep a compression context per connection send different bytes
 to each subscriber; those are inflated per connection, as a browser would.
+
+A GraphQL subscriber (``graphql=``, a subscribe payload) offers the
+``graphql-transport-ws`` subprotocol, sends ``connection_init`` and its
+``subscribe`` in one write after the 101, and is ready at ``connection_ack``.
+Its ``next`` messages are its own envelope around a result every subscriber of
+the document shares: the envelope is cut off (its prefix is known) and the
+result parsed once per process, like a JSON endpoint's message.
 """
 
 from __future__ import annotations
@@ -28,7 +35,10 @@ import orjson
 
 from bench.histogram import SIZE, bucket_of
 
-__all__ = ["DEFLATE_OFFER", "Recorder", "Subscriber", "iso_us", "timestamp_us"]
+__all__ = ["DEFLATE_OFFER", "GRAPHQL_PROTOCOL", "Recorder", "Subscriber", "iso_us", "timestamp_us"]
+
+GRAPHQL_PROTOCOL = "graphql-transport-ws"
+_ACK = b'{"type":"connection_ack"}'
 
 # What browsers send: permessage-deflate with client_max_window_bits, and nothing
 # that forces the server's hand (no server_no_context_takeover request).
@@ -95,6 +105,8 @@ class Recorder:
         try:
             raw = zlib.decompressobj(-15).decompress(payload + _TAIL) if compressed else payload
             message = orjson.loads(raw)
+            if "data" in message and "seq" not in message:  # a GraphQL result: its one field
+                message = next(iter(message["data"].values()))
             info = (int(message["seq"]), timestamp_us(message["timestamp"]))
         except (zlib.error, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             self.bad += 1
@@ -118,8 +130,15 @@ def _mask(payload: bytes) -> bytes:
 
 
 def _client_frame(opcode: int, payload: bytes) -> bytes:
-    """A masked, final client frame of at most 125 bytes (control frames)."""
-    return bytes((0x80 | opcode, 0x80 | len(payload))) + _mask(payload)
+    """A masked, final client frame."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x80 | opcode, 0x80 | n))
+    elif n < 65536:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+    return head + _mask(payload)
 
 
 class Subscriber(asyncio.Protocol):
@@ -133,6 +152,8 @@ class Subscriber(asyncio.Protocol):
         "frag",
         "frag_rsv1",
         "gaps",
+        "gql",
+        "gql_start",
         "inflater",
         "max_seq",
         "ooo",
@@ -150,6 +171,8 @@ class Subscriber(asyncio.Protocol):
         path: str,
         offer_deflate: bool,
         ready: asyncio.Future[int],
+        graphql: str | None = None,
+        op_id: str = "1",
     ) -> None:
         self.rec = rec
         self.ready: asyncio.Future[int] | None = ready
@@ -165,6 +188,17 @@ class Subscriber(asyncio.Protocol):
         ]
         if offer_deflate:
             lines.append(f"Sec-WebSocket-Extensions: {DEFLATE_OFFER}")
+        # GraphQL: what to send after the 101, and the prefix of this subscriber's results.
+        self.gql: bytes | None = None
+        self.gql_start = b""
+        if graphql is not None:
+            lines.append(f"Sec-WebSocket-Protocol: {GRAPHQL_PROTOCOL}")
+            ident = orjson.dumps(op_id)
+            self.gql = b'{"id":' + ident + b',"type":"next","payload":'
+            subscribe = b'{"id":' + ident + b',"type":"subscribe","payload":' + graphql.encode()
+            self.gql_start = _client_frame(0x1, b'{"type":"connection_init"}') + _client_frame(
+                0x1, subscribe + b"}"
+            )
         self.request = ("\r\n".join(lines) + "\r\n\r\n").encode()
         self.buf = b""
         self.open = False
@@ -236,6 +270,12 @@ class Subscriber(asyncio.Protocol):
         if rsv1 and self.inflater is not None:
             payload = self.inflater.decompress(payload + _TAIL)
             rsv1 = 0
+        prefix = self.gql
+        if prefix is not None:
+            if not payload.startswith(prefix):
+                self._graphql_control(payload)
+                return
+            payload = payload[len(prefix) : -1]  # the shared result, without the envelope
         info = rec.parsed.get(payload)
         if info is None:
             info = rec.parse(payload, bool(rsv1))
@@ -283,6 +323,16 @@ class Subscriber(asyncio.Protocol):
                 self.frag = None
                 self._deliver(message, self.frag_rsv1, now_us)
 
+    def _graphql_control(self, payload: bytes) -> None:
+        """A graphql-transport-ws message that is not a result: the ack makes it ready."""
+        if payload == _ACK:
+            ready = self.ready
+            self.ready = None
+            if ready is not None and not ready.done():
+                ready.set_result(1)
+        else:  # an error message: the subscription was refused
+            self.rec.bad += 1
+
     # -- handshake ------------------------------------------------------------
     def _handshake(self, data: bytes) -> bytes:
         """Consume the 101 response; returns bytes that follow it (frames)."""
@@ -311,7 +361,10 @@ class Subscriber(asyncio.Protocol):
                 if "server_no_context_takeover" not in value:
                     self.inflater = zlib.decompressobj(-15)
         self.open = True
-        if ready is not None and not ready.done():
+        if self.gql is not None and self.transport is not None:
+            self.ready = ready  # ready at connection_ack
+            self.transport.write(self.gql_start)
+        elif ready is not None and not ready.done():
             ready.set_result(1)
         return rest
 

@@ -118,10 +118,12 @@ class _Worker:
         opened: list[Subscriber] = []
         loop = self.loop
 
-        async def one(path: str) -> None:
+        operations = cmd.get("graphql") or [None] * len(cmd["paths"])
+
+        async def one(path: str, operation: str | None, op_id: str) -> None:
             async with sem:
                 ready: asyncio.Future[int] = loop.create_future()
-                proto = Subscriber(rec, host_header, path, cmd["deflate"], ready)
+                proto = Subscriber(rec, host_header, path, cmd["deflate"], ready, operation, op_id)
                 try:
                     await asyncio.wait_for(
                         loop.create_connection(lambda: proto, host, port), timeout
@@ -140,7 +142,13 @@ class _Worker:
                     failed[f"http {-status}" if status < 0 else "closed"] += 1
 
         t0 = time.time()
-        await asyncio.gather(*(one(path) for path in cmd["paths"]))
+        await asyncio.gather(
+            *(
+                # Operation ids as graphql-ws makes them: one per subscriber (a UUID there).
+                one(path, operation, f"{cmd['worker']}-{i}")
+                for i, (path, operation) in enumerate(zip(cmd["paths"], operations, strict=True))
+            )
+        )
         t1 = time.time()
         self.conns[group] += opened
         self.pipe.send(
@@ -251,8 +259,13 @@ class LoadGenerator:
         concurrency: int = 200,
         timeout: float = 30.0,
         group: str = "",
+        graphql: Sequence[str] | None = None,
     ) -> ConnectResult:
-        """Open one connection per path (spread over the workers) and wait for every 101."""
+        """Open one connection per path (spread over the workers) and wait for every 101.
+
+        ``graphql``: per path, the JSON text of a subscribe payload (``{"query": ...}``): those
+        connections speak graphql-transport-ws, and are open at ``connection_ack``.
+        """
         n = len(self._pipes)
         cmds = [
             {
@@ -260,6 +273,8 @@ class LoadGenerator:
                 "host": host,
                 "port": port,
                 "paths": list(paths[i::n]),
+                "graphql": list(graphql[i::n]) if graphql is not None else None,
+                "worker": i,
                 "deflate": deflate,
                 "concurrency": concurrency,
                 "timeout": timeout,

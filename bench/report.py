@@ -151,6 +151,8 @@ def verdicts(rows: Sequence[Row], connections: int) -> list[Verdict]:
             )
     else:
         out.append(Verdict("4: filters", "not measured", None))
+    # Scenario 6.
+    out += _graphql_verdicts(rows)
     # Connect time.
     row = _find(rows, "2 many", OURS, "connect")
     if row is not None and row.connect_s is not None:
@@ -163,6 +165,55 @@ def verdicts(rows: Sequence[Row], connections: int) -> list[Verdict]:
         )
     else:
         out.append(Verdict(f"{connections:,} connections in < 3 s", "not measured", None))
+    return out
+
+
+def _graphql_verdicts(rows: Sequence[Row]) -> list[Verdict]:
+    """GraphQL subscribers against /ws/transactions ones, and own-address filters by count."""
+    plain = next((r for r in rows if r.scenario == "6 graphql" and r.phase.startswith("ws")), None)
+    ours = next(
+        (r for r in rows if r.scenario == "6 graphql" and r.phase.startswith("graphql,")), None
+    )
+    out: list[Verdict] = []
+    if plain is None or ours is None:
+        return [Verdict("6: GraphQL subscribers", "not measured", None)]
+    if plain.cpu_us_per_delivery and ours.cpu_us_per_delivery:
+        ratio = ours.cpu_us_per_delivery / plain.cpu_us_per_delivery
+        out.append(
+            Verdict(
+                f"6: server CPU per delivery, {ours.subscribers:,} GraphQL subscribers of one "
+                "document, <= 1.5x /ws/transactions",
+                f"{ours.cpu_us_per_delivery:.1f} us vs {plain.cpu_us_per_delivery:.1f} us "
+                f"({ratio:.2f}x)",
+                ratio <= 1.5 and bool(ours.passed),
+            )
+        )
+    if plain.p99_ms and ours.p99_ms is not None:
+        ratio = ours.p99_ms / plain.p99_ms
+        out.append(
+            Verdict(
+                "6: GraphQL p99 <= 1.5x /ws/transactions",
+                f"{ours.p99_ms:.1f} ms vs {plain.p99_ms:.1f} ms ({ratio:.2f}x)",
+                ratio <= 1.5,
+            )
+        )
+    own = sorted(
+        (r for r in rows if r.scenario == "6 graphql" and "own address" in r.phase),
+        key=lambda r: r.subscribers,
+    )
+    few, many_ = own if len(own) == 2 else (None, None)
+    few_cpu = few.cpu_us_per_delivery if few is not None else None
+    many_cpu = many_.cpu_us_per_delivery if many_ is not None else None
+    if few is not None and many_ is not None and few_cpu and many_cpu:
+        ratio = many_cpu / few_cpu
+        out.append(
+            Verdict(
+                "6: GraphQL own-address filters: CPU per event grows with matches, not "
+                f"subscribers ({many_.subscribers:,} vs {few.subscribers:,}, within 1.5x)",
+                f"{many_cpu:.1f} us vs {few_cpu:.1f} us ({ratio:.2f}x)",
+                ratio <= 1.5 and bool(many_.passed) and bool(few.passed),
+            )
+        )
     return out
 
 

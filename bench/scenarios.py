@@ -10,11 +10,14 @@ generator used over that window.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import orjson
 
 from bench.gcwatch import pauses_between
 from bench.loadgen import LoadGenerator, Snapshot
@@ -160,10 +163,17 @@ class Bench:
             server.stop()
 
     def connect(
-        self, server: BenchServer, paths: list[str], *, deflate: bool = False
+        self,
+        server: BenchServer,
+        paths: list[str],
+        *,
+        deflate: bool = False,
+        graphql: list[str] | None = None,
     ) -> tuple[float, int]:
         """Open the connections; returns (seconds, how many opened)."""
-        result = self.lg.connect(HOST, server.port, paths, deflate=deflate, group=server.name)
+        result = self.lg.connect(
+            HOST, server.port, paths, deflate=deflate, group=server.name, graphql=graphql
+        )
         note = f" failed={result.failed}" if result.failed else ""
         if deflate:
             note += (
@@ -626,10 +636,110 @@ def mixed(bench: Bench) -> None:
         bench.keep_profile("mixed", prof)
 
 
+# -- scenario 6 ------------------------------------------------------------------------------
+# Every field, as /ws/transactions sends them, so both endpoints carry the same message.
+GRAPHQL_FIELDS = "timestamp txHash from to value status gasUsed seq"
+GRAPHQL_ALL = f"subscription {{ transactions {{ {GRAPHQL_FIELDS} }} }}"
+GRAPHQL_MINE = f"subscription($a: [String!]) {{ transactions(address: $a) {{ {GRAPHQL_FIELDS} }} }}"
+GRAPHQL_RATE = 20.0  # msg/s to 1,000 subscribers of one document: 20,000 deliveries/s
+GRAPHQL_FILTERED_RATE = 500.0  # tx/s, each to the one subscriber of its address
+
+
+def graphql_payload(query: str, variables: dict[str, object] | None = None) -> str:
+    """The payload of a graphql-transport-ws subscribe message, as JSON text."""
+    payload: dict[str, object] = {"query": query}
+    if variables is not None:
+        payload["variables"] = variables
+    return orjson.dumps(payload).decode()
+
+
+def graphql(bench: Bench) -> None:
+    """GraphQL subscribers against /ws/transactions subscribers at the same rate, then
+    GraphQL subscribers each filtering on their own address, at two subscriber counts."""
+    bench.skip_floor("6 graphql", "the bare uvloop loop has no GraphQL")
+    if "aurigraph" not in bench.servers():
+        return
+    opts = bench.opts
+    n = opts.capacity_subscribers
+    seconds = 4.0 if opts.quick else 20.0
+    rows: dict[str, Row] = {}
+    bench.say(f"scenario 6 graphql: {n} subscribers, /ws/transactions then /graphql")
+    for label, path, payloads in (
+        ("ws json", "/ws/transactions", None),
+        ("graphql", "/graphql", [graphql_payload(GRAPHQL_ALL)] * n),
+    ):
+        with bench.running("aurigraph") as server:
+            if label == "graphql" and not _serves_graphql(server):
+                bench.results.skipped["6 graphql"] = "this server has no /graphql"
+                bench.say("scenario 6 graphql: skipped: this server has no /graphql")
+                return
+            seconds_c, opened = bench.connect(server, [path] * n, graphql=payloads)
+            with Publisher(server.publish_target("transactions")) as pub:
+                first = pub.prime()
+                row, _ = bench.phase(
+                    server,
+                    pub,
+                    first,
+                    scenario="6 graphql",
+                    phase=f"{label}, {GRAPHQL_RATE:g} msg/s",
+                    subscribers=opened,
+                    rate=GRAPHQL_RATE,
+                    seconds=seconds,
+                )
+            row.connect_s = seconds_c
+            row.passed = row.lost == 0 and row.dropped == 0 and opened == n
+            rows[label] = bench.add(row)
+    plain, ours = rows["ws json"], rows["graphql"]
+    if plain.cpu_us_per_delivery and ours.cpu_us_per_delivery:
+        ours.note += f"CPU/delivery {ours.cpu_us_per_delivery / plain.cpu_us_per_delivery:.2f}x "
+    if plain.p99_ms and ours.p99_ms is not None:
+        ours.note += f"p99 {ours.p99_ms / plain.p99_ms:.2f}x of /ws/transactions "
+    filtered = min(opts.connections, n)
+    addrs = addresses_for(filtered)
+    rate = GRAPHQL_FILTERED_RATE
+    for count in (max(1, filtered // 10), filtered):  # ten times the subscribers, same matches
+        bench.say(f"scenario 6 graphql: {count} subscribers, each its own address, {rate:g} tx/s")
+        mine = addrs[:count]
+        with bench.running("aurigraph") as server:
+            payloads = [graphql_payload(GRAPHQL_MINE, {"a": [a]}) for a in mine]
+            seconds_c, opened = bench.connect(server, ["/graphql"] * count, graphql=payloads)
+            with Publisher(server.publish_target("transactions")) as pub:
+                first = pub.prime()
+                row, _ = bench.phase(
+                    server,
+                    pub,
+                    first,
+                    scenario="6 graphql",
+                    phase=f"graphql own address x {count}",
+                    subscribers=opened,
+                    rate=rate,
+                    seconds=seconds,
+                    addresses=mine,
+                    broadcast=False,
+                )
+            row.connect_s = seconds_c
+            row.note += "one match per event: CPU/delivery is CPU per event "
+            row.passed = row.lost == 0 and row.dropped == 0 and opened == count
+            bench.add(row)
+
+
+def _serves_graphql(server: BenchServer) -> bool:
+    """Whether the server under test has /graphql (an older tree, run with --source, may not)."""
+    conn = http.client.HTTPConnection(HOST, server.port, timeout=10)
+    try:
+        conn.request("GET", "/graphql/schema.graphql")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
 SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "1": capacity,
     "2": many,
     "3": memory,
     "4": filters,
     "5": mixed,
+    "6": graphql,
 }

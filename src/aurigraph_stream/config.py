@@ -90,6 +90,25 @@ class Settings:
     max_subscriptions: int = _opt(
         100, "subscriptions one connection may hold on the multiplexed /ws endpoint", min=1
     )
+    # GraphQL (docs/graphql.md): what one document and one /graphql connection may ask for.
+    graphql_max_document_size: int = _opt(
+        8192, "largest GraphQL document (the query text), bytes; larger is refused", min=64
+    )
+    graphql_max_depth: int = _opt(
+        15, "deepest nesting of selections in a GraphQL document; deeper is refused", min=2
+    )
+    graphql_max_selections: int = _opt(
+        100,
+        "fields, fragment spreads and inline fragments in one GraphQL document; more is refused "
+        "(validation cost grows with their square)",
+        min=10,
+    )
+    graphql_max_operations: int = _opt(
+        100, "operations one /graphql WebSocket may run at once (subscriptions included)", min=1
+    )
+    graphql_init_timeout: float = _opt(
+        10.0, "seconds a /graphql WebSocket has to send connection_init; else close 4408", min=0.05
+    )
     publisher_key: str | None = _opt(
         None, "shared key ingest requests must send in X-Publisher-Key (unset: no key)"
     )

@@ -1,7 +1,8 @@
 """The wire contract: what a client may rely on, in one place.
 
-Endpoint paths, subprotocols, the commands of the multiplexed ``/ws``
-endpoint (with the JSON Schema that validates them), stream positions
+Endpoint paths (the streams, the multiplexed ``/ws``, GraphQL), subprotocols,
+the commands of the multiplexed ``/ws`` endpoint (with the JSON Schema that
+validates them), stream positions
 (``SEQ:EPOCH``) and the close codes. Everything else on the wire (message
 schemas, filters) is derived from the streams (:mod:`aurigraph_stream.streams`).
 Docs and the AsyncAPI document read these values; nothing repeats them.
@@ -21,6 +22,11 @@ __all__ = [
     "BEARER_PROTOCOL",
     "COMMAND_OPS",
     "COMMAND_SCHEMA",
+    "GRAPHQL_ENDPOINT",
+    "GRAPHQL_LEGACY_PROTOCOL",
+    "GRAPHQL_PATH",
+    "GRAPHQL_PROTOCOL",
+    "GRAPHQL_SCHEMA_PATH",
     "MAX_ID_LENGTH",
     "MAX_REPLAY",
     "MUX_ENDPOINT",
@@ -36,6 +42,9 @@ __all__ = [
 STREAM_PATH_PREFIX = "/ws/"  # /ws/{stream}: one stream, chosen by the path
 MUX_PATH = "/ws"  # the multiplexed endpoint: streams chosen by commands
 MUX_ENDPOINT = "ws"  # its stats and metrics label
+GRAPHQL_PATH = "/graphql"  # GraphQL: over HTTP (POST, GET) and over WebSocket
+GRAPHQL_ENDPOINT = "graphql"  # its stats and metrics label
+GRAPHQL_SCHEMA_PATH = "/graphql/schema.graphql"  # the schema, as SDL
 
 
 def stream_path(stream: str) -> str:
@@ -47,6 +56,10 @@ def stream_path(stream: str) -> str:
 SUBPROTOCOL_PREFIX = "aurigraph.v11."  # + a format name: aurigraph.v11.json, ...
 # Not a format: the carrier of an access token for browsers (access/tokens.py).
 BEARER_PROTOCOL = SUBPROTOCOL_PREFIX + "bearer"
+# GraphQL over WebSocket: the graphql-ws library's protocol, the one /graphql speaks.
+GRAPHQL_PROTOCOL = "graphql-transport-ws"
+# subscriptions-transport-ws, the legacy protocol of the same name: refused before the upgrade.
+GRAPHQL_LEGACY_PROTOCOL = "graphql-ws"
 
 
 # -- positions -----------------------------------------------------------------
@@ -187,6 +200,13 @@ class CloseCode(enum.IntEnum):
     SLOW_CONSUMER = 4008  # outbound buffer over its cap; reconnect and resume
     KEEPALIVE_TIMEOUT = 4009  # a ping went unanswered
     TOO_MANY_MESSAGES = 4029  # inbound messages over the per-connection rate (like HTTP 429)
+    # 4400-4499 on /graphql: the graphql-transport-ws protocol's own codes, with its meanings.
+    GRAPHQL_BAD_REQUEST = 4400  # a message the protocol does not define (the reason says why)
+    GRAPHQL_UNAUTHORIZED = 4401  # subscribe before connection_ack
+    GRAPHQL_FORBIDDEN = 4403  # connection_init refused: its access token is not valid
+    GRAPHQL_INIT_TIMEOUT = 4408  # no connection_init within graphql_init_timeout
+    GRAPHQL_SUBSCRIBER_EXISTS = 4409  # subscribe with the id of a running operation
+    GRAPHQL_TOO_MANY_INITS = 4429  # a second connection_init
 
     @property
     def reason(self) -> str:
@@ -194,7 +214,14 @@ class CloseCode(enum.IntEnum):
 
     @property
     def reconnect(self) -> bool:
-        """Whether a client should reconnect after this code."""
+        """Whether a client should reconnect after this code.
+
+        The graphql-transport-ws codes are the client's mistakes, which a
+        reconnect would repeat, except the initialisation timeout (as the
+        graphql-ws client reads them).
+        """
+        if self in _GRAPHQL_TERMINAL:
+            return False
         return (
             self in (CloseCode.GOING_AWAY, CloseCode.INTERNAL_ERROR, CloseCode.TRY_AGAIN_LATER)
             or 4000 <= self < 4500
@@ -215,4 +242,19 @@ _REASONS: dict[CloseCode, str] = {
     CloseCode.KEEPALIVE_TIMEOUT: "keepalive ping timeout",
     CloseCode.TOKEN_EXPIRED: "token expired",
     CloseCode.TOO_MANY_MESSAGES: "too many messages",
+    CloseCode.GRAPHQL_BAD_REQUEST: "invalid message",
+    CloseCode.GRAPHQL_UNAUTHORIZED: "unauthorized",
+    CloseCode.GRAPHQL_FORBIDDEN: "forbidden",
+    CloseCode.GRAPHQL_INIT_TIMEOUT: "connection initialisation timeout",
+    CloseCode.GRAPHQL_SUBSCRIBER_EXISTS: "subscriber already exists",
+    CloseCode.GRAPHQL_TOO_MANY_INITS: "too many initialisation requests",
 }
+_GRAPHQL_TERMINAL = frozenset(
+    (
+        CloseCode.GRAPHQL_BAD_REQUEST,
+        CloseCode.GRAPHQL_UNAUTHORIZED,
+        CloseCode.GRAPHQL_FORBIDDEN,
+        CloseCode.GRAPHQL_SUBSCRIBER_EXISTS,
+        CloseCode.GRAPHQL_TOO_MANY_INITS,
+    )
+)

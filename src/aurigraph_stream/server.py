@@ -126,7 +126,7 @@ def build_server(settings: Settings, identity: WorkerIdentity | None = None) -> 
         finally:
             await node.stop()
 
-    app = create_app(node, guard, observability, lifespan)
+    app = create_app(node, guard, observability, websockets.graphql, lifespan)
     ws: Any = functools.partial(Connection, websockets)
     config = uvicorn.Config(
         app,

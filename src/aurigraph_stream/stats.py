@@ -35,6 +35,8 @@ class Stats:
     closes: Counter[int] = field(default_factory=Counter)
     new_transactions: int = 0  # transactions-stream events with status PENDING
     task_restarts: int = 0  # background tasks restarted after a failure
+    # GraphQL operations: ("executed", query|mutation|subscription) or ("refused", error code).
+    graphql: Counter[tuple[str, str]] = field(default_factory=Counter)
     started_at: float = field(default_factory=time.time)
 
     @classmethod

@@ -13,17 +13,22 @@ multiplexed ``/ws`` (:func:`from_command`). Starting points::
 
 Each of them makes the server send a ``subscribed`` frame first, saying
 ``recovered`` true or false: a client is never left to guess.
+:func:`starting_point` decides, from one read of the broker's history, what a
+subscription starts with; the WebSocket endpoints and GraphQL share it.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aurigraph_stream.broker.base import HistoryRead
 from aurigraph_stream.codecs import CODECS
-from aurigraph_stream.contract import MAX_REPLAY
+from aurigraph_stream.contract import MAX_REPLAY, Position
 from aurigraph_stream.errors import SubscriptionError
+from aurigraph_stream.event import Event
 from aurigraph_stream.filters import MAX_VALUES, OPTIONS, Filter, everything, parse_filter
 from aurigraph_stream.streams import REGISTRY
 
@@ -31,9 +36,13 @@ __all__ = [
     "CONTROL_PARAMS",
     "MAX_REPLAY",
     "SNAPSHOT_STREAMS",
+    "Start",
     "SubscribeRequest",
     "from_command",
     "from_query",
+    "history_since",
+    "parse_since",
+    "starting_point",
 ]
 
 SNAPSHOT_STREAMS = ("validators", "network")
@@ -57,8 +66,12 @@ class SubscribeRequest:
         return self.replay is not None or self.since is not None or self.snapshot
 
 
-def _parse_since(raw: Any, epoch: Any) -> tuple[int, str | None]:
-    """``since`` as ``SEQ``, ``"SEQ:EPOCH"`` or ``{"seq": SEQ, "epoch": EPOCH}``."""
+def parse_since(raw: Any, epoch: Any = None) -> tuple[int, str | None]:
+    """``since`` as ``SEQ``, ``"SEQ:EPOCH"`` or ``{"seq": SEQ, "epoch": EPOCH}``: (seq, epoch).
+
+    Raises:
+        SubscriptionError: ``invalid_position``.
+    """
     if isinstance(raw, Mapping):
         raw, epoch = raw.get("seq"), raw.get("epoch", epoch)
     if isinstance(raw, str):
@@ -117,7 +130,7 @@ def _build(
     since_seq: int | None = None
     since_epoch: str | None = None
     if since is not None:
-        since_seq, since_epoch = _parse_since(since, epoch)
+        since_seq, since_epoch = parse_since(since, epoch)
     elif epoch is not None:
         raise SubscriptionError("invalid_position", "epoch needs since")
     wants_snapshot = False if snapshot is None else _parse_snapshot(snapshot, stream)
@@ -126,6 +139,65 @@ def _build(
     if replay_n is not None and wants_snapshot:
         raise SubscriptionError("invalid_position", "ask for replay or snapshot, not both")
     return SubscribeRequest(stream, flt, replay_n, since_seq, since_epoch, wants_snapshot)
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """What a subscription starts with, decided from one read of the history.
+
+    ``position`` is where live delivery takes over (the last seq the start
+    covers); ``replayed`` the events to send before live ones; ``snapshot``
+    whether to send the snapshot (asked for, and not made moot by a resume).
+    """
+
+    position: Position
+    recovered: bool
+    replayed: list[Event]
+    snapshot: bool
+
+
+def history_since(request: SubscribeRequest) -> int | None:
+    """The ``since`` to read the history with for ``request``.
+
+    Only what is needed is copied: the events after ``since``, or every event
+    kept (to pick the last N that pass the filter), or none (a position only).
+    """
+    if request.since is not None:
+        return request.since
+    if request.replay:
+        return None
+    return sys.maxsize
+
+
+def starting_point(request: SubscribeRequest, read: HistoryRead) -> Start:
+    """The start of ``request``, given ``read = history_now(stream, history_since(request))``.
+
+    ``recovered`` says whether the client gets everything it asked for: with
+    ``since``, false when the epoch changed, the seq is ahead of the stream, or
+    events after it are no longer kept (nothing is replayed then, and the
+    snapshot, if asked for, is the fallback); with ``replay=N``, true when N
+    were replayed or the history reaches back to the stream's first message.
+    """
+    position = read.position
+    flt = request.filter
+    replayed: list[Event] = []
+    recovered = True
+    snapshot = request.snapshot
+    if request.since is not None:
+        if (
+            (request.epoch is not None and request.epoch != position.epoch)
+            or read.events is None
+            or request.since > position.seq
+        ):
+            recovered = False
+        else:
+            replayed = [e for e in read.events if flt.matches(e.data)]
+            snapshot = False  # resumed: the snapshot was only the fallback
+    elif request.replay is not None:
+        matching = [e for e in read.events or () if flt.matches(e.data)]
+        replayed = matching[-request.replay :] if request.replay else []
+        recovered = len(replayed) == request.replay or read.first_seq <= 1
+    return Start(position, recovered, replayed, snapshot)
 
 
 def from_query(stream: str, query: Mapping[str, str]) -> SubscribeRequest:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -14,11 +13,12 @@ import orjson
 import pytest
 import yaml
 from jsonschema import Draft7Validator, Draft202012Validator
-from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Route, sync_playwright
+from playwright.sync_api import Browser
 from websockets.sync.client import connect
 
 from aurigraph_stream.contract import COMMAND_SCHEMA, MUX_PATH, CloseCode
 from aurigraph_stream.streams import REGISTRY
+from tests.support.browser import PageWatch, chromium
 from tests.support.rawws import RawWebSocket
 from tests.support.server import ROOT, ServerProcess, run_server
 from tests.support.streamtools import example_event
@@ -26,17 +26,6 @@ from tests.support.streamtools import example_event
 ASYNCAPI_SCHEMA = (
     ROOT / "node_modules" / "@asyncapi" / "specs" / "schemas" / "3.0.0-without-$id.json"
 )
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +66,8 @@ def test_openapi_documents_every_http_endpoint(docs_server: ServerProcess) -> No
         "/api/v11/streams",
         "/api/v11/streams/{stream}/schema",
         *(f"/api/v11/streams/{name}/events" for name in REGISTRY),
+        "/graphql",
+        "/graphql/schema.graphql",
     }
     assert expected <= paths, expected - paths
     components = doc["components"]["schemas"]
@@ -148,6 +139,11 @@ def test_asyncapi_document_is_valid_and_matches_the_server(docs_server: ServerPr
     assert [c["code"] for c in doc["x-close-codes"]] == [int(c) for c in CloseCode]
     for code in CloseCode:
         assert f"| {int(code)} | {code.name} |" in doc["info"]["description"]
+    # The GraphQL endpoint of the same streams, linked.
+    graphql = doc["info"]["externalDocs"]["url"]
+    assert graphql == f"http://127.0.0.1:{docs_server.port}/graphql"
+    assert httpx.get(graphql, headers={"Accept": "text/html"}).status_code == 200
+    assert "[/graphql/schema.graphql](/graphql/schema.graphql)" in doc["info"]["description"]
 
 
 def test_asyncapi_yaml_is_the_same_document(docs_server: ServerProcess) -> None:
@@ -172,51 +168,16 @@ def test_dev_page_lists_every_stream_with_schema_and_example(docs_server: Server
         assert f"&quot;title&quot;: &quot;{spec.message_schema['title']}&quot;" in page
     for code in CloseCode:
         assert f"<td>{int(code)}</td><td>{code.name}</td>" in page
+    assert "<a href='../../graphql'>GraphiQL</a>" in page
+    assert "<a href='../../graphql/schema.graphql'>schema</a>" in page
 
 
 # -- in a browser ---------------------------------------------------------------
-class PageWatch:
-    """Everything a page did that a test must see: errors and where it went."""
-
-    def __init__(self, page: Page, port: int) -> None:
-        self.errors: list[str] = []
-        self.off_machine: list[str] = []
-        self.failed: list[str] = []
-        self.origin = f"127.0.0.1:{port}"
-        page.on("console", self._console)
-        page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
-        page.on("requestfailed", self._failed)
-        page.route("**/*", self._route)
-
-    def _console(self, message: ConsoleMessage) -> None:
-        if message.type == "error":
-            self.errors.append(f"console: {message.text}")
-
-    def _failed(self, request: Request) -> None:
-        self.failed.append(f"{request.url}: {request.failure}")
-
-    def _route(self, route: Route) -> None:
-        netloc = urlsplit(route.request.url).netloc
-        if route.request.url.startswith("data:") or netloc == self.origin:
-            route.continue_()
-        else:  # never let it out, and fail the test
-            self.off_machine.append(route.request.url)
-            route.abort()
-
-    def check(self) -> None:
-        assert self.off_machine == []
-        assert self.errors == []
-        assert self.failed == []
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Debian's Chromium, headless, driven by Playwright; nothing is downloaded."""
-    assert Path(CHROMIUM).exists(), "install Debian's chromium (scripts/system-deps.sh)"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 def test_swagger_ui_renders_and_publishes_in_chromium(

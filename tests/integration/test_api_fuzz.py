@@ -53,6 +53,11 @@ def test_every_operation_answers_as_documented(tmp_path: Path) -> None:
                 "--generation-database",
                 "none",
                 "--no-color",
+                # A GraphQL document is not what a JSON Schema generates: random strings
+                # are refused as they should be (400), which the positive-data check
+                # counts against. GraphQL gets generated documents in test_security_fuzz.
+                "--exclude-path-regex",
+                "^/graphql",
             ],
             cwd=tmp_path,  # schemathesis keeps its working files in the current directory
             capture_output=True,

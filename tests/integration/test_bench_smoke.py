@@ -12,6 +12,8 @@ from bench.floorserver import MAX_MESSAGE
 from bench.loadgen import LoadGenerator, Snapshot
 from bench.procstat import cpu_seconds, rss_bytes
 from bench.publisher import Publisher, Target
+from bench.report import verdicts
+from bench.scenarios import GRAPHQL_ALL, Bench, Options, graphql, graphql_payload
 from bench.sendcost import measure
 from bench.servers import HOST, Floor
 
@@ -68,6 +70,53 @@ def test_bench_harness_counts_every_delivery(quiet_server: ServerProcess) -> Non
         assert cpu_seconds(quiet_server.proc.pid) > cpu_before
         assert rss_bytes(quiet_server.proc.pid) > 10_000_000
         assert lg.cpu_seconds() > 0
+
+
+def test_graphql_subscribers_are_counted_like_json_ones(quiet_server: ServerProcess) -> None:
+    """The load generator's graphql-transport-ws subscribers get every message, in order,
+    with latency, from the shared result inside each one's own envelope."""
+    host, port = quiet_server.host, quiet_server.port
+    with (
+        LoadGenerator(workers=2) as lg,
+        Publisher(Target("ingest", host, port, INGEST)) as pub,
+    ):
+        opened = lg.connect(
+            host, port, ["/graphql"] * 4, graphql=[graphql_payload(GRAPHQL_ALL)] * 4, group="gql"
+        )
+        assert (opened.opened, opened.failed) == (4, {})
+        first = pub.prime()
+        lg.reset(first, "gql")
+        result = pub.run(rate=50, duration=1.0)
+        snap = _all_delivered(lg, "gql", 4, result.last, result.sent)
+        assert snap.bad == 0
+        assert 0 < (snap.hist.percentile_us(0.99) or 0) < 2_000_000
+
+
+def test_graphql_scenario_runs_at_small_scale(tmp_path: Path) -> None:
+    """Scenario 6 end to end with 20 subscribers: every phase delivers everything, and the
+    report states its three verdicts with figures."""
+    opts = Options(
+        quick=True, servers=("aurigraph",), workers=1, connections=20, capacity_subscribers=20
+    )
+    with LoadGenerator(workers=1) as lg:
+        bench = Bench(opts, lg, tmp_path)
+        graphql(bench)
+    rows = bench.results.rows
+    assert [r.phase for r in rows] == [
+        "ws json, 20 msg/s",
+        "graphql, 20 msg/s",
+        "graphql own address x 2",
+        "graphql own address x 20",
+    ]
+    for row in rows:
+        assert row.passed, row
+        assert row.deliveries > 0, row
+        assert row.cpu_us_per_delivery is not None, row
+        assert "unparseable" not in row.note, row
+    assert rows[1].deliveries == rows[0].deliveries  # the same messages to as many clients
+    found = [v for v in verdicts(rows, 20) if v.target.startswith("6:")]
+    assert len(found) == 3
+    assert all(v.ok is not None for v in found)
 
 
 def test_floor_server_delivers_every_message(floor_server: Floor) -> None:

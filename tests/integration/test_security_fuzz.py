@@ -27,9 +27,12 @@ import httpx
 import jsonschema_rs
 import orjson
 import pytest
+from graphql import IntValueNode
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from hypothesis_graphql import Mode, mutations, queries
 
+from aurigraph_stream.gql.schema import SCHEMA
 from aurigraph_stream.streams import REGISTRY
 from tests.support.attack import ControlClient, RawClient, client_frame, fresh_address, rss_kib
 from tests.support.server import ServerProcess, run_server
@@ -42,6 +45,26 @@ MAX_MESSAGE = 1048576
 RSS_GROWTH_LIMIT_KIB = 80 * 1024
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
+# Every extensions.code GraphQL answers may carry (docs/graphql.md, "Errors").
+GRAPHQL_CODES = {
+    "invalid_request",
+    "document_too_large",
+    "syntax_error",
+    "too_many_selections",
+    "too_deep",
+    "invalid_document",
+    "unknown_operation",
+    "invalid_variables",
+    "forbidden",
+    "invalid_filter",
+    "invalid_position",
+    "invalid_replay",
+    "not_recovered",
+    "invalid_arguments",
+    "validation_failed",
+    "shutting_down",
+}
+_LONGS = st.integers(-(2**63), 2**63 - 1).map(lambda n: IntValueNode(value=str(n)))
 
 
 @dataclass
@@ -687,6 +710,169 @@ def test_generated_garbage_requests_get_an_http_error(target: Target, data: byte
         response = client.response(timeout=5)
     assert 400 <= response.status < 500, response
     assert "error" in response.json()
+
+
+# -- property-based: graphql-transport-ws ----------------------------------------
+# A subscription that never receives anything (no simulated validator has this address), so
+# that only the replies to what the client sent come back while the simulator runs.
+QUIET = (
+    'subscription { validators(validator: ["0x0000000000000000000000000000000000000001"]) { seq } }'
+)
+QUERY = "{ position(stream: consensus) { seq epoch } }"
+BAD_DOCUMENTS = [
+    "{ position(stream: consensus) { seq ",
+    "{ nope }",
+    'subscription { transactions(address: ["0xnot-an-address"]) { seq } }',
+    "{ metrics { seq " + " " * 9000 + "} }",
+    "{ " + " ".join(f"a{i}: metrics {{ seq }}" for i in range(120)) + " }",
+]
+
+
+@dataclass(frozen=True)
+class GqlMessage:
+    """One client message of graphql-transport-ws, or something that is not one."""
+
+    kind: str  # init, init-bad, ping, pong, subscribe, query, bad-document, complete,
+    #           subscribe-no-payload, subscribe-no-id, not-json, no-type, unknown-type
+    op_id: str = ""
+    variant: int = 0
+
+    def encode(self) -> bytes:
+        k = self.kind
+        if k == "not-json":
+            return b"{not json"
+        if k == "no-type":
+            return b'{"id": "a"}'
+        if k == "unknown-type":
+            return b'{"type": "start", "id": "a", "payload": {}}'
+        if k == "init":
+            return orjson.dumps({"type": "connection_init", "payload": {"x-client": "fuzz"}})
+        if k == "init-bad":
+            return orjson.dumps({"type": "connection_init", "payload": [1]})
+        if k in ("ping", "pong"):
+            return orjson.dumps({"type": k, **({"payload": {"n": 1}} if self.variant else {})})
+        if k == "complete":
+            return orjson.dumps({"type": "complete", "id": self.op_id})
+        if k == "subscribe-no-payload":
+            return orjson.dumps({"type": "subscribe", "id": self.op_id})
+        if k == "subscribe-no-id":
+            return orjson.dumps({"type": "subscribe", "payload": {"query": QUERY}})
+        query = {"subscribe": QUIET, "query": QUERY}.get(k) or BAD_DOCUMENTS[self.variant]
+        return orjson.dumps({"type": "subscribe", "id": self.op_id, "payload": {"query": query}})
+
+
+def graphql_expected(messages: list[GqlMessage]) -> tuple[list[tuple[str, str]], int | None]:
+    """What graphql-transport-ws (PROTOCOL.md) says the server answers: the replies as
+    (type, id), and the close code ending the socket (None: it stays open). An independent
+    model of the protocol, not the server's code."""
+    acked = False
+    running: set[str] = set()
+    replies: list[tuple[str, str]] = []
+    for m in messages:
+        if m.kind in ("not-json", "no-type", "unknown-type", "init-bad"):
+            return replies, 4400
+        if m.kind == "init":
+            if acked:
+                return replies, 4429
+            acked = True
+            replies.append(("connection_ack", ""))
+        elif m.kind == "ping":
+            replies.append(("pong", ""))
+        elif m.kind == "complete":
+            running.discard(m.op_id)
+        elif m.kind in ("subscribe-no-payload", "subscribe-no-id"):
+            return replies, 4400
+        elif m.kind != "pong":  # a subscribe of a document
+            if not acked:
+                return replies, 4401
+            if m.op_id in running:
+                return replies, 4409
+            if m.kind == "subscribe":
+                running.add(m.op_id)
+            elif m.kind == "query":
+                replies += [("next", m.op_id), ("complete", m.op_id)]
+            else:
+                replies.append(("error", m.op_id))
+    return replies, None
+
+
+_gql_messages = st.builds(
+    GqlMessage,
+    st.sampled_from(
+        ["init"] * 4
+        + ["ping", "pong", "subscribe", "subscribe", "query", "query", "bad-document"] * 2
+        + ["complete", "complete", "subscribe-no-payload", "subscribe-no-id"]
+        + ["not-json", "no-type", "unknown-type", "init-bad"]
+    ),
+    st.sampled_from(["a", "b"]),
+    st.integers(0, len(BAD_DOCUMENTS) - 1),
+)
+
+
+@settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "80")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=os.environ.get("FUZZ_RANDOM") is None,
+)
+@given(st.lists(_gql_messages, min_size=1, max_size=8))
+def test_generated_graphql_ws_sequences_get_what_the_protocol_says(
+    target: Target, messages: list[GqlMessage]
+) -> None:
+    """Generated graphql-transport-ws conversations on /graphql: the server answers each
+    message, or closes with the code, as the protocol says; then a ping still gets its pong."""
+    replies, code = graphql_expected(messages)
+    event(f"close {code}" if code else f"open, {len(replies)} replies")
+    with RawClient(target.server.port) as client:
+        response = client.upgrade(
+            "/graphql", headers=(("Sec-WebSocket-Protocol", "graphql-transport-ws"),)
+        )
+        assert response.status == 101, response
+        for message in messages:
+            client.send(client_frame(OP_TEXT, message.encode()))
+        if code is None:
+            client.send(client_frame(OP_TEXT, b'{"type": "ping", "payload": {"end": true}}'))
+        got: list[tuple[str, str]] = []
+        for _ in range(100):
+            _, _, opcode, payload = client.frame(timeout=10)
+            if opcode == OP_CLOSE:
+                assert code is not None, (messages, got)
+                assert struct.unpack("!H", payload[:2])[0] == code, (messages, got, payload)
+                break
+            if opcode != OP_TEXT:
+                continue
+            reply = orjson.loads(payload)
+            if reply.get("payload") == {"end": True}:
+                assert code is None
+                break
+            got.append((reply["type"], reply.get("id", "")))
+        assert got == replies, messages
+
+
+@settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "80")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=os.environ.get("FUZZ_RANDOM") is None,
+)
+@given(st.data())
+def test_generated_graphql_documents_get_answers_not_failures(
+    target: Target, data: st.DataObject
+) -> None:
+    """Queries and mutations generated from the schema (valid ones, and broken ones), over
+    HTTP: a result, or 400 with GraphQL errors; every error carries a documented code."""
+    mode = data.draw(st.sampled_from([Mode.POSITIVE, Mode.POSITIVE, Mode.NEGATIVE]))
+    kind = data.draw(st.sampled_from([queries, queries, mutations]))
+    document = data.draw(kind(SCHEMA, custom_scalars={"Long": _LONGS}, mode=mode))
+    response = target.http.post("/graphql", json={"query": document}, timeout=30)
+    event(f"{mode.name} {response.status_code}")
+    assert response.status_code in (200, 400), (document, response.text)
+    body = response.json()
+    assert set(body) <= {"data", "errors"}, body
+    codes = {e.get("extensions", {}).get("code") for e in body.get("errors", [])}
+    assert codes <= GRAPHQL_CODES, (document, body)
+    if response.status_code == 200:
+        assert "data" in body
 
 
 def test_server_survived_everything(target: Target) -> None:

@@ -310,7 +310,7 @@ def test_a_reset_comes_after_the_events_still_waiting_for_a_tick() -> None:
     reset announcement is written after them, never ahead."""
     loop = Loop()
     hub = Hub(Stats.for_streams(NAMES), schedule=loop.schedule, max_buffered=1 << 20)
-    hub._budget = 2 * (1 + 100)
+    hub._budget = 1  # one event per tick
     sub = Recorder()
     hub.subscribe(sub, "metrics", PLAIN, sub_id="m")
     hub.publish([_event(seq) for seq in range(1, 11)])

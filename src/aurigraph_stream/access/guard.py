@@ -28,6 +28,7 @@ from urllib.parse import urlencode
 from aurigraph_stream.access.proxies import TrustedProxies
 from aurigraph_stream.access.ratelimit import ConnectionCounter, RateLimiter
 from aurigraph_stream.access.tokens import (
+    ANONYMOUS,
     UNRESTRICTED,
     Authenticator,
     Principal,
@@ -135,9 +136,17 @@ class Guard:
         )
 
     def authenticate(
-        self, headers: Mapping[str, str], query: Mapping[str, str], *, subprotocol: bool
+        self,
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+        *,
+        subprotocol: bool,
+        optional: bool = False,
     ) -> Principal:
         """The principal a request's token grants; UNRESTRICTED when auth is off.
+
+        With ``optional``, a request without a token is :data:`ANONYMOUS` (it
+        may authenticate later); a token it does carry must still be valid.
 
         Raises:
             AuthError: 401 without a valid token.
@@ -146,6 +155,8 @@ class Guard:
             return UNRESTRICTED
         token = extract_token(headers, query, subprotocol=subprotocol)
         if token is None:
+            if optional:
+                return ANONYMOUS
             raise missing_token()
         return self.authenticator.verify(token)
 
@@ -161,8 +172,13 @@ def _target(request: Request) -> str:
     return request.path + ("?" + urlencode(request.query) if request.query else "")
 
 
-def check_upgrade_access(guard: Guard, request: Request, peer: str) -> Access:
+def check_upgrade_access(
+    guard: Guard, request: Request, peer: str, *, token_optional: bool = False
+) -> Access:
     """Run every check on an upgrade request (see the module docstring).
+
+    With ``token_optional`` (``/graphql``, whose clients may send the token in
+    ``connection_init``), a request without one gets :data:`ANONYMOUS`.
 
     Raises:
         HandshakeRejected: 429 over a limit, 403 for a refused Origin;
@@ -176,7 +192,9 @@ def check_upgrade_access(guard: Guard, request: Request, peer: str) -> Access:
     guard.check_connections(client)
     guard.check_origin(headers)
     try:
-        principal = guard.authenticate(headers, request.query, subprotocol=True)
+        principal = guard.authenticate(
+            headers, request.query, subprotocol=True, optional=token_optional
+        )
     except AuthError as exc:
         # An audit line; the query string may hold the token, which redaction blanks.
         logger.info(

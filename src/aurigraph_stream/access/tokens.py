@@ -61,6 +61,7 @@ from aurigraph_stream.contract import BEARER_PROTOCOL
 from aurigraph_stream.errors import AuthError, ConfigError
 
 __all__ = [
+    "ANONYMOUS",
     "BEARER_PROTOCOL",
     "UNRESTRICTED",
     "Authenticator",
@@ -106,6 +107,9 @@ class Principal:
 
 # What every request is when authentication is off.
 UNRESTRICTED = Principal(subject="", streams=None, publish=True, ops=True)
+# A request that may still present its token later (a /graphql socket, in
+# connection_init), until it does: it grants nothing.
+ANONYMOUS = Principal(subject="", streams=frozenset(), publish=False, ops=False)
 
 
 def auth_mode(settings: Settings) -> str:

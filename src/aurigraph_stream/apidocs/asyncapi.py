@@ -20,7 +20,16 @@ from typing import Any
 import orjson
 
 from aurigraph_stream import __version__
-from aurigraph_stream.contract import COMMAND_OPS, COMMAND_SCHEMA, MUX_ENDPOINT, MUX_PATH, CloseCode
+from aurigraph_stream.contract import (
+    COMMAND_OPS,
+    COMMAND_SCHEMA,
+    GRAPHQL_PATH,
+    GRAPHQL_PROTOCOL,
+    GRAPHQL_SCHEMA_PATH,
+    MUX_ENDPOINT,
+    MUX_PATH,
+    CloseCode,
+)
 from aurigraph_stream.streams import REGISTRY, StreamSpec
 from aurigraph_stream.subscription import query_parameters
 
@@ -252,6 +261,11 @@ def _description() -> str:
         "## Refused upgrades\nAn upgrade the server will not take is answered before the "
         "101 as HTTP with a JSON body `{error, detail}`: for example 404 `unknown_stream`, "
         "or 503 `too_many_connections` and `shutting_down` with a `Retry-After` header.\n\n"
+        "## GraphQL\nThe same streams as GraphQL, on the same port: queries and the publish "
+        f"mutation over HTTP, subscriptions over WebSocket with the `{GRAPHQL_PROTOCOL}` "
+        f"subprotocol, at [{GRAPHQL_PATH}]({GRAPHQL_PATH}) (GraphiQL in a browser); the "
+        f"schema is at [{GRAPHQL_SCHEMA_PATH}]({GRAPHQL_SCHEMA_PATH}). Close codes "
+        "4400-4499 are that protocol's, sent on it only.\n\n"
         "## Close codes\n\n| code | name | reason | reconnect? |\n|---|---|---|---|\n"
         f"{codes}\n"
     )
@@ -266,6 +280,11 @@ def build_asyncapi(host: str, protocol: str = "ws") -> dict[str, Any]:
             "title": "Aurigraph Stream WebSocket API",
             "version": __version__,
             "description": _description(),
+            "externalDocs": {
+                "description": "GraphQL over the same streams: queries, the publish mutation "
+                f"and subscriptions ({GRAPHQL_PROTOCOL}); GraphiQL in a browser",
+                "url": f"{'https' if protocol == 'wss' else 'http'}://{host}{GRAPHQL_PATH}",
+            },
         },
         "servers": {
             "this": {

@@ -9,6 +9,9 @@
   the AsyncAPI 3 document of the WebSocket streams (:mod:`.asyncapi`).
 - ``/q/dev/``: a page for people: each stream, its schema, an example, and
   live connection counts read from the stats endpoint.
+- GraphiQL, served at ``/graphql`` to browsers (``http/graphql.py`` decides):
+  the bundle built from npm's ``graphiql`` (``scripts/graphiql/``) and
+  committed under ``assets/graphiql/``, with the example operations as tabs.
 
 The HTML pages carry a Content-Security-Policy that allows only this origin,
 so a browser would refuse to load anything from elsewhere.
@@ -31,9 +34,11 @@ from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from aurigraph_stream import __version__
 from aurigraph_stream.apidocs.asyncapi import CLOSE_CODES, QUERY_PARAMETERS, build_asyncapi
+from aurigraph_stream.contract import GRAPHQL_PATH, GRAPHQL_SCHEMA_PATH
+from aurigraph_stream.gql.examples import EXAMPLES
 from aurigraph_stream.streams import REGISTRY
 
-__all__ = ["install_docs", "router"]
+__all__ = ["graphiql_page", "install_docs", "router"]
 
 ASSETS = Path(str(files("aurigraph_stream.apidocs") / "assets"))
 INGEST_PATH = "/api/v11/streams/{stream}/events"
@@ -43,6 +48,8 @@ CSP = (
     "style-src 'self' 'unsafe-inline'; script-src 'self'; object-src 'none'; "
     "base-uri 'none'; frame-ancestors 'none'"
 )
+# GraphiQL's stylesheet carries its fonts inline (data: URLs).
+GRAPHIQL_CSP = CSP.replace("img-src 'self' data:;", "img-src 'self' data:; font-src 'self' data:;")
 
 ERROR_SCHEMA: dict[str, Any] = {
     "title": "Error",
@@ -172,12 +179,34 @@ def install_openapi(app: FastAPI) -> None:
 
 
 # -- pages --------------------------------------------------------------------
-def _page(body: str, title: str) -> HTMLResponse:
+def _page(body: str, title: str, csp: str = CSP) -> HTMLResponse:
     return HTMLResponse(
         "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>\n"
         f"<title>{html.escape(title)}</title>\n{body}\n</html>\n",
-        headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"},
+        headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"},
+    )
+
+
+def graphiql_page() -> HTMLResponse:
+    """GraphiQL on ``/graphql``, from this server's files, with the example operations as tabs.
+
+    Paths are relative to ``/graphql``; the examples are a JSON data block
+    (not a script: nothing inline runs), read by ``graphiql/graphiql.js``.
+    """
+    tabs = orjson.dumps([example.tab() for example in EXAMPLES]).decode()
+    tabs = tabs.replace("<", "\\u003c")  # no "</script>" can end the block early
+    endpoint = GRAPHQL_PATH.lstrip("/")
+    return _page(
+        "<link rel='stylesheet' href='q/assets/graphiql/graphiql.css'>\n"
+        "<link rel='icon' href='data:,'>\n"
+        "<style>html, body, #graphiql { height: 100%; margin: 0; }</style>\n"
+        f"</head>\n<body data-endpoint='{endpoint}'>\n"
+        "<div id='graphiql'>Loading GraphiQL...</div>\n"
+        f"<script type='application/json' id='examples'>{tabs}</script>\n"
+        "<script src='q/assets/graphiql/graphiql.js'></script>\n</body>",
+        "Aurigraph Stream: GraphQL",
+        GRAPHIQL_CSP,
     )
 
 
@@ -247,6 +276,8 @@ def dev_page(host: str, scheme: str) -> HTMLResponse:
 <p>Five WebSocket streams. Machine-readable: <a href='../asyncapi'>AsyncAPI (JSON)</a>,
 <a href='../asyncapi.yaml'>AsyncAPI (YAML)</a>, <a href='../openapi'>OpenAPI</a>;
 <a href='../swagger-ui'>Swagger UI</a> for the HTTP API;
+GraphQL: <a href='../..{GRAPHQL_PATH}'>GraphiQL</a> (queries and subscriptions over the
+same streams), <a href='../..{GRAPHQL_SCHEMA_PATH}'>schema</a>;
 <a href='../health'>health</a>, <a href='../metrics'>Prometheus metrics</a>,
 <a href='../../api/v11/websocket/stats'>stats</a>.</p>
 </header>

@@ -13,7 +13,8 @@ from starlette.exceptions import HTTPException
 from aurigraph_stream import __version__
 from aurigraph_stream.access.guard import Guard
 from aurigraph_stream.apidocs.pages import install_docs
-from aurigraph_stream.http import ingest, streams
+from aurigraph_stream.gql.service import GraphqlService
+from aurigraph_stream.http import graphql, ingest, streams
 from aurigraph_stream.http.cors import add_cors
 from aurigraph_stream.http.errors import error_response
 from aurigraph_stream.http.idempotency import IdempotencyKeys
@@ -27,12 +28,17 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 def create_app(
-    node: Node, guard: Guard, observability: Observability, lifespan: Lifespan | None = None
+    node: Node,
+    guard: Guard,
+    observability: Observability,
+    graphql_service: GraphqlService,
+    lifespan: Lifespan | None = None,
 ) -> FastAPI:
     """Build the ASGI app; ``lifespan`` starts and stops what it serves (aurigraph_stream.server).
 
     ``app.state`` holds the ``node``, the access ``guard``, the ``observability``
-    recorders and the ingest API's ``idempotency`` keys, for the route handlers.
+    recorders, the ingest API's ``idempotency`` keys and the ``graphql`` service
+    (shared with the /graphql sockets), for the route handlers.
     """
     app = FastAPI(
         title="Aurigraph Stream",
@@ -48,9 +54,11 @@ def create_app(
     app.state.guard = guard
     app.state.observability = observability
     app.state.idempotency = IdempotencyKeys(node.settings.history_policies())
+    app.state.graphql = graphql_service
     app.state.metrics_registry = telemetry.build_registry(observability)
     app.include_router(streams.router)
     app.include_router(ingest.router)
+    app.include_router(graphql.router)
     app.include_router(health.router)
     app.include_router(stats.router)
     app.include_router(telemetry.router)

@@ -13,10 +13,18 @@ from typing import Any
 from aurigraph_stream.codecs import CODECS
 from aurigraph_stream.event import Event
 from aurigraph_stream.filters import Filter
+from aurigraph_stream.hub.members import Subscription
 from aurigraph_stream.wire.deflate import compress
-from aurigraph_stream.wire.frames import encode_frame
+from aurigraph_stream.wire.frames import encode_frame, encode_frame_parts
 
-__all__ = ["build_frame", "control_frame", "encode_payload", "message_frame", "snapshot_frame"]
+__all__ = [
+    "build_frame",
+    "control_frame",
+    "encode_payload",
+    "message_frame",
+    "payload_of",
+    "snapshot_frame",
+]
 
 logger = logging.getLogger("aurigraph_stream.hub")
 
@@ -37,12 +45,23 @@ def encode_payload(event: Event, flt: Filter, codec: str) -> bytes | None:
         return None
 
 
+def payload_of(sub: Subscription, event: Event) -> bytes | None:
+    """``event`` as ``sub`` receives it: its view's rendering, or its format's encoding."""
+    if sub.view is not None:
+        return sub.view.render(event)
+    return encode_payload(event, sub.filter, sub.codec)
+
+
 def message_frame(
     payload: bytes, codec: str, bits: int, prefix: bytes, suffix: bytes, level: int
 ) -> bytes:
-    """An encoded message in its envelope (``prefix``/``suffix``, on ``/ws``), framed."""
-    body = prefix + payload + suffix if prefix else payload
-    return build_frame(CODECS[codec].opcode, body, level, bits)
+    """An encoded message in its envelope (``prefix``/``suffix``: ``/ws``, GraphQL), framed."""
+    opcode = CODECS[codec].opcode
+    if bits:
+        return build_frame(opcode, prefix + payload + suffix if prefix else payload, level, bits)
+    if prefix:
+        return encode_frame_parts(opcode, prefix, payload, suffix)
+    return encode_frame(opcode, payload)
 
 
 def control_frame(codec: str, bits: int, level: int, frame: Mapping[str, Any]) -> bytes:

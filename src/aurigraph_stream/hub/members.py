@@ -9,11 +9,18 @@ a validator, a peer id...) is found through a dict from that field's values,
 so an event costs one lookup per indexed field plus the groups it matches,
 not one test per subscriber. Groups without one are tested per event, and
 the common case, no filter, is one group that always matches.
+
+A subscription may carry a :class:`View`: a rendering of the stream's
+messages other than the message in a format (a GraphQL document's result).
+Its group is then keyed by filter and view, so subscribers whose filter and
+view agree share one rendering per event, as the others share one encoding.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from aurigraph_stream.codecs import CODECS
 from aurigraph_stream.event import Event
@@ -28,6 +35,7 @@ __all__ = [
     "Subscription",
     "Variant",
     "VariantKey",
+    "View",
     "count_frames",
 ]
 
@@ -38,6 +46,28 @@ DETACHED = EndpointStats()
 Variant = tuple[str, int]
 # (codec name, deflate bits, envelope prefix, envelope suffix): one set of members each.
 VariantKey = tuple[str, int, bytes, bytes]
+
+
+class View(Protocol):
+    """What a group's subscribers receive of an event, instead of the message in a format.
+
+    ``key`` names the rendering: views with equal keys render equal bytes for
+    every event, so their subscribers (with equal filters) share a group, and
+    the hub renders an event once per key. ``render`` returns the payload the
+    envelope goes around, or ``None`` when the event cannot be rendered.
+    """
+
+    @property
+    def key(self) -> Hashable: ...
+
+    def render(self, event: Event) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ViewShape:
+    """A view's key where the hub keys a projection: equal to no projection and no filter key."""
+
+    key: Hashable
 
 
 class Subscriber:
@@ -75,7 +105,13 @@ class Subscriber:
 
 
 class Subscription:
-    """One subscriber's interest in one stream: a filter, a format, an envelope."""
+    """One subscriber's interest in one stream: a filter, a format, an envelope.
+
+    The envelope is the bytes before and after each payload: on ``/ws`` the
+    format's (:meth:`Codec.envelope`), or ``envelope`` when given. ``opening``,
+    when set, replaces the suffix for the first message delivered live only
+    (a GraphQL subscription's first result carries where it started).
+    """
 
     __slots__ = (
         "after",
@@ -85,14 +121,26 @@ class Subscription:
         "group",
         "held",
         "id",
+        "opening",
         "prefix",
         "sink",
         "stream",
         "suffix",
+        "view",
     )
 
     def __init__(
-        self, sink: Subscriber, stream: str, flt: Filter, codec: str, bits: int, sub_id: str | None
+        self,
+        sink: Subscriber,
+        stream: str,
+        flt: Filter,
+        codec: str,
+        bits: int,
+        sub_id: str | None,
+        *,
+        view: View | None = None,
+        envelope: tuple[bytes, bytes] | None = None,
+        opening: bytes | None = None,
     ) -> None:
         self.sink = sink
         self.stream = stream
@@ -100,30 +148,79 @@ class Subscription:
         self.codec = codec
         self.bits = bits
         self.id = sub_id
-        self.prefix, self.suffix = (
-            CODECS[codec].envelope(stream, sub_id) if sub_id is not None else (b"", b"")
-        )
+        if envelope is not None:
+            self.prefix, self.suffix = envelope
+        elif sub_id is not None:
+            self.prefix, self.suffix = CODECS[codec].envelope(stream, sub_id)
+        else:
+            self.prefix, self.suffix = b"", b""
+        self.view = view
+        self.opening = opening
         self.after: int | None = None  # joining: deliver only events with a greater seq
         self.held: bytes | None = None  # latest-wins: the newest frame while paused
         self.group: Group | None = None
 
     @property
+    def group_key(self) -> Any:
+        """The key of the group it joins: its filter's, and its view's when it has one."""
+        if self.view is None:
+            return self.filter.key
+        return (self.filter.key, ViewShape(self.view.key))
+
+    @property
     def variant_key(self) -> VariantKey:
         # Made when asked (joining and leaving a group): a tuple kept on every
         # subscription would cost more memory than the connection's session.
-        return (self.codec, self.bits, self.prefix, self.suffix)
+        suffix = self.suffix if self.opening is None else self.opening
+        return (self.codec, self.bits, self.prefix, suffix)
 
 
 class Group:
-    """The subscriptions of one stream that share one filter, by variant."""
+    """The subscriptions of one stream that share one filter (and view), by variant.
 
-    __slots__ = ("filter", "rest", "variants")
+    ``shape`` is what the payload of an event depends on besides the format:
+    the filter's projection, or the view itself (hashed by identity, which
+    costs the hot loop nothing: a view's owner shares one object per key, so
+    groups of equal views still share one rendering). ``fresh`` holds the
+    members whose first message has an ``opening`` suffix.
+    """
 
-    def __init__(self, flt: Filter) -> None:
+    __slots__ = ("filter", "fresh", "key", "rest", "shape", "variants", "view")
+
+    def __init__(self, flt: Filter, key: Any, view: View | None) -> None:
         self.filter = flt
+        self.key = key
         self.rest = flt.rest
+        self.view = view
+        self.shape: object = flt.projection if view is None else view
         # Subscription -> its subscriber: the hot loop iterates the values.
         self.variants: dict[VariantKey, dict[Subscription, Subscriber]] = {}
+        self.fresh: set[Subscription] = set()
+
+    def add(self, sub: Subscription) -> None:
+        self.variants.setdefault(sub.variant_key, {})[sub] = sub.sink
+        if sub.opening is not None:
+            self.fresh.add(sub)
+
+    def discard(self, sub: Subscription) -> None:
+        key = sub.variant_key
+        members = self.variants[key]
+        del members[sub]
+        if not members:
+            del self.variants[key]
+        self.fresh.discard(sub)
+
+    def settle(self) -> None:
+        """The fresh members had their first message: from now on, their usual envelope."""
+        for sub in self.fresh:
+            key = sub.variant_key
+            members = self.variants[key]
+            del members[sub]
+            if not members:
+                del self.variants[key]
+            sub.opening = None
+            self.variants.setdefault(sub.variant_key, {})[sub] = sub.sink
+        self.fresh.clear()
 
 
 class Members:
@@ -149,9 +246,10 @@ class Members:
     def join(self, sub: Subscription) -> None:
         """Put ``sub`` in the group of its filter, creating and indexing the group if new."""
         flt = sub.filter
-        group = self.groups.get(flt.key)
+        key = sub.group_key
+        group = self.groups.get(key)
         if group is None:
-            group = self.groups[flt.key] = Group(flt)
+            group = self.groups[key] = Group(flt, key, sub.view)
             clause = flt.index
             if clause is None:
                 self.scanned.append(group)
@@ -160,7 +258,7 @@ class Members:
                     table = self.index.setdefault(field, (clause.lower, {}))[1]
                     for value in clause.values:
                         table.setdefault(value, set()).add(group)
-        group.variants.setdefault(sub.variant_key, {})[sub] = sub.sink
+        group.add(sub)
         sub.group = group
 
     def leave(self, sub: Subscription) -> None:
@@ -173,14 +271,10 @@ class Members:
             self.loading.pop(sub, None)
             return
         sub.group = None
-        key = sub.variant_key
-        members = group.variants[key]
-        del members[sub]
-        if not members:
-            del group.variants[key]
+        group.discard(sub)
         if group.variants:  # an emptied variant is deleted: no variant left, no member
             return
-        del self.groups[group.filter.key]
+        del self.groups[group.key]
         clause = group.filter.index
         if clause is None:
             self.scanned.remove(group)

@@ -24,7 +24,7 @@ from typing import Any
 
 from aurigraph_stream.broker import Broker, create_broker
 from aurigraph_stream.config import Settings
-from aurigraph_stream.contract import MUX_ENDPOINT, Position
+from aurigraph_stream.contract import GRAPHQL_ENDPOINT, MUX_ENDPOINT, Position
 from aurigraph_stream.event import Event
 from aurigraph_stream.hub import Hub
 from aurigraph_stream.node.collector import freeze_survivors
@@ -54,8 +54,8 @@ class Node:
     def __init__(self, settings: Settings, identity: WorkerIdentity | None = None) -> None:
         self.settings = settings
         self.identity = identity  # set when this process is one worker of several
-        # The five streams, and the multiplexed /ws endpoint's connections.
-        self.stats = Stats.for_streams((*NAMES, MUX_ENDPOINT))
+        # The five streams, and the connections of the multiplexed /ws and of /graphql.
+        self.stats = Stats.for_streams((*NAMES, MUX_ENDPOINT, GRAPHQL_ENDPOINT))
         self.broker: Broker = create_broker(settings.broker_url, settings.history_policies())
         self.snapshots = SnapshotState()  # current validators and peers, for snapshot=true
         self.tasks = Tasks(on_restart=self._count_restart)

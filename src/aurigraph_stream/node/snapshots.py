@@ -1,4 +1,5 @@
-"""The current set of validators and of connected peers, kept from the events that flow.
+"""The current set of validators and of connected peers, and each stream's latest message,
+kept from the events that flow.
 
 The state is built from the published events themselves, not from a source,
 so it is the same whether the simulator, the ingest API or a broker feeds the
@@ -23,15 +24,22 @@ __all__ = ["SnapshotState"]
 
 
 class SnapshotState:
-    """Latest message per validator; latest message per connected peer."""
+    """Latest message per validator; latest message per connected peer; latest per stream.
 
-    __slots__ = ("_items",)
+    The latest message of a stream is kept whatever its history keeps (GraphQL's
+    ``metrics`` and ``consensus`` queries read it): one dict assignment per event.
+    """
+
+    __slots__ = ("_items", "_latest")
 
     def __init__(self) -> None:
         self._items: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in SNAPSHOT_KEYS}
+        self._latest: dict[str, dict[str, Any]] = {}
 
     def apply(self, events: Sequence[Event]) -> None:
+        latest = self._latest
         for event in events:
+            latest[event.stream] = event.data
             if event.stream not in SNAPSHOT_KEYS:
                 continue
             where = snapshot_key(event.stream, event.data)
@@ -53,6 +61,10 @@ class SnapshotState:
             if where is not None and where[1]:
                 fresh[where[0]] = item
         self._items[stream] = fresh
+
+    def latest(self, stream: str) -> dict[str, Any] | None:
+        """The stream's newest message, or ``None`` before its first."""
+        return self._latest.get(stream)
 
     def items(self, stream: str) -> list[dict[str, Any]]:
         """The current set, least recently changed first."""

@@ -82,6 +82,15 @@ class Limits(BaseModel):
     latencyTargetMs: float
 
 
+class GraphqlReport(BaseModel):
+    executed: dict[str, int] = Field(
+        description="GraphQL operations run, by type (query, mutation, subscription)"
+    )
+    refused: dict[str, int] = Field(
+        description="GraphQL operations refused before running, by error code"
+    )
+
+
 class StatsReport(BaseModel):
     version: str
     profile: str
@@ -93,6 +102,7 @@ class StatsReport(BaseModel):
     refused: dict[str, int] = Field(description="connects refused before the upgrade, per reason")
     closes: dict[str, int] = Field(description="closed connections, per close code")
     ingest: IngestReport
+    graphql: GraphqlReport
     limits: Limits
 
 
@@ -118,7 +128,7 @@ def build_report(obs: Observability) -> StatsReport:
     s = node.settings
     endpoints = {
         name: EndpointReport(
-            path=REGISTRY[name].path if name in REGISTRY else f"/{name}",  # "ws": /ws
+            path=REGISTRY[name].path if name in REGISTRY else f"/{name}",  # /ws, /graphql
             connections=e.connections,
             connects=e.connects,
             messagesSent=e.messages_sent,
@@ -127,7 +137,7 @@ def build_report(obs: Observability) -> StatsReport:
             keepaliveDisconnects=e.keepalive_disconnects,
             protocolErrors=e.protocol_errors,
             failedSends=e.failed_sends,
-            # The multiplexed endpoint carries the streams' events: no latency of its own.
+            # /ws and /graphql carry the streams' events: no latency of their own.
             broadcastLatencyMs=_latency(view.latency.get(name, _NO_LATENCY), s.latency_target_ms),
         )
         for name, e in stats.endpoints.items()
@@ -135,6 +145,9 @@ def build_report(obs: Observability) -> StatsReport:
     rejected: dict[str, int] = {}
     for (_, reason), n in view.rejected.items():
         rejected[reason] = rejected.get(reason, 0) + n
+    graphql: dict[str, dict[str, int]] = {"executed": {}, "refused": {}}
+    for (outcome, what), n in sorted(stats.graphql.items()):
+        graphql[outcome][what] = n
     return StatsReport(
         version=__version__,
         profile=s.profile,
@@ -146,6 +159,7 @@ def build_report(obs: Observability) -> StatsReport:
         refused=dict(stats.refused),
         closes={str(code): n for code, n in sorted(stats.closes.items())},
         ingest=IngestReport(accepted=dict(view.accepted), rejected=rejected),
+        graphql=GraphqlReport(**graphql),
         limits=Limits(
             maxConnections=s.max_connections,
             maxFrameSize=s.max_frame_size,

@@ -173,6 +173,21 @@ class StreamCollector:
             rejected.add_metric([stream, reason], n)
         yield from (accepted, rejected)
 
+        operations = CounterMetricFamily(
+            "aurigraph_graphql_operations",
+            "GraphQL operations run (over HTTP and /graphql sockets), by type.",
+            labels=["type"],
+        )
+        refused_operations = CounterMetricFamily(
+            "aurigraph_graphql_refused",
+            "GraphQL operations refused before running, by error code.",
+            labels=["reason"],
+        )
+        for (outcome, what), n in sorted(stats.graphql.items()):
+            family = operations if outcome == "executed" else refused_operations
+            family.add_metric([what], n)
+        yield from (operations, refused_operations)
+
         yield CounterMetricFamily(
             "aurigraph_background_task_restarts",
             "Background tasks (simulator, sampler, sweeps) restarted after a failure.",

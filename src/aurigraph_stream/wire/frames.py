@@ -17,6 +17,7 @@ __all__ = [
     "Opcode",
     "close_frame",
     "encode_frame",
+    "encode_frame_parts",
     "parse_close",
     "parse_frame",
     "unmask",
@@ -58,6 +59,23 @@ def encode_frame(opcode: int, payload: bytes, *, rsv1: bool = False) -> bytes:
     if n < 65536:
         return _H16.pack(first, 126, n) + payload
     return _H64.pack(first, 127, n) + payload
+
+
+def encode_frame_parts(opcode: int, prefix: bytes, payload: bytes, suffix: bytes) -> bytes:
+    """:func:`encode_frame` of ``prefix + payload + suffix``, copying each part once.
+
+    An envelope around a shared payload (``/ws``, GraphQL) is built per
+    subscriber: one join instead of two concatenations and a third for the header.
+    """
+    first = 0x80 | opcode
+    n = len(prefix) + len(payload) + len(suffix)
+    if n < 126:
+        head = bytes((first, n))
+    elif n < 65536:
+        head = _H16.pack(first, 126, n)
+    else:
+        head = _H64.pack(first, 127, n)
+    return b"".join((head, prefix, payload, suffix))
 
 
 def close_frame(code: int, reason: str = "") -> bytes:

@@ -149,6 +149,9 @@ class Mux:
     def _reply(self, frame: Mapping[str, Any]) -> None:
         reply(self.node, self.sink, self.codec, self.bits, frame)
 
+    def stop(self) -> None:
+        """Nothing to release: the subscriptions leave the hub with the connection."""
+
     def handle(self, text: str | bytes) -> None:
         """Run one message received on ``/ws`` and queue its reply.
 

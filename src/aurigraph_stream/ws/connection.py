@@ -10,8 +10,10 @@ parses its head once (docs/benchmarks.md, finding 4).
 
 The connection only moves bytes between the socket and its session, arms the
 session's timer, and acts on the session's events: it routes an upgrade
-(:mod:`.upgrade`), subscribes the connection to the hub, runs ``/ws``
-commands (:mod:`.commands`) and leaves the hub when the session closes.
+(:mod:`.upgrade`), subscribes the connection to the hub, hands messages to
+its handler (``/ws`` commands, :mod:`.commands`; on ``/graphql`` the
+graphql-transport-ws protocol, :mod:`aurigraph_stream.gql.transport`) and
+leaves the hub when the session closes.
 There is no task and no queue per connection: the hub writes frames straight
 to the transport. With ``__slots__`` an idle connection is a few hundred
 bytes of Python objects plus the transport.
@@ -26,8 +28,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-from aurigraph_stream.contract import MUX_ENDPOINT, CloseCode
+from aurigraph_stream.access.tokens import Principal
+from aurigraph_stream.contract import GRAPHQL_ENDPOINT, MUX_ENDPOINT, CloseCode
 from aurigraph_stream.errors import HandshakeRejected
+from aurigraph_stream.gql.transport import GraphqlSocket
 from aurigraph_stream.hub import Subscriber, count_frames
 from aurigraph_stream.wire.deflate import negotiate
 from aurigraph_stream.wire.handshake import switching_protocols, whole_upgrade_head
@@ -54,6 +58,16 @@ _CONNECTING, _OPEN, _CLOSING, _CLOSED = State  # globals: faster to read than en
 _NONE, _CLOSE_TRANSPORT, _ABORT = Action
 
 
+class Handler(Protocol):
+    """What a connection hands its messages to: /ws commands, or graphql-transport-ws."""
+
+    def handle(self, data: str | bytes) -> None: ...
+
+    def stop(self) -> None:
+        """The connection is closing: release what the handler holds beyond the hub."""
+        ...
+
+
 class HttpFallback(Protocol):
     """The HTTP protocol a socket is handed to when its first read is not an upgrade head."""
 
@@ -76,6 +90,7 @@ class Connection(asyncio.Protocol, Subscriber):
         "mux",
         "opened_at",
         "peer",
+        "pumping",
         "server_state",
         "session",
         "timer",
@@ -104,7 +119,9 @@ class Connection(asyncio.Protocol, Subscriber):
         self.client = ""  # the client address key the per-address connection count uses
         self.opened_at = 0.0
         self.expiry_handle: asyncio.TimerHandle | None = None  # closes at the token's exp
-        self.mux: Mux | None = None  # on /ws: the subscriptions and their commands
+        # On /ws: the subscriptions and their commands; on /graphql, the protocol's state.
+        self.mux: Handler | None = None
+        self.pumping = False  # in _pump: a close from a handler leaves the pump to it
         # The HTTP protocol to hand the socket to if its first read is not a whole
         # upgrade head; None once read, or when uvicorn already parsed the head.
         self.fallback = fallback
@@ -148,6 +165,8 @@ class Connection(asyncio.Protocol, Subscriber):
             self.expiry_handle = None
         if self.server_state is not None:
             self.server_state.connections.discard(self)
+        if self.mux is not None:
+            self.mux.stop()
         ctx = self.ctx
         if self in ctx.open:  # it was opened
             ctx.open.discard(self)
@@ -223,7 +242,15 @@ class Connection(asyncio.Protocol, Subscriber):
 
     # -- closing --------------------------------------------------------------
     def close(self, code: CloseCode, reason: str | None = None) -> None:
-        """Start the closing handshake: stop deliveries, send close, await the reply."""
+        """Start the closing handshake: stop deliveries, send close, await the reply.
+
+        Frames the hub queued for this tick go out first: a reply queued just before a
+        close (a pong before a protocol's close, say) is not lost behind it.
+        """
+        pending = self.pending
+        if pending is not None and self.session.state is _OPEN:
+            self.pending = None
+            self.write_frames(pending)
         self.session.close(code, reason)
         self._pump()
 
@@ -244,19 +271,42 @@ class Connection(asyncio.Protocol, Subscriber):
         self.expiry_handle = None
         self.close(CloseCode.TOKEN_EXPIRED)
 
+    def _authorized(self, principal: Principal) -> None:
+        """Close the connection when ``principal``'s token expires (plus the grace)."""
+        if self.expiry_handle is not None:
+            self.expiry_handle.cancel()
+            self.expiry_handle = None
+        if principal.expires_at is not None:
+            delay = principal.expires_at + self.ctx.settings.auth_expiry_grace - time.time()
+            self.expiry_handle = asyncio.get_running_loop().call_later(
+                max(0.0, delay), self._expire
+            )
+
     # -- driving the session ----------------------------------------------------
     def _pump(self) -> None:
-        """Act on what the session produced: events, bytes to write, the transport, its timer."""
+        """Act on what the session produced: events, bytes to write, the transport, its timer.
+
+        A handler that closes the connection while its message is handled calls
+        back in here: that call returns at once, and this one acts on the close.
+        """
+        if self.pumping:
+            return
         session = self.session
+        self.pumping = True
         try:
-            for event in session.events_received():
-                self._handle(event)
+            events = session.events_received()
+            while events:  # handling an event may produce more (a handler's close)
+                for event in events:
+                    self._handle(event)
+                events = session.events_received()
         except Exception:
             # A bug costs this one client an answer, not a silently dropped socket.
             logger.exception("connection failed", extra={"client": self.peer})
             session.fail_internal()
             for event in session.events_received():
                 self._handle(event)
+        finally:
+            self.pumping = False
         transport = self.transport
         if transport is None:
             return
@@ -282,6 +332,8 @@ class Connection(asyncio.Protocol, Subscriber):
             # Data messages on a stream endpoint carry no meaning: ignored.
         elif type(event) is Closing:
             self.ctx.node.hub.unsubscribe(self)
+            if self.mux is not None:
+                self.mux.stop()
             if event.cause == "protocol_error":
                 self.counters.protocol_errors += 1
         elif type(event) is UpgradeRequest:
@@ -370,14 +422,20 @@ class Connection(asyncio.Protocol, Subscriber):
         counters.connections += 1
         counters.connects += 1
         principal = route.principal
-        if principal.expires_at is not None:
-            delay = principal.expires_at + settings.auth_expiry_grace - time.time()
-            self.expiry_handle = asyncio.get_running_loop().call_later(
-                max(0.0, delay), self._expire
-            )
+        self._authorized(principal)
         if route.endpoint == MUX_ENDPOINT:
             self.mux = Mux(
                 node, self, principal.can_read, route.format, bits, settings.max_subscriptions
+            )
+        elif route.endpoint == GRAPHQL_ENDPOINT:
+            self.mux = GraphqlSocket(
+                ctx.graphql,
+                self,
+                bits,
+                principal,
+                request.headers,
+                close=self.close,
+                authorized=self._authorized,
             )
         elif route.subscription is None:
             node.hub.subscribe(self, route.endpoint, (route.format, bits))

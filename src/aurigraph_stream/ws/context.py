@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 from aurigraph_stream.access.guard import Guard
+from aurigraph_stream.gql.service import GraphqlService
 from aurigraph_stream.node import Node
 from aurigraph_stream.ws.keepalive import Pingable, keepalive
 from aurigraph_stream.ws.session import SessionLimits
@@ -19,14 +20,16 @@ class WsContext:
     Attributes:
         open: the connections past their 101 and not yet closed (keepalive,
             admission and readiness read it).
+        graphql: GraphQL, for the /graphql sockets (and the HTTP app's /graphql).
     """
 
-    __slots__ = ("admission", "guard", "limits", "node", "open", "settings")
+    __slots__ = ("admission", "graphql", "guard", "limits", "node", "open", "settings")
 
     def __init__(self, node: Node, guard: Guard) -> None:
         settings = node.settings
         self.node = node
         self.guard = guard
+        self.graphql = GraphqlService(node, guard)
         self.settings = settings
         self.limits = SessionLimits(
             max_frame=settings.max_frame_size,

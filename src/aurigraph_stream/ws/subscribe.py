@@ -32,13 +32,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from aurigraph_stream.broker import HistoryRead
-from aurigraph_stream.contract import Position
 from aurigraph_stream.errors import BrokerUnavailable, SubscriptionError
 from aurigraph_stream.event import Event
-from aurigraph_stream.hub import Subscriber, Subscription, control_frame, message_frame
-from aurigraph_stream.hub.frames import encode_payload, snapshot_frame
+from aurigraph_stream.hub import Subscriber, Subscription, control_frame, message_frame, payload_of
+from aurigraph_stream.hub.frames import snapshot_frame
 from aurigraph_stream.node import Node
-from aurigraph_stream.subscription import SubscribeRequest
+from aurigraph_stream.subscription import Start, SubscribeRequest, history_since, starting_point
 
 __all__ = ["HISTORY_WAIT", "attach", "reply"]
 
@@ -54,7 +53,7 @@ def reply(node: Node, sink: Subscriber, codec: str, bits: int, frame: Mapping[st
 
 
 def _replayed_frame(sub: Subscription, event: Event, level: int) -> bytes | None:
-    payload = encode_payload(event, sub.filter, sub.codec)
+    payload = payload_of(sub, event)
     if payload is None:
         return None
     return message_frame(payload, sub.codec, sub.bits, sub.prefix, sub.suffix, level)
@@ -80,54 +79,40 @@ def attach(
     if not request.wants_control and sub_id is None:
         return hub.subscribe(sink, stream, (codec, bits), flt)
     control = sub_id is None  # a /ws/{stream} subscription with a starting point
-    read: HistoryRead | None = None
-    if request.since is not None or request.replay is not None:
-        # Only what is needed is copied: the events after ``since``, or every
-        # event kept (to pick the last N that pass the filter).
-        since = request.since
-        read = node.broker.history_now(stream, since)
-        if read is None:
-            sub = hub.subscribe(
-                sink, stream, (codec, bits), flt, sub_id=sub_id, loading=True, control=control
-            )
-            node.load(_load(node, sub, request, failed))
-            return sub
-    position = read.position if read is not None else node.broker.delivered(stream)
+    read = node.broker.history_now(stream, history_since(request))
+    if read is not None:
+        start = starting_point(request, read)
+    elif request.since is not None or request.replay is not None:
+        sub = hub.subscribe(
+            sink, stream, (codec, bits), flt, sub_id=sub_id, loading=True, control=control
+        )
+        node.load(_load(node, sub, request, failed))
+        return sub
+    else:
+        start = _from_delivered(node, request)
     sub = hub.subscribe(
-        sink, stream, (codec, bits), flt, sub_id=sub_id, after=position.seq, control=control
+        sink, stream, (codec, bits), flt, sub_id=sub_id, after=start.position.seq, control=control
     )
-    hub.enqueue(sink, _starting_frames(node, sub, request, read, position, []))
+    hub.enqueue(sink, _starting_frames(node, sub, start, []))
     return sub
 
 
-def _starting_frames(
-    node: Node,
-    sub: Subscription,
-    request: SubscribeRequest,
-    read: HistoryRead | None,
-    position: Position,
-    kept: list[Event],
-) -> list[bytes]:
+def _from_delivered(node: Node, request: SubscribeRequest) -> Start:
+    """A start at the last event this node delivered, with no replay: a networked broker's
+    snapshot-only subscription, or one whose resume failed (``recovered`` false then)."""
+    position = node.broker.delivered(request.stream)
+    asked = request.since is not None or request.replay is not None
+    return Start(position, not asked, [], request.snapshot)
+
+
+def _starting_frames(node: Node, sub: Subscription, start: Start, kept: list[Event]) -> list[bytes]:
     """The subscribed frame, the snapshot, the replay, then ``kept`` (newer live events)."""
     level = node.settings.compression_level
     flt = sub.filter
-    replayed: list[Event] = []
-    recovered = True
-    snapshot = request.snapshot
-    if read is None:
-        recovered = request.since is None and request.replay is None
-    elif request.since is not None:
-        if not _resumable(request, read):
-            recovered = False
-        else:
-            replayed = [e for e in read.events or () if flt.matches(e.data)]
-            snapshot = False  # resumed: the snapshot was only the fallback
-    elif request.replay is not None:
-        matching = [e for e in read.events or () if flt.matches(e.data)]
-        replayed = matching[-request.replay :] if request.replay else []
-        recovered = len(replayed) == request.replay or read.first_seq <= 1
     # An event this format cannot carry is left out (and logged), as in live delivery.
-    replay_frames = [f for f in (_replayed_frame(sub, e, level) for e in replayed) if f is not None]
+    replay_frames = [
+        f for f in (_replayed_frame(sub, e, level) for e in start.replayed) if f is not None
+    ]
     # The live events kept while the history loaded come after the position: sent
     # whatever ``recovered`` says, as live events are.
     kept_frames = [
@@ -136,14 +121,15 @@ def _starting_frames(
         if f is not None
     ]
     codec, bits = sub.codec, sub.bits
+    position = start.position
     head: dict[str, Any] = {"type": "subscribed"}
     if sub.id is not None:
         head["id"] = sub.id
     head["stream"] = sub.stream
     where = {"seq": position.seq, "epoch": position.epoch}
-    head |= {"position": where, "recovered": recovered, "replayed": len(replay_frames)}
+    head |= {"position": where, "recovered": start.recovered, "replayed": len(replay_frames)}
     frames = [control_frame(codec, bits, level, head)]
-    if snapshot:
+    if start.snapshot:
         items = [flt.project(m) for m in node.snapshots.items(sub.stream) if flt.matches(m)]
         body: dict[str, Any] = {"type": "snapshot"}
         if sub.id is not None:
@@ -151,16 +137,6 @@ def _starting_frames(
         body |= {"stream": sub.stream, "position": where, "items": items}
         frames.append(snapshot_frame(codec, bits, level, body))
     return frames + replay_frames + kept_frames
-
-
-def _resumable(request: SubscribeRequest, read: HistoryRead) -> bool:
-    """Whether ``since`` can be resumed from ``read``: same epoch, every event still kept."""
-    position = read.position
-    return not (
-        (request.epoch is not None and request.epoch != position.epoch)
-        or read.events is None
-        or (request.since is not None and request.since > position.seq)
-    )
 
 
 async def _read_history(node: Node, sub: Subscription, since: int | None) -> HistoryRead | None:
@@ -181,7 +157,7 @@ async def _load(
     node: Node, sub: Subscription, request: SubscribeRequest, failed: Failed | None
 ) -> None:
     """A networked broker's history for a loading subscription, then its starting frames."""
-    read = await _read_history(node, sub, request.since)
+    read = await _read_history(node, sub, history_since(request))
     hub = node.hub
     if sub not in sub.sink.subscriptions:
         return  # the client left, or unsubscribed, meanwhile
@@ -198,14 +174,15 @@ async def _load(
     # From here to the end: one synchronous step, no event can come in between.
     delivered = node.broker.delivered(sub.stream)
     buffered = hub.take_buffer(sub)
+    start = starting_point(request, read)
     continuous = buffered is not None and delivered.epoch == read.position.epoch
-    if continuous and request.since is not None and not _resumable(request, read):
+    if continuous and request.since is not None and not start.recovered:
         continuous = False  # not resumed: start from what this node delivered, as live does
     if continuous:
         assert buffered is not None
         position = read.position
         kept = [e for e in buffered if e.seq > position.seq]
-        frames = _starting_frames(node, sub, request, read, position, kept)
+        frames = _starting_frames(node, sub, start, kept)
         # Live events resume after the newer of the history's last event and the last
         # one kept: those the hub holds for a later tick (its fan-out budget), or that
         # the reader has yet to hand over, follow in order.
@@ -214,7 +191,7 @@ async def _load(
         # Not resumed, or a reset came while loading (the history read belongs to
         # a lost epoch): the position is the last event delivered here, the
         # snapshot is as of it, and live events follow it.
-        position = delivered
-        frames = _starting_frames(node, sub, request, None, position, [])
-        hub.join_after(sub, position.seq)
+        start = _from_delivered(node, request)
+        frames = _starting_frames(node, sub, start, [])
+        hub.join_after(sub, start.position.seq)
     hub.enqueue(sub.sink, frames)

@@ -6,6 +6,12 @@ to: the access checks (:mod:`aurigraph_stream.access.guard`), the path, the
 format, the subscription, then admission (room for one more connection).
 Every refusal is a :class:`HandshakeRejected`, answered as HTTP with a JSON
 body.
+
+``/graphql`` takes the ``graphql-transport-ws`` subprotocol and nothing else:
+an upgrade that does not offer it (the legacy ``graphql-ws`` of
+subscriptions-transport-ws, or none) is refused with 400
+``unsupported_subprotocol`` naming the one to use, before the upgrade, like
+every other refusal. Its token may also come later, in ``connection_init``.
 """
 
 from __future__ import annotations
@@ -14,9 +20,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aurigraph_stream.access.guard import Guard, authorize_stream, check_upgrade_access
-from aurigraph_stream.access.tokens import UNRESTRICTED, Principal
+from aurigraph_stream.access.tokens import UNRESTRICTED, Principal, subprotocols
 from aurigraph_stream.codecs import select_codec
-from aurigraph_stream.contract import MUX_ENDPOINT, MUX_PATH, STREAM_PATH_PREFIX, stream_path
+from aurigraph_stream.contract import (
+    GRAPHQL_ENDPOINT,
+    GRAPHQL_LEGACY_PROTOCOL,
+    GRAPHQL_PATH,
+    GRAPHQL_PROTOCOL,
+    MUX_ENDPOINT,
+    MUX_PATH,
+    STREAM_PATH_PREFIX,
+    stream_path,
+)
 from aurigraph_stream.errors import HandshakeRejected, SubscriptionError
 from aurigraph_stream.streams import REGISTRY
 from aurigraph_stream.subscription import SubscribeRequest, from_query
@@ -75,6 +90,8 @@ def route_upgrade(guard: Guard, request: Request, peer: str, admit: Callable[[],
         HandshakeRejected: 404 for a path with no stream, 503 when full or draining,
             and the refusals of :func:`check_upgrade_access` (429, 403, 401).
     """
+    if request.path == GRAPHQL_PATH:
+        return _graphql_route(guard, request, peer, admit)
     access = check_upgrade_access(guard, request, peer)
     if request.path == MUX_PATH:
         name = MUX_ENDPOINT  # streams are authorized per subscribe command
@@ -86,7 +103,8 @@ def route_upgrade(guard: Guard, request: Request, peer: str, admit: Callable[[],
                 404,
                 "unknown_stream",
                 f"no WebSocket endpoint at {request.path}; "
-                f"streams: {', '.join(stream_path(n) for n in REGISTRY)}, and {MUX_PATH}",
+                f"streams: {', '.join(stream_path(n) for n in REGISTRY)}, {MUX_PATH} "
+                f"and {GRAPHQL_PATH}",
             )
         authorize_stream(access.principal, name)
     try:
@@ -126,3 +144,38 @@ def _subscription(name: str, request: Request) -> SubscribeRequest | None:
             'go in subscribe commands ({"op": "subscribe", ...})',
         )
     return None
+
+
+def _graphql_route(guard: Guard, request: Request, peer: str, admit: Callable[[], None]) -> Route:
+    """An upgrade of ``/graphql``: the graphql-transport-ws subprotocol, a token now or later.
+
+    Raises:
+        HandshakeRejected: 400 ``unsupported_subprotocol`` without graphql-transport-ws,
+            400 ``invalid_query`` for a query parameter other than ``token``, and the
+            refusals of :func:`check_upgrade_access` and admission.
+    """
+    access = check_upgrade_access(guard, request, peer, token_optional=True)
+    offered = subprotocols(request.headers)
+    if GRAPHQL_PROTOCOL not in offered:
+        legacy = (
+            f"the legacy subscriptions-transport-ws protocol ({GRAPHQL_LEGACY_PROTOCOL}) is "
+            "not served; "
+            if GRAPHQL_LEGACY_PROTOCOL in offered
+            else ""
+        )
+        raise HandshakeRejected(
+            400,
+            "unsupported_subprotocol",
+            f"{GRAPHQL_PATH} speaks GraphQL over WebSocket with the {GRAPHQL_PROTOCOL} "
+            f"subprotocol (the graphql-ws library's protocol): {legacy}offer "
+            f"Sec-WebSocket-Protocol: {GRAPHQL_PROTOCOL}",
+        )
+    extra = sorted(set(request.query) - {"token"})
+    if extra:
+        raise HandshakeRejected(
+            400,
+            "invalid_query",
+            f"{GRAPHQL_PATH} takes no {extra[0]!r} parameter: operations go in subscribe messages",
+        )
+    admit()
+    return Route(GRAPHQL_ENDPOINT, access.principal, access.client, GRAPHQL_PROTOCOL)

@@ -1,0 +1,174 @@
+"""GraphQL subscriptions as hub subscriptions: one execution per group per event.
+
+A GraphQL subscriber is a hub subscription with a view (:class:`ResultView`):
+the hub groups subscribers by filter and view, and renders each event once per
+group, by executing the document on it (graphql-core's
+``execute_subscription_event``), then frames it once per envelope. So a
+thousand subscribers of one document cost one execution per event, and a
+thousand each filtering on their own address cost one execution per match.
+
+The view's key is the canonical document, the operation's name and the
+variables: what the result depends on. Views with equal keys are one object
+(:func:`result_view`), holding one graphql-core ``Executor`` built once.
+
+On the wire each result is a ``next`` message. The hub builds it by
+concatenation, never by a second encoding::
+
+    prefix   {"id":"<operation id>","type":"next","payload":
+    payload  {"data":{...}[,"errors":[...]]          <- rendered once per group; left open
+    suffix   }}                                      <- closes the payload and the message
+
+The payload is left open so that the first message of a subscription can
+carry where it started, ``"extensions":{"stream":{...}}``, in its own suffix
+(its *opening*): on a replayed message, or on the first live one.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Hashable, Mapping
+from inspect import isawaitable
+from typing import Any
+
+import orjson
+from graphql import ExecutionResult, Executor, execute_subscription_event
+
+from aurigraph_stream.event import Event
+from aurigraph_stream.gql.operations import Operation, RequestError
+from aurigraph_stream.hub import Subscriber, Subscription, message_frame
+from aurigraph_stream.node import Node
+from aurigraph_stream.subscription import SubscribeRequest, history_since, starting_point
+
+__all__ = ["ResultView", "attach", "next_prefix", "open_result", "result_view"]
+
+logger = logging.getLogger("aurigraph_stream.graphql")
+
+SUFFIX = b"}}"
+_NEXT = b',"type":"next","payload":'
+
+
+def next_prefix(op_id: str) -> bytes:
+    """The bytes before a result in a ``next`` message of operation ``op_id``."""
+    return b'{"id":' + orjson.dumps(op_id) + _NEXT
+
+
+def open_result(result: ExecutionResult) -> bytes:
+    """``result`` as JSON without its closing brace (see the module docstring)."""
+    body = b'{"data":' + orjson.dumps(result.data)
+    if result.errors:
+        body += b',"errors":' + orjson.dumps([error.formatted for error in result.errors])
+    return body
+
+
+class ResultView:
+    """The result of one subscription document, executed once per event: a hub ``View``."""
+
+    __slots__ = ("__weakref__", "_executor", "key")
+
+    def __init__(self, key: Hashable, executor: Executor[Any]) -> None:
+        self.key = key
+        self._executor = executor
+
+    def render(self, event: Event) -> bytes | None:
+        try:
+            result = execute_subscription_event(self._executor.build_per_event_executor(event.data))
+            if isawaitable(result):  # no resolver of ours is async; refuse to block on one
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+                return None
+            return open_result(result)
+        except Exception:  # one bad event must not stop the fan-out
+            logger.exception("cannot execute a subscription on %s seq=%d", event.stream, event.seq)
+            return None
+
+
+_VIEWS: weakref.WeakValueDictionary[Hashable, ResultView] = weakref.WeakValueDictionary()
+
+
+def result_view(
+    operation: Operation, variables: Mapping[str, Any] | None, executor: Executor[Any]
+) -> ResultView:
+    """The view of ``operation`` with ``variables``, shared with every equal one in use."""
+    key = (
+        operation.canonical,
+        operation.name,
+        orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS),
+    )
+    view = _VIEWS.get(key)
+    if view is None:
+        view = _VIEWS[key] = ResultView(key, executor)
+    return view
+
+
+def attach(
+    node: Node,
+    sink: Subscriber,
+    bits: int,
+    request: SubscribeRequest,
+    view: ResultView,
+    op_id: str,
+) -> Subscription:
+    """Join ``sink`` to the hub for ``request``, rendering with ``view``, as operation ``op_id``.
+
+    Like the WebSocket endpoints' ``attach``: the history is read (for
+    ``since``), replayed messages queued, and the subscription joined in one
+    synchronous step, so the last replayed message and the first live one are
+    consecutive. The first message carries ``extensions.stream``.
+
+    Raises:
+        RequestError: ``history_unavailable`` for ``since`` on a broker that
+            cannot read its history synchronously.
+    """
+    hub = node.hub
+    level = node.settings.compression_level
+    envelope = (next_prefix(op_id), SUFFIX)
+    variant = ("json", bits)
+    read = node.broker.history_now(request.stream, history_since(request))
+    if read is None:
+        if request.since is not None:
+            raise RequestError.single(
+                "this broker cannot resume subscriptions (since)", "history_unavailable"
+            )
+        opening = _opening({"recovered": True, "replayed": 0})
+        return hub.subscribe(
+            sink,
+            request.stream,
+            variant,
+            request.filter,
+            view=view,
+            envelope=envelope,
+            opening=opening,
+        )
+    start = starting_point(request, read)
+    position = start.position
+    payloads = [p for p in (view.render(e) for e in start.replayed) if p is not None]
+    opening = _opening(
+        {
+            "position": {"seq": position.seq, "epoch": position.epoch},
+            "recovered": start.recovered,
+            "replayed": len(payloads),
+        }
+    )
+    sub = hub.subscribe(
+        sink,
+        request.stream,
+        variant,
+        request.filter,
+        after=position.seq,
+        view=view,
+        envelope=envelope,
+        opening=None if payloads else opening,
+    )
+    prefix = envelope[0]
+    frames = [
+        message_frame(payload, "json", bits, prefix, opening if i == 0 else SUFFIX, level)
+        for i, payload in enumerate(payloads)
+    ]
+    hub.enqueue(sink, frames)
+    return sub
+
+
+def _opening(stream: dict[str, Any]) -> bytes:
+    return b',"extensions":{"stream":' + orjson.dumps(stream) + b"}" + SUFFIX

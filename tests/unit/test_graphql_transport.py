@@ -1,0 +1,359 @@
+"""The graphql-transport-ws protocol (gql/transport.py) on a real node, without a socket:
+every message type, every close code, subscriptions joined to the hub, since and recovered."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import jwt
+import orjson
+
+from aurigraph_stream.access.guard import Guard
+from aurigraph_stream.access.tokens import ANONYMOUS, UNRESTRICTED, Principal
+from aurigraph_stream.contract import CloseCode
+from aurigraph_stream.gql.service import GraphqlService
+from aurigraph_stream.gql.transport import GraphqlSocket
+from aurigraph_stream.node import Node
+from tests.support.nodes import Recorder, running_node
+from tests.support.streamtools import address, example_event, tx
+
+SECRET = "s" * 32
+TX_SUB = "subscription($a: [String!]) { transactions(address: $a) { txHash value seq } }"
+
+
+class Client:
+    """A /graphql connection seen from the protocol: what it was sent, how it was closed."""
+
+    def __init__(self, node: Node, principal: Principal = UNRESTRICTED) -> None:
+        self.node = node
+        self.sink = Recorder()
+        self.closed: tuple[CloseCode, str | None] | None = None
+        self.closing = asyncio.Event()
+        self.authorized: list[Principal] = []
+        self.socket = GraphqlSocket(
+            GraphqlService(node, Guard(node.settings)),
+            self.sink,
+            0,
+            principal,
+            {},
+            close=self._close,
+            authorized=self.authorized.append,
+        )
+
+    def _close(self, code: CloseCode, reason: str | None) -> None:
+        self.closed = (code, reason)
+        self.closing.set()
+
+    def send(self, message: Any) -> None:
+        self.socket.handle(message if isinstance(message, str) else orjson.dumps(message).decode())
+
+    async def received(self) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = await self.sink.flushed()
+        return messages
+
+    async def init(self, payload: dict[str, Any] | None = None) -> None:
+        self.send({"type": "connection_init", **({"payload": payload} if payload else {})})
+        assert await self.received() == [{"type": "connection_ack"}]
+
+    def subscribe(self, op_id: str, query: str, variables: dict[str, Any] | None = None) -> None:
+        payload: dict[str, Any] = {"query": query}
+        if variables is not None:
+            payload["variables"] = variables
+        self.send({"id": op_id, "type": "subscribe", "payload": payload})
+
+
+def run(scenario: Callable[[Node], Coroutine[Any, Any, None]], **settings: Any) -> None:
+    async def main() -> None:
+        async with running_node(**settings) as node:
+            await scenario(node)
+
+    asyncio.run(main())
+
+
+def epoch(node: Node, stream: str) -> str:
+    read = node.broker.history_now(stream, None)
+    assert read is not None
+    return read.position.epoch
+
+
+def test_init_ack_ping_pong() -> None:
+    """connection_init is acknowledged; ping is answered with pong and its payload; pong and
+    a ping before init are fine."""
+
+    async def scenario(node: Node) -> None:
+        client = Client(node)
+        client.send({"type": "ping"})
+        assert await client.received() == [{"type": "pong"}]
+        await client.init()
+        client.send({"type": "ping", "payload": {"t": 1}})
+        client.send({"type": "pong"})
+        assert await client.received() == [{"type": "pong", "payload": {"t": 1}}]
+        assert client.closed is None
+        assert client.authorized == [UNRESTRICTED]
+
+    run(scenario)
+
+
+def test_protocol_violations_close_with_the_protocols_codes() -> None:
+    """4400 for messages the protocol does not define, 4401 for subscribe before the ack,
+    4429 for a second connection_init, each with a reason."""
+    cases: list[tuple[list[Any], int, str]] = [
+        (["not json"], 4400, "JSON"),
+        ([[1, 2]], 4400, "type"),
+        ([{"type": "nonsense"}], 4400, "unknown message type"),
+        ([{"type": "connection_init", "payload": "x"}], 4400, "payload"),
+        ([{"type": "subscribe", "payload": {"query": "{ metrics { seq } }"}}], 4400, "id"),
+        ([{"type": "subscribe", "id": "x" * 65, "payload": {"query": "{ x }"}}], 4400, "64"),
+        ([{"type": "subscribe", "id": "1"}], 4400, "payload"),
+        ([{"type": "subscribe", "id": "1", "payload": {"query": 1}}], 4400, "query"),
+        ([{"type": "complete"}], 4400, "id"),
+        ([{"type": "subscribe", "id": "1", "payload": {"query": "{ metrics { seq } }"}}], 4401, ""),
+        ([{"type": "connection_init"}, {"type": "connection_init"}], 4429, ""),
+    ]
+
+    async def scenario(node: Node) -> None:
+        for messages, code, reason in cases:
+            client = Client(node)
+            for message in messages:
+                client.send(message)
+            assert client.closed is not None, messages
+            assert int(client.closed[0]) == code, (messages, client.closed)
+            assert reason in (client.closed[1] or ""), (messages, client.closed)
+            client.send({"type": "ping"})  # nothing is answered after the close
+            assert [m for m in await client.received() if m["type"] == "pong"] == []
+
+    run(scenario)
+
+
+def test_a_connection_without_init_is_closed_4408() -> None:
+    async def scenario(node: Node) -> None:
+        client = Client(node)
+        await asyncio.wait_for(client.closing.wait(), 10)
+        assert client.closed == (CloseCode.GRAPHQL_INIT_TIMEOUT, None)
+
+    run(scenario, graphql_init_timeout=0.1)
+
+
+def test_queries_answer_next_then_complete_and_errors_carry_codes() -> None:
+    """A query: next with the result, then complete. A bad document: one error message with
+    the slug in extensions.code, and the connection stays."""
+
+    async def scenario(node: Node) -> None:
+        await node.publish("consensus", [example_event("consensus")])
+        client = Client(node)
+        await client.init()
+        client.subscribe("q", "{ consensus { round seq } position(stream: consensus) { seq } }")
+        client.subscribe("bad", "{ consensus { nope } }")
+        client.subscribe("syntax", "{ consensus {")
+        client.subscribe("var", "query($n: Int) { transactions(last: $n) { seq } }", {"n": "x"})
+        answered = await client.received()
+        assert answered[:2] == [
+            {
+                "id": "q",
+                "type": "next",
+                "payload": {"data": {"consensus": {"round": 3, "seq": 1}, "position": {"seq": 1}}},
+            },
+            {"id": "q", "type": "complete"},
+        ]
+        codes = [(m["id"], m["type"], m["payload"][0]["extensions"]["code"]) for m in answered[2:]]
+        assert codes == [
+            ("bad", "error", "invalid_document"),
+            ("syntax", "error", "syntax_error"),
+            ("var", "error", "invalid_variables"),
+        ]
+        assert client.closed is None
+
+    run(scenario)
+
+
+def test_subscription_first_message_says_where_it_started() -> None:
+    """A subscription gets each matching event as a next message with exactly the selected
+    fields; the first carries extensions.stream (position, recovered); complete stops it."""
+
+    async def scenario(node: Node) -> None:
+        mine, other = address(1), address(2)
+        await node.publish("transactions", [tx(1, mine, other, "5")])
+        client = Client(node)
+        await client.init()
+        client.subscribe("s", TX_SUB, {"a": [mine.upper().replace("0X", "0x")]})
+        await node.publish(
+            "transactions",
+            [tx(2, other, other, "6"), tx(3, other, mine, "7"), tx(4, mine, mine, "8")],
+        )
+        first, second = await client.received()
+        assert first == {
+            "id": "s",
+            "type": "next",
+            "payload": {
+                "data": {"transactions": {"txHash": "0x" + f"{3:064x}", "value": "7", "seq": 3}},
+                "extensions": {
+                    "stream": {
+                        "position": {"seq": 1, "epoch": epoch(node, "transactions")},
+                        "recovered": True,
+                        "replayed": 0,
+                    }
+                },
+            },
+        }
+        assert second["payload"] == {
+            "data": {"transactions": {"txHash": "0x" + f"{4:064x}", "value": "8", "seq": 4}}
+        }
+        client.send({"id": "s", "type": "complete"})
+        await node.publish("transactions", [tx(5, mine, mine, "9")])
+        assert await client.received() == []
+        assert node.hub.subscribers("transactions") == 0
+
+    run(scenario)
+
+
+def test_since_replays_what_was_missed_and_says_recovered() -> None:
+    """since SEQ:EPOCH: the messages after SEQ first (the first with extensions.stream,
+    replayed N, recovered true), then live with no gap; a stale epoch: recovered false."""
+
+    async def scenario(node: Node) -> None:
+        mine = address(1)
+        await node.publish("transactions", [tx(n, mine, mine, str(n)) for n in range(1, 6)])
+        current = epoch(node, "transactions")
+        query = "subscription($s: String) { transactions(since: $s) { seq } }"
+        client = Client(node)
+        await client.init()
+        client.subscribe("r", query, {"s": f"2:{current}"})
+        await node.publish("transactions", [tx(6, mine, mine, "6")])
+        messages = await client.received()
+        assert [m["payload"]["data"]["transactions"]["seq"] for m in messages] == [3, 4, 5, 6]
+        assert messages[0]["payload"]["extensions"]["stream"] == {
+            "position": {"seq": 5, "epoch": current},
+            "recovered": True,
+            "replayed": 3,
+        }
+        assert all("extensions" not in m["payload"] for m in messages[1:])
+
+        stale = Client(node)
+        await stale.init()
+        stale.subscribe("r", query, {"s": "2:0000dead"})
+        await node.publish("transactions", [tx(7, mine, mine, "7")])
+        (only,) = await stale.received()
+        assert only["payload"]["data"]["transactions"]["seq"] == 7
+        assert only["payload"]["extensions"]["stream"]["recovered"] is False
+
+    run(scenario)
+
+
+def test_an_id_in_use_closes_4409_and_a_finished_one_is_free() -> None:
+    async def scenario(node: Node) -> None:
+        client = Client(node)
+        await client.init()
+        client.subscribe("q", "{ position(stream: metrics) { seq } }")
+        client.subscribe("q", "{ position(stream: metrics) { seq } }")  # q had finished
+        assert client.closed is None
+        client.subscribe("s", TX_SUB)
+        client.subscribe("s", TX_SUB)
+        assert client.closed == (
+            CloseCode.GRAPHQL_SUBSCRIBER_EXISTS,
+            "Subscriber for s already exists",
+        )
+
+    run(scenario)
+
+
+def test_operations_per_connection_are_capped() -> None:
+    async def scenario(node: Node) -> None:
+        client = Client(node)
+        await client.init()
+        for n in range(3):
+            client.subscribe(str(n), TX_SUB)
+        errors = [m for m in await client.received() if m["type"] == "error"]
+        assert [(m["id"], m["payload"][0]["extensions"]["code"]) for m in errors] == [
+            ("2", "too_many_operations")
+        ]
+        assert client.closed is None
+
+    run(scenario, graphql_max_operations=2)
+
+
+def test_publish_mutation_over_the_socket() -> None:
+    """The publish mutation runs (asynchronously), answers next and complete, and a
+    subscriber receives what it published."""
+
+    async def scenario(node: Node) -> None:
+        watcher = Client(node)
+        await watcher.init()
+        watcher.subscribe("w", "subscription { validators { validator status seq } }")
+        client = Client(node)
+        await client.init()
+        client.subscribe(
+            "p",
+            'mutation { publish(validators: [{timestamp: "2025-10-25T09:35:05Z", validator: '
+            f'"{address(9)}", status: JAILED, votingPower: 5, uptime: 50.5, '
+            "lastBlockProposed: 1}]) { stream accepted seqs } }",
+        )
+        deadline = time.monotonic() + 10
+        answered: list[dict[str, Any]] = []
+        while len(answered) < 2 and time.monotonic() < deadline:
+            answered += await client.received()
+        assert answered == [
+            {
+                "id": "p",
+                "type": "next",
+                "payload": {
+                    "data": {"publish": {"stream": "validators", "accepted": 1, "seqs": [1]}}
+                },
+            },
+            {"id": "p", "type": "complete"},
+        ]
+        (event,) = await watcher.received()
+        assert event["payload"]["data"] == {
+            "validators": {"validator": address(9), "status": "JAILED", "seq": 1}
+        }
+
+    run(scenario)
+
+
+def _token(**claims: Any) -> str:
+    return jwt.encode({"sub": "t", "exp": int(time.time()) + 600, **claims}, SECRET)
+
+
+def test_tokens_in_connection_init_decide_what_is_allowed() -> None:
+    """Auth on: no token anywhere, or a bad one, closes 4403; a token's streams claim refuses
+    the others per operation (error message, code forbidden), and publish needs its scope."""
+
+    async def scenario(node: Node) -> None:
+        nobody = Client(node, ANONYMOUS)
+        nobody.send({"type": "connection_init"})
+        assert nobody.closed is not None
+        assert nobody.closed[0] == CloseCode.GRAPHQL_FORBIDDEN
+
+        forged = Client(node, ANONYMOUS)
+        forged.send({"type": "connection_init", "payload": {"Authorization": "Bearer x.y.z"}})
+        assert forged.closed is not None
+        assert forged.closed[0] == CloseCode.GRAPHQL_FORBIDDEN
+
+        reader = Client(node, ANONYMOUS)
+        await reader.init({"Authorization": f"Bearer {_token(streams=['metrics'])}"})
+        assert reader.authorized[0].streams == frozenset({"metrics"})
+        reader.subscribe("t", TX_SUB)
+        reader.subscribe("m", "subscription { metrics { seq } }")
+        reader.subscribe("q", "{ validators { seq } }")
+        reader.subscribe("p", "mutation { publish(metrics: []) { seqs } }")
+        got: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 10
+        while not any(m == {"id": "p", "type": "complete"} for m in got):
+            assert time.monotonic() < deadline, got
+            got += await reader.received()
+        first = {m["id"]: m for m in reversed(got)}  # each id's first message
+        assert first["t"]["type"] == "error"
+        assert first["t"]["payload"][0]["extensions"]["code"] == "forbidden"
+        assert "m" not in first  # subscribed: nothing until an event
+        for op_id in ("q", "p"):  # field errors: a result, whose errors say forbidden
+            assert first[op_id]["type"] == "next"
+            assert first[op_id]["payload"]["errors"][0]["extensions"]["code"] == "forbidden"
+        assert reader.closed is None
+
+        token = Client(node, ANONYMOUS)
+        await token.init({"token": _token(streams="*", scope="publish")})
+        assert token.authorized[0].can_publish
+
+    run(scenario, jwt_secret=SECRET, auth="jwt")

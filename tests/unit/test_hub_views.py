@@ -1,0 +1,139 @@
+"""Hub views: subscribers grouped by filter and view, one rendering per group per event,
+an envelope built by concatenation, and an opening suffix on the first message only."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+import orjson
+
+from aurigraph_stream.event import Event
+from aurigraph_stream.filters import everything, parse_filter
+from tests.unit.test_hub import PLAIN, Recorder, _hub, _text
+
+
+class CountingView:
+    """Renders an event as ``{"seq": N`` (left open, as GraphQL's are), counting its calls."""
+
+    def __init__(self, key: Hashable) -> None:
+        self.key = key
+        self.calls = 0
+
+    def render(self, event: Event) -> bytes | None:
+        self.calls += 1
+        return b'{"seq":' + str(event.seq).encode()
+
+
+def _tx(seq: int, sender: str) -> Event:
+    return Event("transactions", seq, {"from": sender, "to": "0x" + "ff" * 20, "seq": seq}, 0.0)
+
+
+def test_one_rendering_per_group_and_each_subscriber_gets_its_envelope() -> None:
+    """Three subscribers of one view and filter: one render per event; each frame is its
+    prefix, the shared payload and its suffix."""
+    hub, loop, stats = _hub()
+    view = CountingView("doc")
+    subs = [Recorder() for _ in range(3)]
+    for i, sub in enumerate(subs):
+        hub.subscribe(
+            sub,
+            "metrics",
+            PLAIN,
+            everything("metrics"),
+            view=view,
+            envelope=(b'{"id":"' + str(i).encode() + b'","payload":', b"}}"),
+        )
+    hub.publish([Event("metrics", 1, {"seq": 1}, 0.0), Event("metrics", 2, {"seq": 2}, 0.0)])
+    loop.run()
+    assert view.calls == 2
+    for i, sub in enumerate(subs):
+        assert [orjson.loads(_text(f)) for f in sub.writes[0]] == [
+            {"id": str(i), "payload": {"seq": 1}},
+            {"id": str(i), "payload": {"seq": 2}},
+        ]
+    assert stats.endpoints["metrics"].messages_sent == 6
+
+
+def test_equal_envelopes_share_the_frame_object() -> None:
+    """Subscribers with the same view, filter and envelope get the very same bytes."""
+    hub, loop, _ = _hub()
+    view = CountingView("doc")
+    subs = [Recorder() for _ in range(4)]
+    for sub in subs:
+        hub.subscribe(sub, "metrics", PLAIN, view=view, envelope=(b'{"p":', b"}}"))
+    hub.publish([Event("metrics", 1, {"seq": 1}, 0.0)])
+    loop.run()
+    frames = [sub.writes[0][0] for sub in subs]
+    assert all(frame is frames[0] for frame in frames)
+
+
+def test_different_views_are_different_groups() -> None:
+    """Two views of one stream and filter: each renders for its own subscribers."""
+    hub, loop, _ = _hub()
+    first, second = CountingView("a"), CountingView("b")
+    a, b = Recorder(), Recorder()
+    hub.subscribe(a, "metrics", PLAIN, view=first, envelope=(b"[", b"}]"))
+    hub.subscribe(b, "metrics", PLAIN, view=second, envelope=(b"[", b"}]"))
+    hub.publish([Event("metrics", 1, {"seq": 1}, 0.0)])
+    loop.run()
+    assert (first.calls, second.calls) == (1, 1)
+    assert orjson.loads(_text(a.writes[0][0])) == [{"seq": 1}]
+
+
+def test_the_opening_suffix_goes_on_the_first_message_only() -> None:
+    """A subscription with an opening gets it on its first delivered message, then the usual
+    suffix; one that joins later gets its own opening while the first keeps the usual."""
+    hub, loop, _ = _hub()
+    view = CountingView("doc")
+    first, later = Recorder(), Recorder()
+    envelope = (b"[", b"}]")
+    hub.subscribe(first, "metrics", PLAIN, view=view, envelope=envelope, opening=b',"o":1}]')
+    hub.publish([Event("metrics", 1, {"seq": 1}, 0.0)])
+    hub.subscribe(later, "metrics", PLAIN, view=view, envelope=envelope, opening=b',"o":2}]')
+    hub.publish([Event("metrics", 2, {"seq": 2}, 0.0), Event("metrics", 3, {"seq": 3}, 0.0)])
+    loop.run()
+    assert [orjson.loads(_text(f)) for f in first.writes[0]] == [
+        [{"seq": 1, "o": 1}],
+        [{"seq": 2}],
+        [{"seq": 3}],
+    ]
+    assert [orjson.loads(_text(f)) for f in later.writes[0]] == [[{"seq": 2, "o": 2}], [{"seq": 3}]]
+    assert view.calls == 3  # the opening is a suffix: the rendering stays shared
+
+
+def test_filtered_views_render_per_match_not_per_subscriber() -> None:
+    """A thousand subscribers, each on its own address with the same document: an event
+    is rendered once, for the one group it matches."""
+    hub, loop, _ = _hub()
+    view = CountingView("doc")
+    subs = []
+    for n in range(1000):
+        sub = Recorder()
+        flt = parse_filter("transactions", {"address": "0x" + f"{n:040x}"})
+        hub.subscribe(sub, "transactions", PLAIN, flt, view=view, envelope=(b"[", b"}]"))
+        subs.append(sub)
+    hub.publish([_tx(seq, "0x" + f"{seq * 7:040x}") for seq in range(1, 101)])
+    loop.run()
+    assert view.calls == 100
+    assert sum(len(sub.writes) for sub in subs) == 100
+    assert orjson.loads(_text(subs[7].writes[0][0])) == [{"seq": 1}]
+
+
+def test_leaving_empties_the_group_and_the_index() -> None:
+    """Removing every subscription of a view's group leaves nothing behind."""
+    hub, loop, _ = _hub()
+    view = CountingView("doc")
+    sub = Recorder()
+    subscription = hub.subscribe(
+        sub,
+        "transactions",
+        PLAIN,
+        parse_filter("transactions", {"address": "0x" + "11" * 20}),
+        view=view,
+        envelope=(b"[", b"}]"),
+        opening=b"!}]",
+    )
+    hub.remove(subscription)
+    hub.publish([_tx(1, "0x" + "11" * 20)])
+    loop.run()
+    assert (view.calls, sub.writes, hub.subscribers("transactions")) == (0, [], 0)
