@@ -1,22 +1,29 @@
 # make run   - create .venv, install, start the server on 127.0.0.1:9003 (dev profile, simulator on)
 # make test  - install what the tests need (Python, npm and, as root, Debian packages), lint, type-check, test
 # make bench - run the benchmark scenarios (see bench/README.md)
+# make client-types - regenerate the Python SDK's types, close codes and protobuf schema
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
 
-.PHONY: run test lint typecheck pytest bench proto system-deps clean
+CLIENT := clients/python
 
-$(VENV)/.run-installed: pyproject.toml
+.PHONY: run test lint typecheck pytest bench proto client-types system-deps clean
+
+# The client package comes second: its `aurigraph-stream` command (the same name) runs
+# `listen` itself and hands serve and token to the server package.
+$(VENV)/.run-installed: pyproject.toml $(CLIENT)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e '$(CLIENT)[cli]'
 	touch $@
 
-$(VENV)/.test-installed: pyproject.toml $(VENV)/.run-installed
+$(VENV)/.test-installed: pyproject.toml $(CLIENT)/pyproject.toml $(VENV)/.run-installed
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '$(CLIENT)[all]'
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -50,6 +57,10 @@ proto: $(VENV)/.run-installed
 	$(PY) -m pip install --quiet -e '.[proto]'
 	cd src && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CURDIR)/$(PY) -m grpc_tools.protoc -I. \
 		--python_out=. --mypy_out=. aurigraph_stream/proto/aurigraph_v11.proto
+
+# Regenerate the Python SDK's committed code from the server's schemas and close codes.
+client-types: $(VENV)/.test-installed
+	$(PY) -m scripts.client_codegen
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

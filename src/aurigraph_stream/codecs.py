@@ -145,6 +145,12 @@ def _proto_control(frame: Mapping[str, Any]) -> bytes:
         )
     elif kind == "unsubscribed":
         out.unsubscribed.SetInParent()
+        if frame.get("reason"):
+            out.unsubscribed.reason = str(frame["reason"])
+    elif kind == "refreshed":
+        out.refreshed.SetInParent()
+        if frame.get("expiresAt") is not None:
+            out.refreshed.expiresAt = float(frame["expiresAt"])
     elif kind == "snapshot":
         stream = frame["stream"]
         snapshot = pb.Snapshot(position=_position(frame["position"]))

@@ -9,7 +9,9 @@ Docs and the AsyncAPI document read these values; nothing repeats them.
 
 Close codes follow RFC 6455 section 7.4 for 1000-1015. Application codes use
 4000-4999 and split like centrifuge's: 4000-4499 means "reconnect, possibly
-later", 4500-4999 means "do not reconnect with the same request".
+later", 4500-4999 means "do not reconnect with the same request". 4003
+(forbidden) is the one exception in the lower range: its number says 403, and
+reconnecting with the same token would only be refused again.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ class Position:
 MAX_ID_LENGTH = 64
 MAX_REPLAY = 100_000
 MAX_EPOCH_LENGTH = 64
-COMMAND_OPS = ("subscribe", "unsubscribe")
+COMMAND_OPS = ("subscribe", "unsubscribe", "refresh")
 
 _ID: dict[str, Any] = {
     "type": "string",
@@ -178,6 +180,30 @@ COMMAND_SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "properties": {"op": {"const": "unsubscribe"}, "id": _ID},
         },
+        "refresh": {
+            "title": "RefreshCommand",
+            "description": "Hand the connection a new access token for the same subject "
+            "(also accepted on /ws/{stream}); answered by `refreshed`, or close 4001 when "
+            "the token is not valid.",
+            "type": "object",
+            "required": ["op", "token"],
+            "additionalProperties": False,
+            "properties": {
+                "op": {"const": "refresh"},
+                "token": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "A JWT, checked like a handshake token; it must carry "
+                    "the same sub as the connection's token.",
+                },
+                "id": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_ID_LENGTH,
+                    "description": "Echoed in the refreshed reply.",
+                },
+            },
+        },
     },
 }
 
@@ -197,6 +223,7 @@ class CloseCode(enum.IntEnum):
     TRY_AGAIN_LATER = 1013  # the broker could not serve the starting point now: reconnect later
     # 4000-4499: the client may reconnect (after a back-off).
     TOKEN_EXPIRED = 4001  # the access token's exp (+ grace) passed: reconnect with a new one
+    FORBIDDEN = 4003  # a refreshed token no longer grants the stream: not without a new token
     SLOW_CONSUMER = 4008  # outbound buffer over its cap; reconnect and resume
     KEEPALIVE_TIMEOUT = 4009  # a ping went unanswered
     TOO_MANY_MESSAGES = 4029  # inbound messages over the per-connection rate (like HTTP 429)
@@ -214,18 +241,23 @@ class CloseCode(enum.IntEnum):
 
     @property
     def reconnect(self) -> bool:
-        """Whether a client should reconnect after this code.
+        """Whether a client should reconnect after this code (and resume with ``since``).
 
-        The graphql-transport-ws codes are the client's mistakes, which a
-        reconnect would repeat, except the initialisation timeout (as the
-        graphql-ws client reads them).
+        4003 needs a token that grants the stream first. The graphql-transport-ws
+        codes are the client's mistakes, which a reconnect would repeat, except the
+        initialisation timeout (as the graphql-ws client reads them).
         """
-        if self in _GRAPHQL_TERMINAL:
+        if self is CloseCode.FORBIDDEN or self in _GRAPHQL_TERMINAL:
             return False
         return (
             self in (CloseCode.GOING_AWAY, CloseCode.INTERNAL_ERROR, CloseCode.TRY_AGAIN_LATER)
             or 4000 <= self < 4500
         )
+
+    @property
+    def new_token(self) -> bool:
+        """Whether connecting again needs a new access token (the old one is spent)."""
+        return self in (CloseCode.TOKEN_EXPIRED, CloseCode.FORBIDDEN)
 
 
 _REASONS: dict[CloseCode, str] = {
@@ -241,6 +273,7 @@ _REASONS: dict[CloseCode, str] = {
     CloseCode.SLOW_CONSUMER: "slow consumer",
     CloseCode.KEEPALIVE_TIMEOUT: "keepalive ping timeout",
     CloseCode.TOKEN_EXPIRED: "token expired",
+    CloseCode.FORBIDDEN: "the token no longer grants this stream",
     CloseCode.TOO_MANY_MESSAGES: "too many messages",
     CloseCode.GRAPHQL_BAD_REQUEST: "invalid message",
     CloseCode.GRAPHQL_UNAUTHORIZED: "unauthorized",

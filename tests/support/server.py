@@ -86,11 +86,11 @@ def wait_ready(server: ServerProcess, timeout: float = STARTUP_TIMEOUT) -> None:
 
 @contextmanager
 def run_server(
-    *args: str, tmp_path: Path, env: dict[str, str] | None = None
+    *args: str, tmp_path: Path, env: dict[str, str] | None = None, port: int | None = None
 ) -> Iterator[ServerProcess]:
-    """Run ``aurigraph-stream serve ARGS`` on a free port until the block ends."""
-    port = free_port()
-    log_path = tmp_path / f"server-{port}.log"
+    """Run ``aurigraph-stream serve ARGS`` on a free port (or ``port``) until the block ends."""
+    port = free_port() if port is None else port
+    log_path = tmp_path / f"server-{port}-{time.monotonic_ns()}.log"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("AURIGRAPH_")}
     full_env.update(env or {})
     with log_path.open("wb") as log:

@@ -33,6 +33,22 @@ class LineReader:
         self._thread.join(timeout)
         self._pipe.close()
 
+    def until_end(self, timeout: float) -> list[str]:
+        """Collect every line up to the end of the output (the process exited or is exiting)."""
+        deadline = time.monotonic() + timeout
+        for _ in range(1_000_000):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if line is None:
+                return self.lines
+            self.lines.append(line)
+        raise AssertionError(f"output did not end within {timeout}s; got {self.lines[-5:]}")
+
     def wait_for(self, predicate: Callable[[str], bool], timeout: float) -> list[str]:
         """Collect lines until one satisfies ``predicate``; returns the lines read so far.
 

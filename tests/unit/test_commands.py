@@ -12,7 +12,12 @@ import pytest
 from aurigraph_stream.contract import COMMAND_SCHEMA
 from aurigraph_stream.errors import SubscriptionError
 from aurigraph_stream.node import Node
-from aurigraph_stream.ws.commands import Mux, check_command
+from aurigraph_stream.ws.commands import (
+    Mux,
+    check_command,
+    parse_stream_command,
+    refreshed_frame,
+)
 from tests.support.nodes import Recorder, running_node
 from tests.support.streamtools import example_event
 
@@ -94,7 +99,103 @@ def test_the_schema_passes_what_the_protocol_documents(command: dict[str, Any]) 
 
 
 def test_the_schema_has_one_definition_per_op() -> None:
-    assert set(COMMAND_SCHEMA["$defs"]) == {"subscribe", "unsubscribe"}
+    assert set(COMMAND_SCHEMA["$defs"]) == {"subscribe", "unsubscribe", "refresh"}
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        ({"op": "refresh"}, "non-empty string"),
+        ({"op": "refresh", "token": ""}, "non-empty string"),
+        ({"op": "refresh", "token": 7}, "non-empty string"),
+        ({"op": "refresh", "token": "t", "stream": "metrics"}, "only op, token and id"),
+        ({"op": "refresh", "token": "t", "id": ""}, "id must be"),
+    ],
+)
+def test_a_refresh_without_a_token_string_is_not_a_command(command: Any, says: str) -> None:
+    """refresh needs a token string (and at most an id): anything else is invalid_command."""
+    with pytest.raises(SubscriptionError) as refused:
+        check_command(command)
+    assert refused.value.error == "invalid_command"
+    assert says in refused.value.detail
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ('{"op": "refresh", "token": "a.b.c"}', ("a.b.c", None)),
+        (b'{"op": "refresh", "token": "a.b.c", "id": "r1"}', ("a.b.c", "r1")),
+        ("hello", None),
+        (b"\xff\xfe", None),
+        ("[1, 2]", None),
+        ('{"op": "subscribe", "id": "x", "stream": "metrics"}', None),
+    ],
+)
+def test_a_stream_endpoint_reads_only_refresh(data: str | bytes, expected: Any) -> None:
+    """On /ws/{stream} a refresh command is read; any other message means nothing."""
+    assert parse_stream_command(data) == expected
+
+
+def test_a_malformed_refresh_on_a_stream_endpoint_is_refused() -> None:
+    with pytest.raises(SubscriptionError):
+        parse_stream_command('{"op": "refresh"}')
+
+
+def test_the_refreshed_frame_says_whole_seconds_as_an_integer() -> None:
+    assert refreshed_frame(1761385200.0, "r") == {
+        "type": "refreshed",
+        "id": "r",
+        "expiresAt": 1761385200,
+    }
+    assert refreshed_frame(None) == {"type": "refreshed", "expiresAt": None}
+
+
+def test_refresh_goes_to_the_connection_and_revoke_ends_what_is_no_longer_granted() -> None:
+    """A refresh command reaches the callback; revoke ends the subscriptions the new grants
+    leave out (unsubscribed, reason forbidden) and keeps the others delivering."""
+
+    async def scenario(node: Node) -> None:
+        sink = Recorder()
+        calls: list[tuple[str, str | None]] = []
+        mux = Mux(node, sink, lambda s: True, "json", 0, limit=10, refresh=_record(calls))
+        for sub_id, stream in (("c", "consensus"), ("m", "metrics")):
+            mux.handle(orjson.dumps({"op": "subscribe", "id": sub_id, "stream": stream}))
+        mux.handle('{"op": "refresh", "token": "t0k", "id": "r1"}')
+        mux.handle('{"op": "refresh"}')
+        assert calls == [("t0k", "r1")]
+        mux.revoke(lambda stream: stream == "metrics")
+        mux.refreshed(1761385200.0, "r1")
+        replies = await sink.flushed()
+        assert [r["type"] for r in replies] == [
+            "subscribed",
+            "subscribed",
+            "error",
+            "unsubscribed",
+            "refreshed",
+        ]
+        assert replies[2]["error"] == "invalid_command"
+        assert replies[3] == {"type": "unsubscribed", "id": "c", "reason": "forbidden"}
+        assert replies[4] == {"type": "refreshed", "id": "r1", "expiresAt": 1761385200}
+        await node.publish("consensus", [example_event("consensus")])
+        await node.publish("metrics", [example_event("metrics")])
+        (message,) = await sink.flushed()
+        assert message["id"] == "m"
+        mux.handle(orjson.dumps({"op": "subscribe", "id": "c2", "stream": "consensus"}))
+        (refused,) = await sink.flushed()
+        assert (refused["type"], refused["error"]) == ("error", "forbidden")
+
+    run(scenario)
+
+
+def _record(calls: list[tuple[str, str | None]]) -> Callable[[str, str | None], None]:
+    def refresh(token: str, ref: str | None) -> None:
+        calls.append((token, ref))
+
+    return refresh
+
+
+def _no_refresh(token: str, ref: str | None) -> None:
+    raise AssertionError("no refresh was sent")
 
 
 def test_subscribe_reply_then_messages_then_unsubscribe() -> None:
@@ -103,7 +204,7 @@ def test_subscribe_reply_then_messages_then_unsubscribe() -> None:
 
     async def scenario(node: Node) -> None:
         sink = Recorder()
-        mux = Mux(node, sink, lambda stream: True, "json", 0, limit=10)
+        mux = Mux(node, sink, lambda stream: True, "json", 0, limit=10, refresh=_no_refresh)
         mux.handle(orjson.dumps({"op": "subscribe", "id": "c", "stream": "consensus"}))
         await node.publish("consensus", [example_event("consensus")])
         reply, message = await sink.flushed()
@@ -129,7 +230,9 @@ def test_command_errors_leave_the_other_subscriptions_alone() -> None:
 
     async def scenario(node: Node) -> None:
         sink = Recorder()
-        mux = Mux(node, sink, lambda stream: stream != "validators", "json", 0, limit=2)
+        mux = Mux(
+            node, sink, lambda stream: stream != "validators", "json", 0, 2, refresh=_no_refresh
+        )
         for command in (
             {"op": "subscribe", "id": "m", "stream": "metrics"},
             {"op": "subscribe", "id": "m", "stream": "metrics"},

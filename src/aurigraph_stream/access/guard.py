@@ -160,6 +160,27 @@ class Guard:
             raise missing_token()
         return self.authenticator.verify(token)
 
+    def refresh(self, current: Principal, token: str) -> Principal:
+        """What a connection opened as ``current`` is granted by a ``refresh`` token.
+
+        The token is checked as a handshake token is, and must name the same
+        subject: a connection can renew its own access, never become someone
+        else. It gets the new token's grants, so its streams may shrink but never
+        grow beyond what a new handshake would get. With authentication off the
+        connection stays as it is.
+
+        Raises:
+            AuthError: 401 for a token that is not valid, or is for another subject.
+        """
+        if self.authenticator is None:
+            return current
+        principal = self.authenticator.verify(token)
+        if principal.subject != current.subject:
+            raise AuthError(
+                401, "invalid_token", "a refresh token must be for the connection's subject"
+            )
+        return principal
+
     # -- connection bookkeeping -----------------------------------------------
     def opened(self, client: str) -> None:
         self.per_client.acquire(client)

@@ -42,9 +42,15 @@ QUERY_PARAMETERS: dict[str, dict[str, Schema]] = query_parameters()  # docs/prot
 
 
 def close_codes() -> list[dict[str, Any]]:
-    """Every close code the server sends, with its reason and whether to reconnect."""
+    """Every close code the server sends: its reason, whether to reconnect, with a new token."""
     return [
-        {"code": int(code), "name": code.name, "reason": code.reason, "reconnect": code.reconnect}
+        {
+            "code": int(code),
+            "name": code.name,
+            "reason": code.reason,
+            "reconnect": code.reconnect,
+            "newToken": code.new_token,
+        }
         for code in CloseCode
     ]
 
@@ -70,26 +76,46 @@ def _title(spec: StreamSpec) -> str:
 
 def _channel(spec: StreamSpec) -> Schema:
     title = _title(spec)
+    refresh = _command_name("refresh")
     return {
         "address": spec.path,
         "title": f"{spec.name.title()} stream",
         "description": f"One JSON text frame per event, sent {spec.trigger}. "
-        "`seq` increases by one per message of this stream.",
-        "messages": {title: {"$ref": f"#/components/messages/{title}"}},
+        "`seq` increases by one per message of this stream. The one command a client may "
+        "send here is `refresh` (any other message is ignored).",
+        "messages": {
+            title: {"$ref": f"#/components/messages/{title}"},
+            refresh: {"$ref": f"#/components/messages/{refresh}"},
+            "Refreshed": {"$ref": "#/components/messages/Refreshed"},
+        },
         "bindings": {
             "ws": {"method": "GET", "query": _query_schema(spec.name), "bindingVersion": "0.1.0"}
         },
     }
 
 
-def _operation(spec: StreamSpec) -> Schema:
+def _operations(spec: StreamSpec) -> dict[str, Schema]:
     title = _title(spec)
+    refresh = _command_name("refresh")
     return {
-        "action": "send",
-        "channel": {"$ref": f"#/channels/{spec.name}"},
-        "title": f"Broadcast {spec.name}",
-        "summary": f"The server sends every {spec.name} event to each subscriber of {spec.path}.",
-        "messages": [{"$ref": f"#/channels/{spec.name}/messages/{title}"}],
+        spec.name: {
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{spec.name}"},
+            "title": f"Broadcast {spec.name}",
+            "summary": f"The server sends every {spec.name} event to each subscriber of "
+            f"{spec.path}, and answers a refresh with refreshed.",
+            "messages": [
+                {"$ref": f"#/channels/{spec.name}/messages/{title}"},
+                {"$ref": f"#/channels/{spec.name}/messages/Refreshed"},
+            ],
+        },
+        f"{spec.name}-refresh": {
+            "action": "receive",
+            "channel": {"$ref": f"#/channels/{spec.name}"},
+            "title": refresh,
+            "summary": str(COMMAND_SCHEMA["$defs"]["refresh"]["description"]),
+            "messages": [{"$ref": f"#/channels/{spec.name}/messages/{refresh}"}],
+        },
     }
 
 
@@ -127,7 +153,28 @@ _REPLIES: dict[str, Schema] = {
     "Unsubscribed": {
         "type": "object",
         "required": ["type", "id"],
-        "properties": {"type": {"const": "unsubscribed"}, "id": {"type": "string"}},
+        "properties": {
+            "type": {"const": "unsubscribed"},
+            "id": {"type": "string"},
+            "reason": {
+                "const": "forbidden",
+                "description": "Set when the server ended the subscription: a refreshed "
+                "token no longer grants its stream.",
+            },
+        },
+    },
+    "Refreshed": {
+        "type": "object",
+        "required": ["type", "expiresAt"],
+        "properties": {
+            "type": {"const": "refreshed"},
+            "id": {"type": "string", "description": "The refresh command's id, if it had one."},
+            "expiresAt": {
+                "type": ["number", "null"],
+                "description": "The new token's exp in Unix seconds; null when it has none "
+                "or authentication is off.",
+            },
+        },
     },
     "Snapshot": {
         "type": "object",
@@ -250,7 +297,8 @@ def _mux_schemas() -> dict[str, Schema]:
 
 def _description() -> str:
     codes = "\n".join(
-        f"| {c['code']} | {c['name']} | {c['reason']} | {'yes' if c['reconnect'] else 'no'} |"
+        f"| {c['code']} | {c['name']} | {c['reason']} | {'yes' if c['reconnect'] else 'no'} "
+        f"| {'yes' if c['newToken'] else 'no'} |"
         for c in CLOSE_CODES
     )
     return (
@@ -266,7 +314,8 @@ def _description() -> str:
         f"subprotocol, at [{GRAPHQL_PATH}]({GRAPHQL_PATH}) (GraphiQL in a browser); the "
         f"schema is at [{GRAPHQL_SCHEMA_PATH}]({GRAPHQL_SCHEMA_PATH}). Close codes "
         "4400-4499 are that protocol's, sent on it only.\n\n"
-        "## Close codes\n\n| code | name | reason | reconnect? |\n|---|---|---|---|\n"
+        "## Close codes\n\n| code | name | reason | reconnect? | new token? |\n"
+        "|---|---|---|---|---|\n"
         f"{codes}\n"
     )
 
@@ -296,7 +345,8 @@ def build_asyncapi(host: str, protocol: str = "ws") -> dict[str, Any]:
         "defaultContentType": "application/json",
         "channels": {name: _channel(spec) for name, spec in specs.items()}
         | {MUX_ENDPOINT: _mux_channel()},
-        "operations": {name: _operation(spec) for name, spec in specs.items()} | _mux_operations(),
+        "operations": {k: v for spec in specs.values() for k, v in _operations(spec).items()}
+        | _mux_operations(),
         "components": {
             "schemas": {_title(spec): spec.message_schema for spec in specs.values()}
             | _mux_schemas(),

@@ -1,4 +1,8 @@
-"""``aurigraph-stream``: the command line. Thin: it builds Settings and runs the server."""
+"""``aurigraph-stream``: the command line. Thin: it builds Settings and runs the server.
+
+``listen`` belongs to the client package (aurigraph_stream_client.cli), which
+installs a command of the same name; both hand each other what they do not do.
+"""
 
 from __future__ import annotations
 
@@ -64,10 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_setting_flags(serve)
     add_token_command(commands)
+    # Listed for --help; main() hands `listen ...` to the client package before parsing.
+    commands.add_parser(
+        "listen", help="show a stream live in the terminal (listen --help)", add_help=False
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["listen"]:
+        return _listen(argv[1:])
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     command = args.pop("command")
@@ -82,6 +93,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "serve":
         return _serve(settings)
     return 2  # pragma: no cover - argparse requires a command
+
+
+def _listen(argv: Sequence[str]) -> int:
+    try:
+        from aurigraph_stream_client.cli import listen
+    except ImportError:
+        print(
+            "aurigraph-stream listen: this command needs the client package, which is not "
+            "installed: pip install aurigraph-stream-client",
+            file=sys.stderr,
+        )
+        return 2
+    return listen(argv)
 
 
 def _serve(settings: Settings) -> int:

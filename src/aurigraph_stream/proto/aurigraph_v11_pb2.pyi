@@ -424,18 +424,50 @@ Global___Subscribed: _TypeAlias = Subscribed  # noqa: Y015
 
 @_typing.final
 class Unsubscribed(_message.Message):
+    """A subscription ended: by an unsubscribe command (no reason), or because a
+    refreshed token no longer grants its stream (reason "forbidden").
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
     def __init__(
         self,
+        *,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Unsubscribed: _TypeAlias = Unsubscribed  # noqa: Y015
+
+@_typing.final
+class Refreshed(_message.Message):
+    """The answer to a refresh command: the connection's new expiry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPIRESAT_FIELD_NUMBER: _builtins.int
+    expiresAt: _builtins.float
+    """the new token's exp in Unix seconds; unset: none"""
+    def __init__(
+        self,
+        *,
+        expiresAt: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expiresAt", b"_expiresAt", "expiresAt", b"expiresAt"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expiresAt", b"_expiresAt", "expiresAt", b"expiresAt"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__expiresAt: _TypeAlias = _typing.Literal["expiresAt"]  # noqa: Y015
+    _WhichOneofArgType__expiresAt: _TypeAlias = _typing.Literal["_expiresAt", b"_expiresAt"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expiresAt) -> _WhichOneofReturnType__expiresAt | None: ...
+
+Global___Refreshed: _TypeAlias = Refreshed  # noqa: Y015
 
 @_typing.final
 class Snapshot(_message.Message):
@@ -507,6 +539,7 @@ class ServerMessage(_message.Message):
     UNSUBSCRIBED_FIELD_NUMBER: _builtins.int
     SNAPSHOT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    REFRESHED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """subscription id (multiplexed /ws only)"""
     stream: _builtins.str
@@ -529,6 +562,8 @@ class ServerMessage(_message.Message):
     def snapshot(self) -> Global___Snapshot: ...
     @_builtins.property
     def error(self) -> Global___Error: ...
+    @_builtins.property
+    def refreshed(self) -> Global___Refreshed: ...
     def __init__(
         self,
         *,
@@ -543,12 +578,13 @@ class ServerMessage(_message.Message):
         unsubscribed: Global___Unsubscribed | None = ...,
         snapshot: Global___Snapshot | None = ...,
         error: Global___Error | None = ...,
+        refreshed: Global___Refreshed | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "consensus", b"consensus", "error", b"error", "metrics", b"metrics", "network", b"network", "snapshot", b"snapshot", "subscribed", b"subscribed", "transactions", b"transactions", "unsubscribed", b"unsubscribed", "validators", b"validators"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "consensus", b"consensus", "error", b"error", "metrics", b"metrics", "network", b"network", "refreshed", b"refreshed", "snapshot", b"snapshot", "subscribed", b"subscribed", "transactions", b"transactions", "unsubscribed", b"unsubscribed", "validators", b"validators"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "consensus", b"consensus", "error", b"error", "id", b"id", "metrics", b"metrics", "network", b"network", "snapshot", b"snapshot", "stream", b"stream", "subscribed", b"subscribed", "transactions", b"transactions", "unsubscribed", b"unsubscribed", "validators", b"validators"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "consensus", b"consensus", "error", b"error", "id", b"id", "metrics", b"metrics", "network", b"network", "refreshed", b"refreshed", "snapshot", b"snapshot", "stream", b"stream", "subscribed", b"subscribed", "transactions", b"transactions", "unsubscribed", b"unsubscribed", "validators", b"validators"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["metrics", "transactions", "validators", "consensus", "network", "subscribed", "unsubscribed", "snapshot", "error"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["metrics", "transactions", "validators", "consensus", "network", "subscribed", "unsubscribed", "snapshot", "error", "refreshed"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 

@@ -6,6 +6,11 @@ A client sends JSON commands and gets one reply each::
      "replay": 10 | "since": "41:9f3a..." | {"seq": 41, "epoch": "9f3a..."},
      "snapshot": true}                                  -> subscribed | error
     {"op": "unsubscribe", "id": "tx"}                   -> unsubscribed | error
+    {"op": "refresh", "token": "<JWT>", "id": "r1"}     -> refreshed | close 4001
+
+A refresh is the connection's business, not the subscriptions' (the token
+moves its expiry, and may end subscriptions it no longer grants): the Mux
+checks its shape and hands it to the ``refresh`` callback it was given.
 
 Every command is first checked against the contract's one JSON Schema
 (:data:`~aurigraph_stream.contract.COMMAND_SCHEMA`, compiled once here); a
@@ -30,7 +35,7 @@ from aurigraph_stream.streams import REGISTRY
 from aurigraph_stream.subscription import from_command
 from aurigraph_stream.ws.subscribe import attach, reply
 
-__all__ = ["Mux", "check_command"]
+__all__ = ["Mux", "check_command", "parse_stream_command", "refreshed_frame"]
 
 _VALIDATOR = jsonschema_rs.validator_for(COMMAND_SCHEMA)
 _KEYS = {op: frozenset(COMMAND_SCHEMA["$defs"][op]["properties"]) for op in COMMAND_OPS}
@@ -45,6 +50,7 @@ _SLUGS = {
     "replay": "invalid_replay",
     "since": "invalid_position",
     "snapshot": "invalid_snapshot",
+    "token": "invalid_command",
 }
 _ORDER = {key: rank for rank, key in enumerate(_SLUGS)}
 
@@ -57,7 +63,8 @@ def _short(value: Any) -> str:
 def _detail(command: Any, key: str) -> str:
     """The sentence for a schema failure about ``key`` (``""``: the command itself)."""
     if key == "op":
-        return f"op must be {' or '.join(COMMAND_OPS)}, not {_short(command.get('op'))}"
+        ops = ", ".join(COMMAND_OPS[:-1]) + " or " + COMMAND_OPS[-1]
+        return f"op must be {ops}, not {_short(command.get('op'))}"
     if key == "id":
         return f"id must be a string of 1 to {MAX_ID_LENGTH} characters"
     if key == "stream":
@@ -70,13 +77,17 @@ def _detail(command: Any, key: str) -> str:
         return f"since must be SEQ, SEQ:EPOCH or {{seq, epoch}}, got {_short(command['since'])}"
     if key == "snapshot":
         return "snapshot must be true or false"
+    if key == "token":
+        return "refresh needs the new access token as a non-empty string"
     if not isinstance(command, dict):
-        return 'a command is a JSON object: {"op": "subscribe" | "unsubscribe", ...}'
+        return 'a command is a JSON object: {"op": "subscribe" | "unsubscribe" | "refresh", ...}'
     op = command["op"]
     unknown = sorted(set(command) - _KEYS[op])
     if unknown:
         if op == "unsubscribe":
             return "unsubscribe takes only op and id"
+        if op == "refresh":
+            return "refresh takes only op, token and id"
         return f"unknown key {unknown[0]!r} in a {op} command"
     return f"id must be a string of 1 to {MAX_ID_LENGTH} characters"  # the one left to miss
 
@@ -95,7 +106,7 @@ def check_command(command: Any) -> None:
         key = str(path[0]) if path else ""
         if key == "" and isinstance(command, dict):
             missing = _missing_key(error.message)
-            if missing in ("op", "id", "stream"):
+            if missing in ("op", "id", "stream", "token"):
                 key = missing
         keys.append(key if key in _ORDER else "")
     key = min(keys, key=_ORDER.__getitem__)
@@ -107,6 +118,41 @@ def _missing_key(message: str) -> str | None:
     if message.endswith(" is a required property") and message.startswith('"'):
         return message[1:].partition('"')[0]
     return None
+
+
+def parse_stream_command(data: str | bytes) -> tuple[str, str | None] | None:
+    """The token and id of a refresh command sent on ``/ws/{stream}``; None for anything else.
+
+    Refresh is the one command a stream endpoint takes: any other data message
+    (not JSON, not an object, another op) means nothing there and is ignored.
+
+    Raises:
+        SubscriptionError: an object with ``op: refresh`` that is not a valid
+            refresh command (no token string, an unknown key).
+    """
+    try:
+        command = orjson.loads(data)
+    except orjson.JSONDecodeError:  # also bytes that are not UTF-8
+        return None
+    if not isinstance(command, dict) or command.get("op") != "refresh":
+        return None
+    check_command(command)
+    return command["token"], command.get("id")
+
+
+def refreshed_frame(expires_at: float | None, ref: str | None = None) -> dict[str, Any]:
+    """``{"type": "refreshed", "expiresAt": ...}``: the new exp in Unix seconds, or null.
+
+    ``ref`` is the refresh command's ``id``, echoed when it had one.
+    """
+    exp: float | int | None = expires_at
+    if expires_at is not None and expires_at.is_integer():
+        exp = int(expires_at)  # exp claims are whole seconds: no "1761385200.0"
+    frame: dict[str, Any] = {"type": "refreshed"}
+    if ref is not None:
+        frame["id"] = ref
+    frame["expiresAt"] = exp
+    return frame
 
 
 def _error(op: Any, sub_id: Any, error: str, detail: str) -> dict[str, Any]:
@@ -125,9 +171,12 @@ class Mux:
         can_read: whether the client's token grants a stream.
         codec, bits: the connection's format and deflate window.
         limit: the most subscriptions it may hold (``max_subscriptions``).
+        refresh: runs a well-formed refresh command (its token and id); the
+            connection checks the token, and calls :meth:`revoke` and
+            :meth:`refreshed`, or closes.
     """
 
-    __slots__ = ("bits", "can_read", "codec", "limit", "node", "sink", "subs")
+    __slots__ = ("bits", "can_read", "codec", "limit", "node", "refresh", "sink", "subs")
 
     def __init__(
         self,
@@ -137,6 +186,8 @@ class Mux:
         codec: str,
         bits: int,
         limit: int,
+        *,
+        refresh: Callable[[str, str | None], None],
     ) -> None:
         self.node = node
         self.sink = sink
@@ -144,6 +195,7 @@ class Mux:
         self.codec = codec
         self.bits = bits
         self.limit = limit
+        self.refresh = refresh
         self.subs: dict[str, Subscription] = {}
 
     def _reply(self, frame: Mapping[str, Any]) -> None:
@@ -175,10 +227,28 @@ class Mux:
             check_command(command)  # from here: a dict with a valid op and id
             if op == "unsubscribe":
                 self._unsubscribe(command["id"])
+            elif op == "refresh":
+                self.refresh(command["token"], command.get("id"))
             else:
                 self._subscribe(command)
         except SubscriptionError as exc:
             self._reply(_error(op, sub_id, exc.error, exc.detail))
+
+    def revoke(self, can_read: Callable[[str], bool]) -> None:
+        """Take a refreshed token's grants: end each subscription it no longer grants.
+
+        Each one ended gets ``{"type": "unsubscribed", "id": ..., "reason": "forbidden"}``.
+        """
+        self.can_read = can_read
+        for sub_id, sub in list(self.subs.items()):
+            if not can_read(sub.stream):
+                del self.subs[sub_id]
+                self.node.hub.remove(sub)
+                self._reply({"type": "unsubscribed", "id": sub_id, "reason": "forbidden"})
+
+    def refreshed(self, expires_at: float | None, ref: str | None) -> None:
+        """Answer a refresh that succeeded (see :func:`refreshed_frame`)."""
+        self._reply(refreshed_frame(expires_at, ref))
 
     def _unsubscribe(self, sub_id: str) -> None:
         sub = self.subs.pop(sub_id, None)

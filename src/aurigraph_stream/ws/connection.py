@@ -12,7 +12,8 @@ The connection only moves bytes between the socket and its session, arms the
 session's timer, and acts on the session's events: it routes an upgrade
 (:mod:`.upgrade`), subscribes the connection to the hub, hands messages to
 its handler (``/ws`` commands, :mod:`.commands`; on ``/graphql`` the
-graphql-transport-ws protocol, :mod:`aurigraph_stream.gql.transport`) and
+graphql-transport-ws protocol, :mod:`aurigraph_stream.gql.transport`), takes
+a ``refresh`` command's new token on ``/ws`` and every ``/ws/{stream}``, and
 leaves the hub when the session closes.
 There is no task and no queue per connection: the hub writes frames straight
 to the transport. With ``__slots__`` an idle connection is a few hundred
@@ -28,14 +29,14 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-from aurigraph_stream.access.tokens import Principal
+from aurigraph_stream.access.tokens import UNRESTRICTED, Principal
 from aurigraph_stream.contract import GRAPHQL_ENDPOINT, MUX_ENDPOINT, CloseCode
-from aurigraph_stream.errors import HandshakeRejected
+from aurigraph_stream.errors import AuthError, HandshakeRejected, SubscriptionError
 from aurigraph_stream.gql.transport import GraphqlSocket
 from aurigraph_stream.hub import Subscriber, count_frames
 from aurigraph_stream.wire.deflate import negotiate
 from aurigraph_stream.wire.handshake import switching_protocols, whole_upgrade_head
-from aurigraph_stream.ws.commands import Mux
+from aurigraph_stream.ws.commands import Mux, parse_stream_command, refreshed_frame
 from aurigraph_stream.ws.context import WsContext
 from aurigraph_stream.ws.session import (
     Action,
@@ -47,7 +48,7 @@ from aurigraph_stream.ws.session import (
     State,
     UpgradeRequest,
 )
-from aurigraph_stream.ws.subscribe import attach
+from aurigraph_stream.ws.subscribe import attach, reply
 from aurigraph_stream.ws.upgrade import route_upgrade
 
 __all__ = ["Accept", "Connection", "HttpFallback"]
@@ -90,12 +91,14 @@ class Connection(asyncio.Protocol, Subscriber):
         "mux",
         "opened_at",
         "peer",
+        "principal",
         "pumping",
         "server_state",
         "session",
         "timer",
         "timer_at",
         "transport",
+        "variant",
     )
 
     def __init__(
@@ -119,6 +122,8 @@ class Connection(asyncio.Protocol, Subscriber):
         self.client = ""  # the client address key the per-address connection count uses
         self.opened_at = 0.0
         self.expiry_handle: asyncio.TimerHandle | None = None  # closes at the token's exp
+        self.principal: Principal = UNRESTRICTED  # who the token says the client is
+        self.variant: tuple[str, int] = ("json", 0)  # format and deflate window, once open
         # On /ws: the subscriptions and their commands; on /graphql, the protocol's state.
         self.mux: Handler | None = None
         self.pumping = False  # in _pump: a close from a handler leaves the pump to it
@@ -272,7 +277,11 @@ class Connection(asyncio.Protocol, Subscriber):
         self.close(CloseCode.TOKEN_EXPIRED)
 
     def _authorized(self, principal: Principal) -> None:
-        """Close the connection when ``principal``'s token expires (plus the grace)."""
+        """Act as ``principal`` from now on; close when its token expires (plus the grace).
+
+        A token without exp never closes the connection.
+        """
+        self.principal = principal
         if self.expiry_handle is not None:
             self.expiry_handle.cancel()
             self.expiry_handle = None
@@ -281,6 +290,43 @@ class Connection(asyncio.Protocol, Subscriber):
             self.expiry_handle = asyncio.get_running_loop().call_later(
                 max(0.0, delay), self._expire
             )
+
+    # -- refresh ----------------------------------------------------------------
+    def _stream_command(self, data: str | bytes) -> None:
+        """A data message on /ws/{stream}: a refresh command, or nothing to act on."""
+        try:
+            command = parse_stream_command(data)
+        except SubscriptionError:
+            self._refused_refresh("invalid_command")
+            return
+        if command is not None:
+            self._refresh(*command)
+
+    def _refresh(self, token: str, ref: str | None) -> None:
+        """Take a new token for the same subject: a new expiry, and the new token's streams.
+
+        On /ws a subscription to a stream it no longer grants ends (unsubscribed,
+        reason forbidden); on /ws/{stream} the connection closes with 4003.
+        """
+        try:
+            principal = self.ctx.guard.refresh(self.principal, token)
+        except AuthError as exc:
+            self._refused_refresh(exc.error)
+            return
+        self._authorized(principal)
+        if isinstance(self.mux, Mux):
+            self.mux.revoke(principal.can_read)
+            self.mux.refreshed(principal.expires_at, ref)
+        elif principal.can_read(self.endpoint):
+            codec, bits = self.variant
+            reply(self.ctx.node, self, codec, bits, refreshed_frame(principal.expires_at, ref))
+        else:
+            self.close(CloseCode.FORBIDDEN)
+
+    def _refused_refresh(self, error: str) -> None:
+        # An audit line, as for a refused handshake; the token itself is never logged.
+        logger.info("refresh refused", extra={"client": self.peer, "error": error})
+        self.close(CloseCode.TOKEN_EXPIRED, "invalid token on refresh")
 
     # -- driving the session ----------------------------------------------------
     def _pump(self) -> None:
@@ -327,9 +373,12 @@ class Connection(asyncio.Protocol, Subscriber):
 
     def _handle(self, event: Event) -> None:
         if type(event) is MessageReceived:
+            if self.session.state is not _OPEN:
+                return  # a command that arrived with (or after) a close we sent
             if self.mux is not None:
                 self.mux.handle(event.data)
-            # Data messages on a stream endpoint carry no meaning: ignored.
+            else:  # on a stream endpoint only refresh means something
+                self._stream_command(event.data)
         elif type(event) is Closing:
             self.ctx.node.hub.unsubscribe(self)
             if self.mux is not None:
@@ -422,10 +471,17 @@ class Connection(asyncio.Protocol, Subscriber):
         counters.connections += 1
         counters.connects += 1
         principal = route.principal
+        self.variant = (route.format, bits)
         self._authorized(principal)
         if route.endpoint == MUX_ENDPOINT:
             self.mux = Mux(
-                node, self, principal.can_read, route.format, bits, settings.max_subscriptions
+                node,
+                self,
+                principal.can_read,
+                route.format,
+                bits,
+                settings.max_subscriptions,
+                refresh=self._refresh,
             )
         elif route.endpoint == GRAPHQL_ENDPOINT:
             self.mux = GraphqlSocket(
