@@ -10,7 +10,7 @@ ARGS   ?=
 
 CLIENT := clients/python
 
-.PHONY: run test lint typecheck pytest bench proto client-types system-deps clean
+.PHONY: run test lint typecheck pytest bench proto client-types js-generate dashboard system-deps clean
 
 # The client package comes second: its `aurigraph-stream` command (the same name) runs
 # `listen` itself and hands serve and token to the server package.
@@ -30,6 +30,11 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The TypeScript client and the dashboard's build tools (TypeScript, esbuild, uPlot, ws).
+clients/js/node_modules/.installed: clients/js/package.json clients/js/package-lock.json
+	cd clients/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 run: $(VENV)/.run-installed
 	$(VENV)/bin/aurigraph-stream serve --profile dev $(ARGS)
 
@@ -44,7 +49,7 @@ lint: $(VENV)/.test-installed
 typecheck: $(VENV)/.test-installed
 	$(VENV)/bin/mypy
 
-pytest: $(VENV)/.test-installed node_modules/.installed system-deps
+pytest: $(VENV)/.test-installed node_modules/.installed clients/js/node_modules/.installed system-deps
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(VENV)/bin/pytest $(ARGS)
 
 test: lint typecheck pytest
@@ -58,9 +63,20 @@ proto: $(VENV)/.run-installed
 	cd src && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CURDIR)/$(PY) -m grpc_tools.protoc -I. \
 		--python_out=. --mypy_out=. aurigraph_stream/proto/aurigraph_v11.proto
 
+# Regenerate the TypeScript client's close codes and message types (clients/js/src/generated)
+# from the server's contract and JSON Schemas, after changing either.
+js-generate: $(VENV)/.run-installed clients/js/node_modules/.installed
+	$(PY) scripts/js_contract.py | node clients/js/scripts/generate.mjs
+
+# Rebuild the committed dashboard assets (src/aurigraph_stream/dashboard/assets) from
+# clients/js/dashboard and the TypeScript client; `make run` serves them without Node.
+dashboard: clients/js/node_modules/.installed
+	cd clients/js && node scripts/build-dashboard.mjs
+
 # Regenerate the Python SDK's committed code from the server's schemas and close codes.
 client-types: $(VENV)/.test-installed
 	$(PY) -m scripts.client_codegen
 
 clean:
-	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) node_modules clients/js/node_modules clients/js/build clients/js/dist \
+		.mypy_cache .ruff_cache .pytest_cache

@@ -160,8 +160,6 @@ def test_a_snapshot_stands_for_everything_up_to_its_position() -> None:
 # -- the close-code policy -------------------------------------------------------------
 
 
-# 4100: a code of the reconnect range that the table does not list (4400 is now listed:
-# graphql-transport-ws's "invalid message", which a reconnect would repeat).
 @pytest.mark.parametrize("code", [1001, 1006, 1011, 1012, 1013, 4008, 4009, 4029, 4100])
 def test_these_closes_are_retried(code: int) -> None:
     decision = after_close(code, "", can_renew_token=False)

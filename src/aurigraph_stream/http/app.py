@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from aurigraph_stream import __version__
 from aurigraph_stream.access.guard import Guard
 from aurigraph_stream.apidocs.pages import install_docs
+from aurigraph_stream.dashboard import install_dashboard
 from aurigraph_stream.gql.service import GraphqlService
 from aurigraph_stream.http import graphql, ingest, streams
 from aurigraph_stream.http.cors import add_cors
@@ -63,6 +64,7 @@ def create_app(
     app.include_router(stats.router)
     app.include_router(telemetry.router)
     install_docs(app)
+    install_dashboard(app)
     app.add_middleware(IngestOutcomes, counters=observability.ingest)
     add_cors(app, node.settings)  # added last: outermost, so error answers get CORS headers too
 
