@@ -75,21 +75,23 @@ class _ServerState:
 
 
 async def _connects(n: int) -> None:
-    from aurigraph_stream.config import load_settings
+    import dataclasses
 
-    settings = load_settings(
-        environ={},
-        overrides={
-            "profile": "prod",
-            "auth": "none",
-            "handshake_rate": 0,
-            "max_connections_per_ip": 0,
-            "simulate": False,
-            "max_connections": 1_000_000,
-            "log_level": "WARNING",
-            "gc_freeze_interval": 0,
-        },
-    )
+    from aurigraph_stream.config import Settings, load_settings
+
+    overrides = {
+        "profile": "prod",
+        "auth": "none",
+        "handshake_rate": 0,
+        "max_connections_per_ip": 0,
+        "simulate": False,
+        "max_connections": 1_000_000,
+        "log_level": "WARNING",
+        "gc_freeze_interval": 0,
+    }
+    if "ops_auth" in {f.name for f in dataclasses.fields(Settings)}:
+        overrides["ops_auth"] = False  # prod's ops scope needs JWT; auth is off here
+    settings = load_settings(environ={}, overrides=overrides)
     try:
         from aurigraph_stream.server import build_server
     except ImportError:  # a tree from before the layout by concern

@@ -7,6 +7,7 @@ packages=(
   redis-server        # the redis:// broker's tests (tests/contract, tests/integration)
   libnginx-mod-nchan  # its pub/sub module, nchan
   chromium  # headless browser for the API documentation page tests (driven by Playwright)
+  valgrind  # callgrind: instructions per connect (bench/connect_instructions.py)
 )
 missing=()
 for pkg in "${packages[@]}"; do

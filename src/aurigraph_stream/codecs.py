@@ -31,7 +31,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from aurigraph_stream.contract import BEARER_PROTOCOL, SUBPROTOCOL_PREFIX
-from aurigraph_stream.errors import SubscriptionError
+from aurigraph_stream.errors import SubscriptionError, shown
 from aurigraph_stream.proto import aurigraph_v11_pb2 as pb
 from aurigraph_stream.wire.frames import Opcode
 
@@ -209,19 +209,20 @@ def select_codec(protocols: str | None, fmt: str | None) -> tuple[Codec, str | N
     if chosen is None and unknown:
         raise SubscriptionError(
             "unsupported_format",
-            f"subprotocol {unknown[0]!r} is not served; offer one of "
+            f"subprotocol {shown(unknown[0])} is not served; offer one of "
             + ", ".join(c.subprotocol for c in CODECS.values()),
         )
     if fmt is not None:
         codec = CODECS.get(fmt)
         if codec is None:
             raise SubscriptionError(
-                "unsupported_format", f"format must be one of {', '.join(CODECS)}, not {fmt!r}"
+                "unsupported_format",
+                f"format must be one of {', '.join(CODECS)}, not {shown(fmt)}",
             )
         if chosen is not None and codec is not chosen:
             raise SubscriptionError(
                 "unsupported_format",
-                f"format={fmt} disagrees with the subprotocol {answer!r}",
+                f"format={shown(fmt)} disagrees with the subprotocol {answer!r}",
             )
         chosen = codec
     return chosen or DEFAULT, answer

@@ -90,6 +90,12 @@ class Settings:
     max_subscriptions: int = _opt(
         100, "subscriptions one connection may hold on the multiplexed /ws endpoint", min=1
     )
+    max_connection_memory: int = _opt(
+        524288,
+        "bytes one connection's subscriptions (their filters' values) may hold; a subscribe "
+        "over it gets memory_budget_exceeded",
+        min=16384,
+    )
     # GraphQL (docs/graphql.md): what one document and one /graphql connection may ask for.
     graphql_max_document_size: int = _opt(
         8192, "largest GraphQL document (the query text), bytes; larger is refused", min=64
@@ -154,6 +160,15 @@ class Settings:
         50.0, "messages per second one WebSocket may send (0: no limit); over: 4029", min=0
     )
     inbound_message_burst: int = _opt(100, "messages a client may send at once", min=1)
+    inbound_frame_rate: float = _opt(
+        200.0,
+        "frames (data and control) per second one WebSocket may send (0: no limit); over: 4029",
+        min=0,
+    )
+    inbound_frame_burst: int = _opt(400, "frames a client may send at once", min=1)
+    max_fragments: int = _opt(
+        64, "frames one inbound message may be split into; more closes with 1009", min=1
+    )
     handshake_timeout: float = _opt(
         10.0, "seconds a client has to send a whole request head, else dropped", min=0.05
     )

@@ -29,8 +29,10 @@ __all__ = [
     "GRAPHQL_PATH",
     "GRAPHQL_PROTOCOL",
     "GRAPHQL_SCHEMA_PATH",
+    "MAX_EPOCH_LENGTH",
     "MAX_ID_LENGTH",
     "MAX_REPLAY",
+    "MAX_SEQ",
     "MUX_ENDPOINT",
     "MUX_PATH",
     "STREAM_PATH_PREFIX",
@@ -96,7 +98,7 @@ _ID: dict[str, Any] = {
 }
 # A seq has at most 19 digits (it fits 63 bits); more is refused before int() reads it.
 _SINCE_TEXT = r"^[0-9]{1,19}(:[^:]{1,64})?$"
-_MAX_SEQ = 2**63 - 1
+MAX_SEQ = 2**63 - 1
 
 #: Every command a client may send on ``/ws``; ``$defs`` holds one schema per
 #: ``op`` (the AsyncAPI document lists them as messages). ws/commands.py
@@ -143,14 +145,14 @@ COMMAND_SCHEMA: dict[str, Any] = {
                     "description": "Resume after this position: SEQ, SEQ:EPOCH or "
                     "{seq, epoch}; the subscribed reply says recovered true or false.",
                     "anyOf": [
-                        {"type": "integer", "minimum": 0, "maximum": _MAX_SEQ},
+                        {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
                         {"type": "string", "pattern": _SINCE_TEXT},
                         {
                             "type": "object",
                             "required": ["seq"],
                             "additionalProperties": False,
                             "properties": {
-                                "seq": {"type": "integer", "minimum": 0, "maximum": _MAX_SEQ},
+                                "seq": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
                                 "epoch": {
                                     "type": "string",
                                     "minLength": 1,

@@ -21,6 +21,8 @@ later", 4500-4999 means "do not reconnect with the same request".
 
 from __future__ import annotations
 
+from typing import Any
+
 from aurigraph_stream.contract import CloseCode
 
 __all__ = [
@@ -35,7 +37,20 @@ __all__ = [
     "SubscriptionError",
     "UnknownStream",
     "ValidationError",
+    "shown",
 ]
+
+_SHOWN = 60  # characters of a client's value an error detail quotes
+
+
+def shown(value: Any) -> str:
+    """A client's value as an error detail quotes it: its repr, cut to a few dozen characters.
+
+    A detail names what was wrong, it does not echo it back: a 5,000-digit number
+    sent as a filter gets a short sentence, not a 10 KB one.
+    """
+    text = repr(value)
+    return text if len(text) <= _SHOWN else f"{text[: _SHOWN - 3]}..."
 
 
 class StreamError(Exception):

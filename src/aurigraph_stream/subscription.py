@@ -26,8 +26,8 @@ from typing import Any
 
 from aurigraph_stream.broker.base import HistoryRead
 from aurigraph_stream.codecs import CODECS
-from aurigraph_stream.contract import MAX_REPLAY, Position
-from aurigraph_stream.errors import SubscriptionError
+from aurigraph_stream.contract import MAX_EPOCH_LENGTH, MAX_REPLAY, MAX_SEQ, Position
+from aurigraph_stream.errors import SubscriptionError, shown
 from aurigraph_stream.event import Event
 from aurigraph_stream.filters import MAX_VALUES, OPTIONS, Filter, everything, parse_filter
 from aurigraph_stream.streams import REGISTRY
@@ -49,6 +49,8 @@ SNAPSHOT_STREAMS = ("validators", "network")
 # Query parameters that are not filters: ours, and the access token (access/tokens.py).
 CONTROL_PARAMS = frozenset(("replay", "since", "epoch", "snapshot", "format", "token"))
 _COMMAND_KEYS = frozenset(("op", "id", "stream", "filter", "replay", "since", "snapshot"))
+_SEQ_DIGITS = len(str(MAX_SEQ))
+_REPLAY_DIGITS = len(str(MAX_REPLAY))
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,26 +84,33 @@ def parse_since(raw: Any, epoch: Any = None) -> tuple[int, str | None]:
                     "invalid_position", "since names an epoch and epoch another"
                 )
             epoch = tail
-        if not (text.isascii() and text.isdigit()):
+        # A seq has at most 19 digits (63 bits): more is refused before int() reads it.
+        if not (text.isascii() and text.isdigit() and len(text) <= _SEQ_DIGITS):
             raise SubscriptionError(
-                "invalid_position", f"since must be SEQ or SEQ:EPOCH, got {raw!r}"
+                "invalid_position", f"since must be SEQ or SEQ:EPOCH, got {shown(raw)}"
             )
         seq = int(text)
     elif isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
         seq = raw
     else:
         raise SubscriptionError(
-            "invalid_position", f"since must be a non-negative seq, got {raw!r}"
+            "invalid_position", f"since must be a non-negative seq, got {shown(raw)}"
         )
-    if epoch is not None and (not isinstance(epoch, str) or not epoch or len(epoch) > 64):
+    if seq > MAX_SEQ:
+        raise SubscriptionError("invalid_position", f"since must be at most {MAX_SEQ}")
+    if epoch is not None and (
+        not isinstance(epoch, str) or not epoch or len(epoch) > MAX_EPOCH_LENGTH
+    ):
         raise SubscriptionError(
-            "invalid_position", f"epoch must be a non-empty string, got {epoch!r}"
+            "invalid_position",
+            f"epoch must be a string of 1 to {MAX_EPOCH_LENGTH} characters, got {shown(epoch)}",
         )
     return seq, epoch
 
 
 def _parse_replay(raw: Any) -> int:
-    if isinstance(raw, str) and raw.isascii() and raw.isdigit():
+    # As the command schema: at most 6 digits are read (int() refuses 4,300 and more).
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= _REPLAY_DIGITS:
         raw = int(raw)
     if not isinstance(raw, int) or isinstance(raw, bool) or not 0 <= raw <= MAX_REPLAY:
         raise SubscriptionError(
@@ -227,12 +236,12 @@ def from_command(command: Mapping[str, Any]) -> SubscribeRequest:
     unknown = sorted(set(command) - _COMMAND_KEYS)
     if unknown:
         raise SubscriptionError(
-            "invalid_command", f"unknown key {unknown[0]!r} in a subscribe command"
+            "invalid_command", f"unknown key {shown(unknown[0])} in a subscribe command"
         )
     stream = command.get("stream")
     if not isinstance(stream, str) or stream not in REGISTRY:
         raise SubscriptionError(
-            "unknown_stream", f"stream must be one of {', '.join(REGISTRY)}, not {stream!r}"
+            "unknown_stream", f"stream must be one of {', '.join(REGISTRY)}, not {shown(stream)}"
         )
     raw_filter = command.get("filter", {})
     if not isinstance(raw_filter, Mapping):
@@ -258,7 +267,7 @@ def query_parameters() -> dict[str, dict[str, dict[str, Any]]]:
         },
         "since": {
             "type": "string",
-            "pattern": r"^\d+(:[^:]+)?$",
+            "pattern": r"^[0-9]{1,19}(:[^:]{1,64})?$",
             "description": "SEQ or SEQ:EPOCH: resume right after SEQ; the first frame says "
             "recovered true or false.",
         },

@@ -3,14 +3,16 @@
 Each attack gets RFC 6455's close code or the documented HTTP status. After
 every test, a control client subscribed to /ws/transactions since the start
 must still be connected, must have received every message with no gap in
-``seq``, and the server's resident memory must stay under a fixed bound
-(the ``healthy`` fixture); ``test_server_survived_everything`` says it once more
-at the end with the totals.
+``seq`` and never waited longer than ``GAP_LIMIT`` for the next one while the
+test ran; ``/q/health/live`` must have answered UP throughout, and the server's
+resident memory must stay under a fixed bound (the ``healthy`` fixture);
+``test_server_survived_everything`` says it once more at the end with the totals.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import os
@@ -34,7 +36,17 @@ from hypothesis_graphql import Mode, mutations, queries
 
 from aurigraph_stream.gql.schema import SCHEMA
 from aurigraph_stream.streams import REGISTRY
-from tests.support.attack import ControlClient, RawClient, client_frame, fresh_address, rss_kib
+from tests.support.attack import (
+    ControlClient,
+    Flood,
+    LiveProbe,
+    RawClient,
+    client_frame,
+    flood,
+    fresh_address,
+    rss_kib,
+    wait_until_read,
+)
 from tests.support.server import ServerProcess, run_server
 from tests.support.streamtools import example_event
 
@@ -43,6 +55,10 @@ MAX_MESSAGE = 1048576
 # Generous: Python does not give freed arenas back at once, and the attacks below
 # push well over 500 MiB at the server (an unbounded buffer would blow far past this).
 RSS_GROWTH_LIMIT_KIB = 80 * 1024
+# The longest a healthy subscriber may wait for its next message while an attack runs
+# (docs/security.md). The simulator publishes every 50 ms; an attack that held the event
+# loop, as cheap frames did, showed as stalls of 3.5 to 7 s.
+GAP_LIMIT = 0.5
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 # Every extensions.code GraphQL answers may carry (docs/graphql.md, "Errors").
@@ -73,8 +89,10 @@ class Target:
     control: ControlClient
     baseline_kib: int
     http: httpx.Client
+    probe: LiveProbe
     seen: int = 0
     peak_kib: int = 0
+    longest_gap: float = 0.0
 
     def sample(self, stop: threading.Event) -> None:
         """Track the peak RSS every 20 ms while the attacks run (a background thread)."""
@@ -84,10 +102,17 @@ class Target:
             except (OSError, AssertionError):
                 return
 
-    def check(self) -> None:
-        """The three promises: alive, no gap for the control client, memory bounded."""
+    def check(self, started: float | None = None) -> None:
+        """The promises: alive and live, no gap and no stall for the control client, memory
+        bounded. ``started``: when the test began (its stalls are judged from then on)."""
         assert self.server.proc.poll() is None, f"server died:\n{self.server.log()[-3000:]}"
         self.seen = self.control.check(self.seen)
+        if started is not None:
+            gap = self.control.longest_gap(started, time.monotonic())
+            self.longest_gap = max(self.longest_gap, gap)
+            assert gap < GAP_LIMIT, f"the control client waited {gap:.2f} s for a message"
+        failures = self.probe.take_failures()
+        assert not failures, f"/q/health/live was not UP: {failures[:3]}"
         self.peak_kib = max(self.peak_kib, rss_kib(self.server.proc.pid))
         assert self.peak_kib - self.baseline_kib < RSS_GROWTH_LIMIT_KIB, (
             f"RSS grew from {self.baseline_kib} KiB to {self.peak_kib} KiB"
@@ -117,7 +142,9 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         control.start()
         control.wait_for(20)
         http = httpx.Client(base_url=server.http)
-        target = Target(server, control, rss_kib(server.proc.pid), http)
+        probe = LiveProbe(server.http)
+        probe.start()
+        target = Target(server, control, rss_kib(server.proc.pid), http, probe)
         stop = threading.Event()
         sampler = threading.Thread(target=target.sample, args=(stop,), daemon=True)
         sampler.start()
@@ -126,15 +153,18 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         finally:
             stop.set()
             sampler.join(5)
+            probe.stop()
             http.close()
             control.stop()
 
 
 @pytest.fixture(autouse=True)
 def healthy(target: Target) -> Iterator[None]:
-    """After each attack: the server is alive, the control client whole, memory bounded."""
+    """After each attack: the server is alive, the control client whole and never stalled,
+    liveness UP, memory bounded."""
+    started = time.monotonic()
     yield
-    target.check()
+    target.check(started)
 
 
 def opened(target: Target, path: str = "/ws/validators", **kwargs: Any) -> RawClient:
@@ -243,6 +273,215 @@ def test_bad_handshakes_get_their_status(
     assert response.json()["error"] == error
     if status == 426 and error == "unsupported_version":
         assert response.headers["sec-websocket-version"] == "13"
+
+
+# -- the two head parsers, against each other -----------------------------------
+# A whole upgrade head in one read takes the WebSocket layer's fast path; anything else,
+# such as the same head in two reads, takes uvicorn's parser. A request that one of them
+# would answer differently from the other is what request smuggling feeds on.
+SPLIT_AT = 10  # inside the request line: the first read is never a whole head
+
+
+def _answer(port: int, head: bytes, *, split: bool) -> tuple[int, str]:
+    """The status and error slug (or the start of the body) the server answers ``head`` with."""
+    with RawClient(port) as client:
+        if split:
+            client.send(head[:SPLIT_AT])
+            wait_until_read(client.sock)
+            client.send(head[SPLIT_AT:])
+        else:
+            client.send(head)
+        try:
+            response = client.response(timeout=5)
+        except (OSError, ValueError) as exc:
+            return 0, type(exc).__name__
+    if response.status == 101:
+        return 101, ""
+    try:
+        return response.status, str(response.json().get("error"))
+    except ValueError:
+        return response.status, response.body[:40].decode("latin-1")
+
+
+def _both_ways(target: Target, head: bytes) -> tuple[tuple[int, str], tuple[int, str]]:
+    port = target.server.port
+    return _answer(port, head, split=False), _answer(port, head, split=True)
+
+
+def _head(*lines: str, path: str = "/ws/metrics", version: str = "HTTP/1.1") -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    base = [
+        f"GET {path} {version}",
+        "Host: 127.0.0.1",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+    ]
+    return ("\r\n".join([*base, *lines]) + "\r\n\r\n").encode("latin-1")
+
+
+DIFFERENTIAL_CASES = [
+    ("valid", _head(), 101),
+    ("space-before-colon", _head("Authorization : Bearer x"), 400),
+    ("tab-before-colon", _head("X-Tab\t: 1"), 400),
+    ("obs-fold", _head("X-Folded: a", " b"), 400),
+    ("obs-fold-with-colon", _head("X-Folded: a", " Authorization: Bearer x"), 400),
+    ("bare-lf", _head("X-A: 1\nX-B: 2"), 400),
+    ("bare-cr", _head("X-A: 1\rX-B: 2"), 400),
+    ("nul-in-name", _head("X-A\x00: 1"), 400),
+    ("control-in-name", _head("X-A\x01: 1"), 400),
+    ("del-in-name", _head("X-A\x7f: 1"), 400),
+    ("space-in-name", _head("X A: 1"), 400),
+    ("empty-name", _head(": 1"), 400),
+    ("nul-in-value", _head("X-A: 1\x002"), 400),
+    ("control-in-value", _head("X-A: 1\x012"), 400),
+    ("length-and-chunked", _head("Content-Length: 0", "Transfer-Encoding: chunked"), 400),
+    ("chunked", _head("Transfer-Encoding: chunked"), 101),
+    ("two-lengths", _head("Content-Length: 0", "Content-Length: 1"), 400),
+    ("space-in-target", _head(path="/ws/met rics"), 400),
+    ("http-1.0", _head(version="HTTP/1.0"), 400),
+    ("double-space-after-method", _head(path=" /ws/metrics"), 101),
+    ("quote-in-target", _head(path='/ws/metrics?a="b"'), 400),
+    ("two-connection-headers", _head("Connection: keep-alive"), 426),
+    ("upgrade-with-trailing-space", _head().replace(b"websocket\r\n", b"websocket \r\n"), 426),
+]
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [(h, s) for _, h, s in DIFFERENTIAL_CASES],
+    ids=[n for n, _, _ in DIFFERENTIAL_CASES],
+)
+def test_a_head_gets_the_same_answer_whole_or_split(
+    target: Target, head: bytes, status: int
+) -> None:
+    """Whole in one read (the fast path) or split over two (uvicorn's parser): one answer."""
+    whole, split = _both_ways(target, head)
+    assert whole == split, (head, whole, split)
+    assert whole[0] == status, (head, whole)
+
+
+_ODD_BYTES = [
+    b" ",
+    b"\t",
+    b"\x00",
+    b"\x01",
+    b"\x0b",
+    b"\x1f",
+    b"\x7f",
+    b"\x80",
+    b"\xff",
+    b":",
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b"\r\n ",
+    b"(",
+    b'"',
+    b"#",
+    b"%",
+    b"@",
+    b"/",
+    b",",
+    b";",
+]
+_EXTRA_HEADERS = [
+    (b"Content-Length", b"0"),
+    (b"Content-Length", b"5"),
+    (b"Transfer-Encoding", b"chunked"),
+    (b"Transfer-Encoding", b"gzip, chunked"),
+    (b"Connection", b"close"),
+    (b"Connection", b"keep-alive, Upgrade"),
+    (b"Upgrade", b"h2c"),
+    (b"Upgrade", b"websocket"),
+    (b"Host", b"other.example"),
+    (b"Sec-WebSocket-Key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+    (b"Sec-WebSocket-Version", b"8"),
+    (b"Sec-WebSocket-Extensions", b"permessage-deflate; client_max_window_bits"),
+    (b"Sec-WebSocket-Protocol", b"aurigraph.v11.json"),
+    (b"Expect", b"100-continue"),
+    (b"X-Empty", b""),
+    (b"Authorization", b"Bearer x"),
+]
+_SEPARATORS = [b":", b": ", b":\t", b" :", b"\t:", b":  ", b"::"]
+_LINE_ENDS = [b"\r\n", b"\r\n", b"\r\n", b"\n", b"\r", b"\r\n ", b"\r\n\t", b" \r\n"]
+
+
+@st.composite
+def upgrade_heads(draw: st.DrawFn) -> bytes:
+    """Upgrade heads, mostly valid, with a few odd bytes, separators or line ends.
+
+    Each head is built from an upgrade request's lines: the request line drawn from
+    methods, targets (a quarter with an odd byte in them) and versions, extra headers
+    from a pool (lengths, encodings, second Connection or Upgrade headers), then one to
+    three mutations of a name, a value, a separator or a line end.
+    """
+    method = draw(st.sampled_from([b"GET"] * 12 + [b"get", b"POST", b"PUT", b"GET "]))
+    target = draw(
+        st.sampled_from(
+            [b"/ws/metrics"] * 4
+            + [b"/ws", b"/ws/metrics?replay=1", b"/q/health/live", b"/ws/metrics?x=%22", b"*"]
+            + [b"http://127.0.0.1/ws/metrics", b"/ws/metr\xc3\xa9", b'/ws/metrics?a="b"']
+        )
+    )
+    if draw(st.integers(0, 3)) == 0:  # an odd byte in the target
+        at = draw(st.integers(1, len(target)))
+        odd = draw(st.sampled_from([*_ODD_BYTES, *(bytes([c]) for c in b"{}|\\^`<>[]'!$&*+=~")]))
+        target = target[:at] + odd + target[at:]
+    version = draw(st.sampled_from([b"HTTP/1.1"] * 12 + [b"HTTP/1.0", b"HTTP/2.0", b"http/1.1"]))
+    fields = [
+        [b"Host", b": ", b"127.0.0.1", b"\r\n"],
+        [b"Upgrade", b": ", b"websocket", b"\r\n"],
+        [b"Connection", b": ", b"Upgrade", b"\r\n"],
+        [b"Sec-WebSocket-Key", b": ", b"dGhlIHNhbXBsZSBub25jZQ==", b"\r\n"],
+        [b"Sec-WebSocket-Version", b": ", b"13", b"\r\n"],
+        # Headers nobody checks: a flaw in them shows only as a parser's refusal.
+        [b"User-Agent", b": ", b"aurigraph-fuzz/1.0", b"\r\n"],
+        [b"Accept-Language", b": ", b"en", b"\r\n"],
+    ]
+    quiet = fields[-2:]
+    for _ in range(draw(st.integers(0, 2))):
+        name, value = draw(st.sampled_from(_EXTRA_HEADERS))
+        fields.insert(draw(st.integers(0, len(fields))), [name, b": ", value, b"\r\n"])
+    for _ in range(draw(st.integers(1, 3))):
+        # Half the flaws go to a header nobody checks, where only a parser can object.
+        if draw(st.booleans()):
+            field = draw(st.sampled_from(quiet))
+        else:
+            field = fields[draw(st.integers(0, len(fields) - 1))]
+        kind = draw(st.sampled_from(["name", "value", "separator", "end", "case", "empty"]))
+        if kind in ("name", "value"):
+            part = 0 if kind == "name" else 2
+            at = draw(st.integers(0, len(field[part])))
+            field[part] = field[part][:at] + draw(st.sampled_from(_ODD_BYTES)) + field[part][at:]
+        elif kind == "separator":
+            field[1] = draw(st.sampled_from(_SEPARATORS))
+        elif kind == "end":
+            field[3] = draw(st.sampled_from(_LINE_ENDS))
+        elif kind == "case":
+            field[0] = field[0].upper() if draw(st.booleans()) else field[0].lower()
+        else:
+            field[0] = b""
+    request_line = b" ".join((method, target, version)) + b"\r\n"
+    return request_line + b"".join(b"".join(field) for field in fields) + b"\r\n"
+
+
+@settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "80")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=os.environ.get("FUZZ_RANDOM") is None,
+)
+@given(upgrade_heads())
+def test_generated_heads_get_the_same_answer_whole_or_split(target: Target, head: bytes) -> None:
+    """Generated upgrade heads, whole in one read and split over two: the same status and slug.
+
+    Whole, a head may take the fast path; split, it always takes uvicorn's parser.
+    """
+    whole, split = _both_ways(target, head)
+    event(f"status {whole[0]}")
+    assert whole == split, (head, whole, split)
 
 
 # -- bad frames ---------------------------------------------------------------
@@ -426,6 +665,160 @@ def test_garbage_streams_after_upgrade(target: Target) -> None:
                 pass
             code, _ = client.until_close()
             assert code in (1002, 1007, 1009)  # random bytes can parse as a bad text frame
+
+
+# -- frame floods: cheap frames, many of them -----------------------------------
+_MASK = b"\x00\x00\x00\x00"  # a zero mask: the payload goes as it is
+FLOODS = [
+    # A message that never ends: empty continuations add nothing to its size.
+    Flood("empty-continuations", client_frame(OP_TEXT, b"{", fin=False), b"\x00\x80" + _MASK, 1009),
+    # A message that ends far past the limit on fragments, one byte each.
+    Flood(
+        "one-byte-fragments",
+        client_frame(OP_TEXT, b"{", fin=False),
+        b"\x00\x81" + _MASK + b" ",
+        1009,
+    ),
+    # Pongs nobody asked for, and pings that each ask for a pong back.
+    Flood("pongs", b"", b"\x8a\x80" + _MASK, 4029),
+    Flood("pings", b"", b"\x89\x80" + _MASK, 4029),
+    # A protocol error, then more input: after its close the server reads none of it.
+    Flood(
+        "after-a-protocol-error",
+        client_frame(OP_TEXT, b"x", masked=False),
+        b"\x89\x80" + _MASK,
+        1002,
+    ),
+    # Complete tiny messages: a few per frame budget, then the policy close.
+    Flood("tiny-messages", b"", b"\x82\x80" + _MASK, 4029),
+]
+
+
+@pytest.mark.parametrize("attack", FLOODS, ids=[f.name for f in FLOODS])
+def test_frame_floods_are_cut_off_while_others_are_served(target: Target, attack: Flood) -> None:
+    """Two clients flood cheap frames for 3 s, reconnecting whenever they are closed.
+
+    Each connection is closed with the attack's code, and meanwhile the control client
+    keeps getting its messages with no wait over ``GAP_LIMIT`` (the ``healthy`` fixture)
+    and liveness stays UP: no client holds the event loop.
+    """
+    started = time.monotonic()
+    codes = flood(target.server.port, attack, attackers=2, duration=3.0)
+    gap = target.control.longest_gap(started, time.monotonic())
+    print(
+        f"{attack.name}: {len(codes)} connections, longest wait {gap * 1000:.0f} ms, "
+        f"worst loop lag so far {target.probe.worst_lag_ms:.0f} ms"
+    )
+    read = [code for code in codes if code is not None]
+    assert read, f"no attacking connection was closed with a code: {codes}"
+    assert set(read) == {attack.code}, codes
+    assert gap < GAP_LIMIT, f"the control client waited {gap:.2f} s for a message"
+
+
+def test_a_flood_after_a_policy_close_is_not_read(target: Target) -> None:
+    """After the 4029, the server stops reading: the flood stalls and the socket is closed.
+
+    A server that went on reading would take every byte the client sends; one that
+    stopped leaves the client's writes blocked, and closes the connection at once.
+    """
+    with opened(target) as client:
+        client.sock.settimeout(0.5)
+        pongs = b"\x8a\x80" + _MASK
+        sent = 0
+        started = time.monotonic()
+        with contextlib.suppress(OSError):
+            for _ in range(4096):  # at most 256 MiB
+                client.sock.sendall(pongs * 10922)
+                sent += 65532
+        assert sent < 64 * 1024 * 1024, "the server kept reading after its close"
+        code, _ = client.until_close(timeout=5)
+        assert code == 4029
+        client.closed_by_server(timeout=5)
+        assert time.monotonic() - started < 5
+
+
+# -- subscriptions that cost the server: big filters, big replays --------------
+def _subscribe_commands(count: int, per: int, first: int, **extra: Any) -> bytes:
+    """``count`` /ws subscribe commands, each watching ``per`` addresses of its own."""
+    commands = []
+    for n in range(count):
+        addresses = [f"0x{first + n * per + i:040x}" for i in range(per)]
+        command: dict[str, Any] = {"op": "subscribe", "id": f"s{n}", "stream": "transactions"}
+        command |= {"filter": {"address": addresses}, **extra}
+        commands.append(client_frame(OP_TEXT, orjson.dumps(command)))
+    return b"".join(commands)
+
+
+def _replies(client: RawClient, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Read ``count`` replies (subscribed or error), skipping the messages between them."""
+    replies: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    for _ in range(200_000):
+        if len(replies) >= count:
+            return replies
+        _, _, opcode, payload = client.frame(max(0.001, deadline - time.monotonic()))
+        if opcode == OP_TEXT:
+            frame = orjson.loads(payload)
+            if frame.get("type") in ("subscribed", "error"):
+                replies.append(frame)
+    raise AssertionError(f"{len(replies)} of {count} replies")
+
+
+def test_batches_of_big_subscribe_commands_stall_no_one(target: Target) -> None:
+    """Four clients each send 100 subscribe commands of 1,000 addresses in one write.
+
+    Each connection's subscriptions stop at its memory budget (the rest get
+    memory_budget_exceeded), the commands are run one per turn of the event loop, and the
+    control client meanwhile waits no longer than GAP_LIMIT (the ``healthy`` fixture).
+    """
+    started = time.monotonic()
+    clients = [opened(target, "/ws") for _ in range(4)]
+    try:
+        for n, client in enumerate(clients):
+            client.send(_subscribe_commands(100, 1000, first=(n + 1) << 32))
+        for client in clients:
+            replies = _replies(client, 100)
+            kinds = [(r["type"], r.get("error")) for r in replies]
+            assert kinds.count(("subscribed", None)) >= 1
+            assert set(kinds) == {("subscribed", None), ("error", "memory_budget_exceeded")}
+    finally:
+        for client in clients:
+            client.close()
+    gap = target.control.longest_gap(started, time.monotonic())
+    print(f"big subscribes: longest wait {gap * 1000:.0f} ms")
+    assert gap < GAP_LIMIT
+
+
+def test_a_batch_of_big_replays_is_paced_not_buffered(target: Target) -> None:
+    """Ten clients that read nothing each ask for 100 replays of 1,000 messages in one write.
+
+    The replays go out as the clients' buffers allow: the server's memory stays within the
+    suite's bound (the ``healthy`` fixture), where queuing them whole took about 37 MB a
+    client, and the control client is not held up.
+    """
+    before = rss_kib(target.server.proc.pid)
+    clients = []
+    try:
+        for _ in range(10):
+            client = RawClient(target.server.port, rcvbuf=4096)
+            assert client.upgrade("/ws").status == 101
+            commands = [
+                {"op": "subscribe", "id": f"r{n}", "stream": "transactions", "replay": 1000}
+                for n in range(100)
+            ]
+            client.send(b"".join(client_frame(OP_TEXT, orjson.dumps(c)) for c in commands))
+            clients.append(client)
+        peak = before
+        seen = len(target.control.seqs)
+        for _ in range(500):  # until the server has served 50 more messages: at most 10 s
+            peak = max(peak, rss_kib(target.server.proc.pid))
+            if len(target.control.seqs) >= seen + 50:
+                break
+            time.sleep(0.02)
+        assert peak - before < 16 * 1024, f"RSS grew {peak - before} KiB while the replays waited"
+    finally:
+        for client in clients:
+            client.close()
 
 
 # -- property-based: frames ---------------------------------------------------
@@ -882,8 +1275,10 @@ def test_server_survived_everything(target: Target) -> None:
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
     assert len(seqs) > 100
     assert target.peak_kib - target.baseline_kib < RSS_GROWTH_LIMIT_KIB
-    print(  # shown with -s: the figures behind the bound
-        f"control client: {len(seqs)} messages, seq {seqs[0]}..{seqs[-1]}; "
+    print(  # shown with -s: the figures behind the bounds
+        f"control client: {len(seqs)} messages, seq {seqs[0]}..{seqs[-1]}, longest wait "
+        f"{target.longest_gap * 1000:.0f} ms; worst event-loop lag "
+        f"{target.probe.worst_lag_ms:.0f} ms; "
         f"RSS {target.baseline_kib} KiB at start, peak {target.peak_kib} KiB"
     )
     with RawClient(target.server.port) as client:

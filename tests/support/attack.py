@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import orjson
 import websockets.sync.client
 from websockets.exceptions import ConnectionClosed
@@ -28,10 +29,14 @@ from tests.support.rawws import HttpResponse, read_http_response
 
 __all__ = [
     "ControlClient",
+    "Flood",
+    "LiveProbe",
     "RawClient",
     "client_frame",
+    "flood",
     "fresh_address",
     "rss_kib",
+    "wait_until_read",
 ]
 
 _addresses = itertools.count(1)
@@ -74,10 +79,15 @@ def client_frame(
 class RawClient:
     """One TCP connection to the server from ``source``; nothing happens unless asked."""
 
-    def __init__(self, port: int, source: str | None = None, timeout: float = 5.0) -> None:
+    def __init__(
+        self, port: int, source: str | None = None, timeout: float = 5.0, rcvbuf: int = 0
+    ) -> None:
+        """``rcvbuf``: a receive buffer this small (set before connecting, so the window is)."""
         self.source = source or fresh_address()
         self.port = port
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.bind((self.source, 0))
         self.sock.settimeout(timeout)
         self.sock.connect(("127.0.0.1", port))
@@ -186,10 +196,15 @@ class RawClient:
 
 @dataclass
 class ControlClient:
-    """A well-behaved subscriber on a background thread; it records every ``seq`` it gets."""
+    """A well-behaved subscriber on a background thread; it records every ``seq`` it gets.
+
+    ``times`` holds when each message arrived (``time.monotonic()``), for the longest gap
+    between consecutive messages while an attack runs (:meth:`longest_gap`).
+    """
 
     url: str
     seqs: list[int] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
     error: BaseException | None = None
     closed: bool = False
     _thread: threading.Thread | None = None
@@ -206,6 +221,7 @@ class ControlClient:
                     self._ws = ws
                     ready.set()
                     for message in ws:
+                        self.times.append(time.monotonic())
                         self.seqs.append(int(orjson.loads(message)["seq"]))
             except ConnectionClosed as exc:
                 self.error = exc
@@ -241,6 +257,164 @@ class ControlClient:
         gaps = [(a, b) for a, b in itertools.pairwise(seqs) if b != a + 1]
         assert not gaps, f"gaps in seq: {gaps[:5]}"
         return len(seqs)
+
+    def longest_gap(self, start: float, end: float) -> float:
+        """The longest time without a message between ``start`` and ``end`` (monotonic seconds).
+
+        It counts from the last message before ``start``, and a silence still going on at
+        ``end`` counts up to ``end``.
+        """
+        times = list(self.times)
+        before = [t for t in times if t < start]
+        points = [before[-1] if before else start, *(t for t in times if start <= t <= end), end]
+        return max(b - a for a, b in itertools.pairwise(points))
+
+
+class LiveProbe:
+    """Polls ``/q/health/live`` on a background thread; any answer but 200 UP is recorded.
+
+    A liveness probe that fails is what gets a pod restarted: an attack must never cause one.
+    """
+
+    def __init__(self, base_url: str, interval: float = 0.2, timeout: float = 3.0) -> None:
+        self.url = f"{base_url}/q/health/live"
+        self.interval = interval
+        self.timeout = timeout
+        self.answers = 0
+        self.failures: list[str] = []
+        self.worst_lag_ms = 0.0  # the longest event-loop lag the server reported
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(self.timeout + 5)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=self.timeout) as http:
+            while not self._stop.wait(self.interval):
+                try:
+                    response = http.get(self.url)
+                    self.answers += 1
+                    body = response.json()
+                    if response.status_code != 200 or body.get("status") != "UP":
+                        self.failures.append(f"{response.status_code} {response.text[:200]}")
+                    for check in body.get("checks", ()):
+                        lag = check.get("data", {}).get("windowLagMs")
+                        if isinstance(lag, int | float):
+                            self.worst_lag_ms = max(self.worst_lag_ms, float(lag))
+                except (httpx.HTTPError, ValueError) as exc:
+                    self.failures.append(f"{type(exc).__name__}: {exc}")
+
+    def take_failures(self) -> list[str]:
+        """The failures since the last call."""
+        failures, self.failures = self.failures, []
+        return failures
+
+
+@dataclass(frozen=True)
+class Flood:
+    """One flood: ``opening`` once after the upgrade, then ``unit`` over and over."""
+
+    name: str
+    opening: bytes
+    unit: bytes
+    code: int  # the close code the server must answer it with
+
+
+def _flood_once(port: int, attack: Flood, chunk: bytes, deadline: float) -> int | None:
+    """One connection that floods until the server closes it or ``deadline``; its close code."""
+    with RawClient(port) as client:
+        assert client.upgrade("/ws/validators").status == 101
+        client.sock.settimeout(1.0)
+        try:
+            client.sock.sendall(attack.opening)
+            while time.monotonic() < deadline:
+                client.sock.sendall(chunk)
+        except OSError:  # the server stopped reading (a timeout) or closed (reset, pipe)
+            pass
+        try:
+            code, _ = client.until_close(timeout=3.0)
+        except (OSError, AssertionError):
+            return None  # the connection ended without a close frame this client could read
+        return code
+
+
+def flood(
+    port: int,
+    attack: Flood,
+    *,
+    attackers: int = 2,
+    duration: float = 3.0,
+    cycles: int = 2000,
+    cycle: float = 0.01,
+) -> list[int | None]:
+    """``attackers`` threads flood for ``duration`` s; each reconnects when it is closed.
+
+    A thread starts at most one connection per ``cycle`` seconds: the attack is the frames,
+    not a storm of handshakes (the handshake rate per address bounds those).
+    Returns the close code of every attacking connection (``None``: none could be read).
+    """
+    repeat = max(1, 65536 // len(attack.unit))
+    chunk = attack.unit * repeat
+    deadline = time.monotonic() + duration
+    codes: list[int | None] = []
+    lock = threading.Lock()
+
+    def attacker() -> None:
+        pace = threading.Event()  # never set: its wait paces the reconnections
+        for _ in range(cycles):
+            started = time.monotonic()
+            if started >= deadline:
+                return
+            code = _flood_once(port, attack, chunk, deadline)
+            with lock:
+                codes.append(code)
+            pace.wait(max(0.0, started + cycle - time.monotonic()))
+
+    threads = [threading.Thread(target=attacker, daemon=True) for _ in range(attackers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(duration + 30)
+    return codes
+
+
+def _tcp_queues() -> dict[tuple[str, str], tuple[int, int]]:
+    """(local, remote) -> (tx_queue, rx_queue) of every IPv4 TCP socket (/proc/net/tcp)."""
+    out = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        tx, rx = (int(n, 16) for n in fields[4].split(":"))
+        out[(fields[1], fields[2])] = (tx, rx)
+    return out
+
+
+def _proc_key(address: tuple[str, int]) -> str:
+    return f"{socket.inet_aton(address[0])[::-1].hex().upper()}:{address[1]:04X}"
+
+
+def wait_until_read(sock: socket.socket, timeout: float = 5.0) -> None:
+    """Wait (bounded) until the server has read everything ``sock`` sent it so far.
+
+    The kernel's queues are the readiness condition: nothing unacknowledged on the
+    client's end, nothing unread on the server's. Then the next send arrives as a read
+    of its own.
+    """
+    client = (_proc_key(sock.getsockname()), _proc_key(sock.getpeername()))
+    server = (client[1], client[0])
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.002) + 1):
+        queues = _tcp_queues()
+        if queues.get(client, (1, 0))[0] == 0 and queues.get(server, (0, 1))[1] == 0:
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.002)
+    raise AssertionError(f"the server did not read what was sent within {timeout} s")
 
 
 def rss_kib(pid: int) -> int:

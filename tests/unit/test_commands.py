@@ -11,6 +11,8 @@ import pytest
 
 from aurigraph_stream.contract import COMMAND_SCHEMA
 from aurigraph_stream.errors import SubscriptionError
+from aurigraph_stream.filters import parse_filter
+from aurigraph_stream.hub import subscription_bytes
 from aurigraph_stream.node import Node
 from aurigraph_stream.ws.commands import (
     Mux,
@@ -19,7 +21,7 @@ from aurigraph_stream.ws.commands import (
     refreshed_frame,
 )
 from tests.support.nodes import Recorder, running_node
-from tests.support.streamtools import example_event
+from tests.support.streamtools import address, example_event
 
 
 def run(scenario: Callable[[Node], Coroutine[Any, Any, None]], **settings: Any) -> None:
@@ -157,7 +159,9 @@ def test_refresh_goes_to_the_connection_and_revoke_ends_what_is_no_longer_grante
     async def scenario(node: Node) -> None:
         sink = Recorder()
         calls: list[tuple[str, str | None]] = []
-        mux = Mux(node, sink, lambda s: True, "json", 0, limit=10, refresh=_record(calls))
+        mux = Mux(
+            node, sink, lambda s: True, "json", 0, limit=10, budget=1 << 20, refresh=_record(calls)
+        )
         for sub_id, stream in (("c", "consensus"), ("m", "metrics")):
             mux.handle(orjson.dumps({"op": "subscribe", "id": sub_id, "stream": stream}))
         mux.handle('{"op": "refresh", "token": "t0k", "id": "r1"}')
@@ -204,7 +208,9 @@ def test_subscribe_reply_then_messages_then_unsubscribe() -> None:
 
     async def scenario(node: Node) -> None:
         sink = Recorder()
-        mux = Mux(node, sink, lambda stream: True, "json", 0, limit=10, refresh=_no_refresh)
+        mux = Mux(
+            node, sink, lambda s: True, "json", 0, limit=10, budget=1 << 20, refresh=_no_refresh
+        )
         mux.handle(orjson.dumps({"op": "subscribe", "id": "c", "stream": "consensus"}))
         await node.publish("consensus", [example_event("consensus")])
         reply, message = await sink.flushed()
@@ -231,7 +237,14 @@ def test_command_errors_leave_the_other_subscriptions_alone() -> None:
     async def scenario(node: Node) -> None:
         sink = Recorder()
         mux = Mux(
-            node, sink, lambda stream: stream != "validators", "json", 0, 2, refresh=_no_refresh
+            node,
+            sink,
+            lambda stream: stream != "validators",
+            "json",
+            0,
+            2,
+            budget=1 << 20,
+            refresh=_no_refresh,
         )
         for command in (
             {"op": "subscribe", "id": "m", "stream": "metrics"},
@@ -258,5 +271,40 @@ def test_command_errors_leave_the_other_subscriptions_alone() -> None:
         await node.publish("metrics", [example_event("metrics")])
         (message,) = await sink.flushed()
         assert (message["id"], message["data"]["seq"]) == ("m", 1)
+
+    run(scenario)
+
+
+def test_subscriptions_share_the_connections_memory_budget() -> None:
+    """A subscribe that would take the connection's subscriptions over its budget gets
+    memory_budget_exceeded; an unsubscribe gives its share back."""
+
+    async def scenario(node: Node) -> None:
+        sink = Recorder()
+        addresses = [address(n) for n in range(1000)]
+        one = subscription_bytes(parse_filter("transactions", {"address": addresses}))
+        mux = Mux(
+            node, sink, lambda s: True, "json", 0, limit=100, budget=one + 4096, refresh=_no_refresh
+        )
+        big = {"op": "subscribe", "stream": "transactions", "filter": {"address": addresses}}
+        mux.handle(orjson.dumps({**big, "id": "a"}))
+        mux.handle(orjson.dumps({**big, "id": "b"}))
+        mux.handle(orjson.dumps({"op": "subscribe", "id": "m", "stream": "metrics"}))
+        mux.handle(orjson.dumps({"op": "subscribe", "id": "n", "stream": "network"}))
+        replies = await sink.flushed()
+        assert [(r["type"], r["id"], r.get("error")) for r in replies] == [
+            ("subscribed", "a", None),
+            ("error", "b", "memory_budget_exceeded"),
+            ("subscribed", "m", None),
+            ("error", "n", "memory_budget_exceeded"),
+        ]
+        assert str(one + 4096) in replies[1]["detail"]
+        mux.handle('{"op": "unsubscribe", "id": "a"}')
+        mux.handle(orjson.dumps({**big, "id": "b"}))
+        replies = await sink.flushed()
+        assert [(r["type"], r["id"]) for r in replies] == [
+            ("unsubscribed", "a"),
+            ("subscribed", "b"),
+        ]
 
     run(scenario)

@@ -10,8 +10,10 @@ from aurigraph_stream.contract import CloseCode
 from aurigraph_stream.errors import HandshakeRejected
 from aurigraph_stream.wire.handshake import accept_key, switching_protocols
 from aurigraph_stream.ws.session import (
+    TURN_FRAMES,
     Action,
     Closing,
+    Event,
     HandshakeFailed,
     MessageReceived,
     Session,
@@ -59,6 +61,17 @@ def close_payload(code: int, reason: bytes = b"") -> bytes:
 
 def sent_frames(session: Session) -> list[RawFrame]:
     return server_frames(b"".join(session.data_to_send()))
+
+
+def drain(session: Session, turns: int = 1000) -> list[Event]:
+    """The events of the input already received, over as many turns as it takes (bounded)."""
+    events = list(session.events_received())
+    for _ in range(turns):
+        if not session.input_pending:
+            return events
+        session.resume_input()
+        events += session.events_received()
+    raise AssertionError(f"input still pending after {turns} turns")
 
 
 def status(session: Session) -> tuple[State, Action, float | None]:
@@ -165,7 +178,7 @@ def test_data_messages_come_out_whole_text_as_str_binary_as_bytes() -> None:
         + frame_bytes(OP_CONT, b'"x"}')
         + frame_bytes(OP_BINARY, b"\x00\x01")
     )
-    assert session.events_received() == [
+    assert drain(session) == [
         MessageReceived('{"op":"x"}'),
         MessageReceived(b"\x00\x01"),
     ]
@@ -355,7 +368,7 @@ def test_messages_over_the_inbound_rate_close_with_4029() -> None:
     clock = Clock()
     session = opened(clock)
     session.receive_data(b"".join(frame_bytes(OP_TEXT, b"m") for _ in range(3)))
-    assert len(session.events_received()) == 3
+    assert len(drain(session)) == 3
     session.receive_data(frame_bytes(OP_TEXT, b"one too many"))
     assert session.events_received() == [Closing(4029, "rate")]
     (close,) = sent_frames(session)
@@ -367,6 +380,7 @@ def test_the_inbound_rate_refills_with_time() -> None:
     clock = Clock()
     session = opened(clock)
     session.receive_data(b"".join(frame_bytes(OP_TEXT, b"m") for _ in range(3)))
+    drain(session)
     clock.now += 0.2  # two tokens back at 10 per second
     session.receive_data(frame_bytes(OP_TEXT, b"again"))
     assert session.events_received()[-1] == MessageReceived("again")
@@ -376,7 +390,7 @@ def test_the_inbound_rate_refills_with_time() -> None:
 def test_no_inbound_rate_when_it_is_zero() -> None:
     session = opened(limits=SessionLimits(inbound_rate=0, inbound_burst=1))
     session.receive_data(b"".join(frame_bytes(OP_TEXT, b"m") for _ in range(50)))
-    assert len(session.events_received()) == 50
+    assert len(drain(session)) == 50
     assert session.state is State.OPEN
 
 
@@ -386,3 +400,138 @@ def test_fail_internal_closes_an_open_connection_with_1011() -> None:
     (close,) = sent_frames(session)
     assert close.close_code() == 1011
     assert close.payload[2:] == b"internal error"
+
+
+# -- the inbound frame budget and the work of one turn ----------------------------------
+
+FRAMES = SessionLimits(
+    max_frame=1024,
+    max_message=4096,
+    max_fragments=8,
+    inbound_rate=0,  # the message budget is tested above
+    frame_rate=10.0,
+    frame_burst=5,
+    close_timeout=2.0,
+)
+EMPTY_CONT = frame_bytes(OP_CONT, b"", fin=False)
+
+
+def test_every_frame_takes_from_the_frame_budget_pongs_too() -> None:
+    """Frames that complete no message (unasked pongs) still count: the 6th of a burst of 5
+    closes with 4029."""
+    clock = Clock()
+    session = opened(clock, FRAMES)
+    for _ in range(5):
+        session.receive_data(frame_bytes(OP_PONG, b""))
+    assert session.state is State.OPEN
+    session.receive_data(frame_bytes(OP_PONG, b""))
+    assert session.events_received() == [Closing(4029, "rate")]
+    (close,) = sent_frames(session)
+    assert (close.close_code(), close.payload[2:]) == (4029, b"too many frames")
+    assert session.transport_action is Action.CLOSE
+
+
+def test_the_frame_budget_refills_with_time() -> None:
+    clock = Clock()
+    session = opened(clock, FRAMES)
+    for _ in range(50):  # 10 per second, at 10 per second: never over
+        session.receive_data(frame_bytes(OP_PONG, b""))
+        clock.now += 0.1
+    assert session.state is State.OPEN
+
+
+def test_empty_continuations_end_at_max_fragments_with_1009() -> None:
+    """A message that grows by nothing still has a bounded number of fragments."""
+    session = opened(limits=SessionLimits(max_fragments=8, frame_rate=0))
+    session.receive_data(frame_bytes(OP_TEXT, b"{", fin=False) + EMPTY_CONT * 7)
+    assert drain(session) == []
+    session.receive_data(EMPTY_CONT)
+    assert session.events_received() == [Closing(1009, "protocol_error")]
+    (close,) = sent_frames(session)
+    assert close.payload[2:] == b"message in more than 8 fragments"
+
+
+def test_a_message_of_max_fragments_frames_is_whole() -> None:
+    session = opened(limits=SessionLimits(max_fragments=8, frame_rate=0))
+    frames = [frame_bytes(OP_TEXT, b"a", fin=False), *[frame_bytes(OP_CONT, b"b", fin=False)] * 6]
+    session.receive_data(b"".join(frames) + frame_bytes(OP_CONT, b"c"))
+    assert drain(session) == [MessageReceived("abbbbbbc")]
+
+
+def test_a_flood_costs_its_burst_not_its_read() -> None:
+    """100,000 pings in one read: closed with 4029 after parsing the burst and one more.
+
+    The session parses no more frames than the budget has tokens for, plus the one that
+    shows it spent, so the rest of the read is never looked at; the frames of a turn over
+    the budget are not acted on (no pong for them).
+    """
+    session = opened(Clock(), FRAMES)
+    session.receive_data(frame_bytes(OP_PING, b"p") * 100_000)
+    assert session.events_received() == [Closing(4029, "rate")]
+    assert [f.opcode for f in sent_frames(session)] == [OP_CLOSE]
+    assert not session.input_pending
+
+
+def test_one_turn_parses_at_most_turn_frames() -> None:
+    """Without budgets, a read of many frames is still parsed TURN_FRAMES at a time."""
+    session = opened(limits=SessionLimits(frame_rate=0, inbound_rate=0))
+    session.receive_data(frame_bytes(OP_PING, b"p") * (TURN_FRAMES * 2 + 1))
+    assert len(sent_frames(session)) == TURN_FRAMES
+    assert session.input_pending
+    session.resume_input()
+    assert len(sent_frames(session)) == TURN_FRAMES
+    session.resume_input()
+    assert len(sent_frames(session)) == 1
+    assert not session.input_pending
+
+
+def test_one_turn_hands_over_one_data_message() -> None:
+    """Commands cost their handling: one per turn, the next ones on later turns."""
+    session = opened()
+    session.receive_data(frame_bytes(OP_TEXT, b"a") + frame_bytes(OP_TEXT, b"b"))
+    assert session.events_received() == [MessageReceived("a")]
+    assert session.input_pending
+    session.resume_input()
+    assert session.events_received() == [MessageReceived("b")]
+    assert not session.input_pending
+
+
+def test_only_the_pong_to_our_ping_skips_the_budget() -> None:
+    """The lone pong that answers our keepalive costs nothing; with frame_burst 1 it may come
+    every time, while a second, unasked one is a frame like any other."""
+    clock = Clock()
+    session = opened(clock, SessionLimits(frame_rate=0.001, frame_burst=1))
+    pong = frame_bytes(OP_PONG, b"keepalive")
+    for _ in range(20):
+        assert session.ping()
+        session.receive_data(pong)
+        assert not session.awaiting_pong
+    assert session.state is State.OPEN
+    session.receive_data(pong)  # unasked: the one token
+    session.receive_data(pong)  # unasked: over
+    assert session.events_received() == [Closing(4029, "rate")]
+
+
+def test_while_closing_the_frame_budget_still_holds() -> None:
+    """Waiting for the client's close reply, a flood of frames ends the wait at once."""
+    clock = Clock()
+    session = opened(clock, FRAMES)
+    session.close(CloseCode.SLOW_CONSUMER)
+    session.data_to_send()
+    session.events_received()
+    session.receive_data(frame_bytes(OP_PING, b"p") * 1000)
+    drain(session)
+    assert session.data_to_send() == ()  # no pong while closing, no second close frame
+    assert (session.state, session.transport_action) == (State.CLOSED, Action.CLOSE)
+
+
+def test_nothing_is_read_after_the_close_decision() -> None:
+    """After 4029 the rest of the read, and anything later, is discarded unread."""
+    session = opened(Clock(), FRAMES)
+    session.receive_data(frame_bytes(OP_PONG, b"") * 6 + frame_bytes(OP_TEXT, b"after"))
+    assert drain(session) == [Closing(4029, "rate")]
+    session.data_to_send()
+    assert not session.input_pending
+    session.receive_data(frame_bytes(OP_PING, b"later"))
+    session.resume_input()
+    assert (session.events_received(), session.data_to_send()) == ((), ())

@@ -129,3 +129,119 @@ def test_on_the_multiplexed_endpoint_replays_are_wrapped_too() -> None:
         assert (replayed["type"], replayed["id"], replayed["data"]["seq"]) == ("message", "c1", 2)
 
     run(scenario)
+
+
+class Slow(Recorder):
+    """A recorder whose transport can be full (``paused``) and that records being dropped."""
+
+    __slots__ = ("dropped",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = False
+
+    def overflow(self) -> None:
+        self.dropped = True
+
+
+def _frames_bytes(sink: Recorder) -> int:
+    return sum(len(frame) for frame in sink.frames)
+
+
+async def _turns(until: Callable[[], bool], limit: int = 10_000) -> None:
+    """Let the event loop turn (bounded) until ``until()``."""
+    for _ in range(limit):
+        if until():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"not done after {limit} turns")
+
+
+def test_a_long_replay_is_paced_then_live_follows_with_no_gap() -> None:
+    """replay=3000: the subscribe queues one step (about 64 KiB), the rest follows a step
+    per turn of the loop, and live events come after the last replayed one."""
+
+    async def scenario(node: Node) -> None:
+        a, b = address(1), address(2)
+        await node.publish("transactions", [tx(i, a, b, "1") for i in range(1, 3001)])
+        sink = Recorder()
+        attach(node, sink, from_query("transactions", {"replay": "3000"}), "json", 0)
+        queued = sink.pending
+        assert isinstance(queued, list)
+        assert sum(len(f) for f in queued) < 70_000  # one step, not 3000 messages at once
+        await _turns(lambda: len(sink.frames) >= 3001 and sink.pending is None)
+        await node.publish("transactions", [tx(3001, a, b, "1")])
+        head, *messages = await sink.flushed()
+        assert (head["replayed"], head["position"]["seq"]) == (3000, 3000)
+        assert seqs(messages) == list(range(1, 3002))
+
+    run(scenario, history_size=5000)
+
+
+def test_events_published_during_a_paced_replay_come_in_order() -> None:
+    """Events published while a replay is still being paced come after it, none twice."""
+
+    async def scenario(node: Node) -> None:
+        a, b = address(1), address(2)
+        await node.publish("transactions", [tx(i, a, b, "1") for i in range(1, 2001)])
+        sink = Recorder()
+        attach(node, sink, from_query("transactions", {"replay": "2000"}), "json", 0)
+        await node.publish("transactions", [tx(i, a, b, "1") for i in range(2001, 2011)])
+        await _turns(lambda: len(sink.frames) >= 2011 and sink.pending is None)
+        _, *messages = await sink.flushed()
+        assert seqs(messages) == list(range(1, 2011))
+
+    run(scenario, history_size=5000)
+
+
+def test_a_replay_waits_while_the_transport_is_full() -> None:
+    """While the subscriber's transport is over its high-water mark, no step runs; resume
+    (the transport drained) goes on."""
+
+    async def scenario(node: Node) -> None:
+        a, b = address(1), address(2)
+        await node.publish("transactions", [tx(i, a, b, "1") for i in range(1, 2001)])
+        sink = Slow()
+        attach(node, sink, from_query("transactions", {"replay": "2000"}), "json", 0)
+        sink.paused = True
+        for _ in range(50):
+            await asyncio.sleep(0)
+        waited = _frames_bytes(sink)
+        assert waited < 70_000
+        node.hub.resume(sink)
+        await _turns(lambda: len(sink.frames) >= 2001 and sink.pending is None)
+        assert not sink.dropped
+
+    run(scenario, history_size=5000)
+
+
+def test_a_replay_the_history_overtakes_closes_as_a_slow_consumer() -> None:
+    """A client that takes its replay so slowly that the history drops what it has yet to
+    get is dropped (4008), as a client that falls behind live traffic is."""
+
+    async def scenario(node: Node) -> None:
+        a, b = address(1), address(2)
+        await node.publish("transactions", [tx(i, a, b, "1") for i in range(1, 1001)])
+        sink = Slow()
+        attach(node, sink, from_query("transactions", {"replay": "1000"}), "json", 0)
+        sink.paused = True
+        await node.publish("transactions", [tx(i, a, b, "1") for i in range(1001, 2001)])
+        node.hub.resume(sink)
+        await _turns(lambda: sink.dropped)
+        assert sink.subscriptions == []
+
+    run(scenario, history_size=1000)
+
+
+def test_an_unsubscribe_ends_a_paced_replay() -> None:
+    async def scenario(node: Node) -> None:
+        a, b = address(1), address(2)
+        await node.publish("transactions", [tx(i, a, b, "1") for i in range(1, 2001)])
+        sink = Recorder()
+        sub = attach(node, sink, from_query("transactions", {"replay": "2000"}), "json", 0)
+        node.hub.remove(sub)
+        for _ in range(100):
+            await asyncio.sleep(0)
+        assert len(await sink.flushed()) < 300  # the first step's, and nothing after
+
+    run(scenario, history_size=5000)

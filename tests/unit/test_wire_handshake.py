@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.utils import accept_key as websockets_accept_key
 
 from aurigraph_stream.errors import HandshakeRejected
@@ -16,8 +19,8 @@ from aurigraph_stream.wire.handshake import (
     check_upgrade,
     http_error,
     parse_request,
+    read_upgrade_head,
     switching_protocols,
-    whole_upgrade_head,
 )
 from tests.support.rawws import upgrade_head
 
@@ -113,6 +116,34 @@ def test_check_upgrade_refusals(request_: Request, status: int, error: str) -> N
         assert ("Allow", "GET") in info.value.headers
 
 
+def _decodes_to_16_bytes(key: str) -> bool:
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        return False
+
+
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.binary(min_size=0, max_size=20).map(lambda b: base64.b64encode(b).decode()),
+        st.text(alphabet=_B64 + "= -_\x00é", min_size=20, max_size=28),
+        st.text(max_size=30),
+    )
+)
+def test_a_key_is_accepted_exactly_when_it_decodes_to_16_bytes(key: str) -> None:
+    """The key check reads keys as base64.b64decode(validate=True) and a length of 16 do."""
+    try:
+        check_upgrade(_request(sec_websocket_key=key))
+        accepted = True
+    except HandshakeRejected:
+        accepted = False
+    assert accepted is _decodes_to_16_bytes(key)
+
+
 def test_switching_protocols_response() -> None:
     """The 101 carries the accept key and, when negotiated, the extension answer."""
     plain = switching_protocols(KEY, None, None).decode()
@@ -138,21 +169,73 @@ def test_http_error_is_a_complete_json_response() -> None:
     assert orjson.loads(body) == {"error": "too_many_connections", "detail": "full"}
 
 
-_HEAD = upgrade_head("/ws/metrics", connection="keep-alive, Upgrade")
+_HEAD = upgrade_head("/ws/metrics?replay=2", connection="keep-alive, Upgrade")
 
 
 @pytest.mark.parametrize(
-    ("data", "fast"),
+    "data",
     [
-        (_HEAD, True),
-        (_HEAD[:-2], False),  # not the whole head yet
-        (_HEAD + b"\x81\x80abcd", False),  # bytes after the head
-        (_HEAD.replace(b"HTTP/1.1", b"HTTP/1.0"), False),
-        (_HEAD.replace(b"Upgrade: websocket", b"Upgrade: h2c"), False),
-        (_HEAD.replace(b"keep-alive, Upgrade", b"keep-alive"), False),
-        (_HEAD.replace(b"GET ", b"POST "), False),
+        _HEAD[:-2],  # not the whole head yet
+        _HEAD + b"\x81\x80abcd",  # bytes after the head
+        _HEAD.replace(b"HTTP/1.1", b"HTTP/1.0"),
+        _HEAD.replace(b"Upgrade: websocket", b"Upgrade: h2c"),
+        _HEAD.replace(b"keep-alive, Upgrade", b"keep-alive"),
+        _HEAD.replace(b"keep-alive, Upgrade", b"keep-alive upgrade"),
+        _HEAD.replace(b"GET ", b"POST "),
+        # What uvicorn's parser refuses, or reads otherwise, is left to it:
+        _HEAD.replace(b"Host:", b"Host :"),  # a space before the colon
+        _HEAD.replace(b"Host:", b"Ho\x00st:"),  # NUL, controls, spaces in a name
+        _HEAD.replace(b"Host:", b"Ho\x01st:"),
+        _HEAD.replace(b"Host:", b"Ho st:"),
+        _HEAD.replace(b"Host:", b":"),  # an empty name
+        _HEAD.replace(b"127.0.0.1", b"127.0.0.1\r\n x"),  # obs-fold
+        _HEAD.replace(b"\r\nHost", b"\nHost"),  # a bare LF
+        _HEAD.replace(b"127.0.0.1", b"127.0\x00.0.1"),  # a control character in a value
+        _HEAD.replace(b"\r\n\r\n", b"\r\nContent-Length: 0\r\n\r\n"),
+        _HEAD.replace(b"\r\n\r\n", b"\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        _HEAD.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"),  # uvicorn: the last
+        _HEAD.replace(b"/ws/metrics", b"/ws/met rics"),
+        _HEAD.replace(b"/ws/metrics", b"/ws/metrics#x"),
+        _HEAD.replace(b"Upgrade: websocket", b"Upgrade: websocket "),  # uvicorn: no upgrade
+    ],
+    ids=[
+        "incomplete",
+        "bytes-after",
+        "http-1.0",
+        "upgrade-to-h2c",
+        "no-connection-upgrade",
+        "connection-not-a-list",
+        "post",
+        "space-before-colon",
+        "nul-in-name",
+        "control-in-name",
+        "space-in-name",
+        "empty-name",
+        "obs-fold",
+        "bare-lf",
+        "nul-in-value",
+        "content-length",
+        "transfer-encoding",
+        "two-connection-headers",
+        "space-in-target",
+        "fragment",
+        "upgrade-trailing-space",
     ],
 )
-def test_whole_upgrade_head(data: bytes, fast: bool) -> None:
-    """Only one complete HTTP/1.1 WebSocket upgrade head, alone, is recognised."""
-    assert whole_upgrade_head(data, 16384) is fast
+def test_read_upgrade_head_leaves_every_other_head_to_uvicorn(data: bytes) -> None:
+    """Only one complete, strictly formed HTTP/1.1 WebSocket upgrade head, alone, is read."""
+    assert read_upgrade_head(data, 16384) is None
+
+
+def test_read_upgrade_head_reads_what_parse_request_reads() -> None:
+    """A head it takes reads the same as parse_request reads it."""
+    head = _HEAD.replace(b"\r\n\r\n", b"\r\nX-Twice: a\r\nx-twice:\t b \r\n\r\n")
+    request = read_upgrade_head(head, 16384)
+    assert request == parse_request(head)
+    assert request is not None
+    assert (request.path, request.query, request.header("x-twice")) == (
+        "/ws/metrics",
+        {"replay": "2"},
+        "a, b",
+    )
+    assert read_upgrade_head(head, len(head) - 1) is None  # over max_head

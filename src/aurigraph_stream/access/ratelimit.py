@@ -41,6 +41,10 @@ class TokenBucket:
         self.tokens = tokens
         return (n - tokens) / self.rate
 
+    def available(self, now: float) -> float:
+        """The tokens there are at ``now`` (nothing is taken)."""
+        return min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+
     def full_at(self) -> float:
         """When this bucket will be full again if nothing more is taken."""
         return self.stamp + (self.burst - self.tokens) / self.rate

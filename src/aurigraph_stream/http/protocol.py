@@ -2,7 +2,7 @@
 
 Every socket starts with a WebSocket :class:`~aurigraph_stream.ws.connection.Connection`,
 which keeps a complete upgrade head and hands anything else to this protocol
-(see :func:`~aurigraph_stream.wire.handshake.whole_upgrade_head`). uvicorn arms
+(see :func:`~aurigraph_stream.wire.handshake.read_upgrade_head`). uvicorn arms
 no timer until a first response has been sent: a client that trickles half a
 request head (slowloris) would hold a descriptor and a parser for ever, and one
 that sends endless header lines would grow uvicorn's header list without

@@ -10,6 +10,13 @@ instead of slowing anyone else.
 
 Who gets an event is :mod:`.members`' business; how it becomes bytes, :mod:`.frames`'.
 
+Paced work. What one subscriber asked for that is too much to queue at once (a
+replay of thousands of messages) is a :class:`Job`: the hub runs one bounded
+step of one job per turn of the event loop, round robin, and a job whose
+subscriber's transport is full waits until it drains (:meth:`Hub.resume`). So
+such work never holds the loop for long, and what it queues is bounded by the
+subscriber's buffer, not by what it asked for.
+
 Encode once. Per event, a payload is encoded once per (projection, format)
 and a frame built and compressed once per (projection, format, deflate,
 envelope), whatever the number of groups that match: subscribers that share a
@@ -32,8 +39,9 @@ and per variant, never per delivery.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from aurigraph_stream.codecs import CODECS
 from aurigraph_stream.contract import Position
@@ -51,7 +59,7 @@ from aurigraph_stream.hub.members import (
 from aurigraph_stream.stats import Stats
 from aurigraph_stream.wire.frames import encode_frame_parts
 
-__all__ = ["DEFAULT_TICK_BUDGET", "ENVELOPE_COST", "FRAME_COST", "RENDER_COST", "Hub"]
+__all__ = ["DEFAULT_TICK_BUDGET", "ENVELOPE_COST", "FRAME_COST", "RENDER_COST", "Hub", "Job"]
 
 #: Work units a tick may spend fanning out before the rest waits for the next tick.
 DEFAULT_TICK_BUDGET = 100_000
@@ -61,6 +69,17 @@ FRAME_COST = 100
 ENVELOPE_COST = 5
 #: Units per event rendered by a view (one GraphQL execution: about 70 us).
 RENDER_COST = 700
+
+
+class Job(Protocol):
+    """Work for one subscriber, done a bounded step at a time (:meth:`Hub.pace`)."""
+
+    @property
+    def sink(self) -> Subscriber: ...
+
+    def step(self) -> bool:
+        """Do one bounded step; True when there is more to do."""
+        ...
 
 
 class Hub:
@@ -85,6 +104,9 @@ class Hub:
         self._dirty: list[Subscriber] = []
         self._flushed_events: list[Event] = []
         self._flush_scheduled = False
+        self._jobs: deque[Job] = deque()
+        self._waiting: dict[Subscriber, list[Job]] = {}  # jobs of subscribers paused writing
+        self._jobs_scheduled = False
         self._budget = tick_budget
         # Events accepted but not yet fanned out (a batch over one tick's budget), in order.
         self._backlog: list[Event] = []
@@ -100,6 +122,7 @@ class Hub:
         *,
         sub_id: str | None = None,
         after: int | None = None,
+        live: bool = True,
         view: View | None = None,
         envelope: tuple[bytes, bytes] | None = None,
         opening: bytes | None = None,
@@ -115,6 +138,8 @@ class Hub:
             after: the seq the subscriber already has (a replay ended there):
                 events up to it are skipped, so that a history read and live
                 delivery never overlap, whatever order a broker delivers in.
+            live: False: the subscription is held, but gets no event until
+                :meth:`go_live` (its starting messages are still being sent).
             view: render events with it instead of encoding the message.
             envelope: the (prefix, suffix) around each payload, when not the format's.
             opening: the suffix of the first message delivered live, in place of the usual.
@@ -141,6 +166,8 @@ class Hub:
         st.count += 1
         if control:
             st.control.add(sub)
+        if not live:
+            return sub
         if loading:
             st.loading[sub] = []
             st.joining.append(sub)
@@ -195,6 +222,13 @@ class Hub:
             frame |= {"stream": stream, "position": where, "recovered": False, "replayed": 0}
             self.enqueue(sub.sink, [control_frame(sub.codec, sub.bits, self._level, frame)])
 
+    def go_live(self, sub: Subscription, after: int) -> None:
+        """Start delivering to a held subscription: the events after seq ``after``."""
+        if sub not in sub.sink.subscriptions:
+            return
+        sub.after = after
+        self._streams[sub.stream].joining.append(sub)
+
     def remove(self, sub: Subscription) -> None:
         """End one subscription; frames already queued for its subscriber stay queued."""
         sink = sub.sink
@@ -210,6 +244,7 @@ class Hub:
         """Remove every subscription of ``sink``; frames it has pending are dropped. Idempotent."""
         for sub in list(sink.subscriptions):
             self.remove(sub)
+        self._waiting.pop(sink, None)  # its queued jobs find their subscription gone
         if sink.pending is not None:
             sink.counters.failed_sends += count_frames(sink.pending)
             sink.pending = None
@@ -237,7 +272,8 @@ class Hub:
             self._schedule(self.flush)
 
     def resume(self, sink: Subscriber) -> None:
-        """The transport drained: queue what latest-wins subscriptions held back."""
+        """The transport drained: queue what latest-wins subscriptions held back, and go on
+        with the subscriber's paced jobs."""
         sink.paused = False
         held = []
         for sub in sink.subscriptions:
@@ -245,6 +281,33 @@ class Hub:
                 held.append(sub.held)
                 sub.held = None
         self.enqueue(sink, held)
+        jobs = self._waiting.pop(sink, None)
+        if jobs:
+            self._jobs.extend(jobs)
+            self._schedule_jobs()
+
+    # -- paced work -------------------------------------------------------------------
+    def pace(self, job: Job) -> None:
+        """Run ``job`` one step per turn of the event loop, in turn with the other jobs."""
+        self._jobs.append(job)
+        self._schedule_jobs()
+
+    def _schedule_jobs(self) -> None:
+        if not self._jobs_scheduled:
+            self._jobs_scheduled = True
+            self._schedule(self._run_job)
+
+    def _run_job(self) -> None:
+        self._jobs_scheduled = False
+        if self._jobs:
+            job = self._jobs.popleft()
+            sink = job.sink
+            if sink.paused:  # its transport is full: the job waits for it to drain
+                self._waiting.setdefault(sink, []).append(job)
+            elif job.step():
+                self._jobs.append(job)
+        if self._jobs:
+            self._schedule_jobs()
 
     @property
     def backlog(self) -> int:

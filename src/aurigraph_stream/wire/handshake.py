@@ -1,13 +1,13 @@
 """The HTTP side of a WebSocket upgrade (RFC 6455 section 4.2), without I/O.
 
-:func:`whole_upgrade_head` tells whether a first read is one complete upgrade
-head; :func:`parse_request` reads a head, :func:`check_upgrade` validates it,
+:func:`read_upgrade_head` reads a first read that is one strict, complete upgrade
+head, and declines any other (uvicorn's parser takes those); :func:`parse_request`
+reads a head uvicorn's parser already took; :func:`check_upgrade` validates a head,
 and :func:`switching_protocols` / :func:`http_error` build the bytes to write.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import re
@@ -25,12 +25,15 @@ __all__ = [
     "check_upgrade",
     "http_error",
     "parse_request",
+    "read_upgrade_head",
     "request_timeout",
     "switching_protocols",
-    "whole_upgrade_head",
 ]
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+# 16 bytes in base64 (RFC 6455 4.2.1): 22 characters and "==", as base64.b64decode(validate=True)
+# reads them; one regular expression instead of the decode.
+_KEY = re.compile(r"[A-Za-z0-9+/]{22}==")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +79,7 @@ def parse_request(raw: bytes) -> Request:
 
 def accept_key(key: str) -> str:
     """The ``Sec-WebSocket-Accept`` value for a client's ``Sec-WebSocket-Key``."""
-    return base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
+    return binascii.b2a_base64(hashlib.sha1(key.encode() + _GUID).digest(), newline=False).decode()
 
 
 def check_upgrade(request: Request) -> str:
@@ -103,29 +106,27 @@ def check_upgrade(request: Request) -> str:
             (("Sec-WebSocket-Version", "13"),),
         )
     key = request.headers.get("sec-websocket-key", "")
-    try:
-        if len(base64.b64decode(key, validate=True)) != 16:
-            raise ValueError
-    except (binascii.Error, ValueError):
+    if _KEY.fullmatch(key) is None:
         raise HandshakeRejected(
             400, "bad_key", "Sec-WebSocket-Key must be 16 bytes, base64-encoded"
-        ) from None
+        )
     return key
+
+
+_SWITCHING = (
+    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Accept: "
+)
 
 
 def switching_protocols(key: str, extensions: str | None, subprotocol: str | None) -> bytes:
     """The 101 response that completes the handshake."""
-    lines = [
-        "HTTP/1.1 101 Switching Protocols",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        f"Sec-WebSocket-Accept: {accept_key(key)}",
-    ]
+    head = _SWITCHING + accept_key(key)
     if extensions:
-        lines.append(f"Sec-WebSocket-Extensions: {extensions}")
+        head += f"\r\nSec-WebSocket-Extensions: {extensions}"
     if subprotocol:
-        lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+        head += f"\r\nSec-WebSocket-Protocol: {subprotocol}"
+    return (head + "\r\n\r\n").encode()
 
 
 def _reason(status: int) -> str:
@@ -157,19 +158,53 @@ def request_timeout(seconds: float) -> bytes:
     )
 
 
-_CONNECTION_UPGRADE = re.compile(rb"\r\nconnection:[^\r\n]*\bupgrade\b")
+# The heads the fast path reads: RFC 9112's grammar at its strictest, so that it takes
+# no head uvicorn's parser would refuse or read otherwise. A GET of HTTP/1.1 whose
+# target is visible ASCII but "#" and '"', then header lines "token:value", the value
+# of visible characters, spaces and tabs (so no control character, no bare CR or LF, no
+# obs-fold, no space before the colon, no empty name), then the empty line.
+_STRICT_HEAD = re.compile(
+    rb"GET [!$-~]+ HTTP/1\.1\r\n"
+    rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)+\r\n"
+)
+# uvicorn reads the last of these when there are several, and this parser would join
+# them; a body's framing is for uvicorn's parser to judge (Content-Length with
+# Transfer-Encoding, two lengths): such heads go its way.
+_ONCE = frozenset(("connection", "upgrade"))
+_BODY = frozenset(("content-length", "transfer-encoding"))
 
 
-def whole_upgrade_head(data: bytes, max_head: int) -> bool:
-    """Whether ``data`` is exactly one HTTP/1.1 WebSocket upgrade head, and nothing more.
+def read_upgrade_head(data: bytes, max_head: int) -> Request | None:
+    """The request in ``data`` when it is exactly one strict HTTP/1.1 WebSocket upgrade head.
 
-    Anything else (a plain GET, a head split over reads, pipelined bytes, HTTP/1.0)
-    takes uvicorn's ordinary path, which answers it as before.
+    ``None`` for anything else: a plain GET, a head split over reads, pipelined bytes,
+    HTTP/1.0, a head outside the strict grammar above. Those take uvicorn's ordinary
+    path, which answers them as before, so that the two paths never answer one head
+    differently; the checks a head passes here are the ones uvicorn makes before it
+    hands an upgrade over (``Connection`` lists ``upgrade``, ``Upgrade`` is
+    ``websocket``).
     """
-    if not data.startswith(b"GET ") or not data.endswith(b"\r\n\r\n") or len(data) > max_head:
-        return False
-    line_end = data.find(b"\r\n")
-    if not data[:line_end].endswith(b" HTTP/1.1") or data.find(b"\r\n\r\n") != len(data) - 4:
-        return False
-    head = data.lower()
-    return b"\r\nupgrade: websocket\r\n" in head and _CONNECTION_UPGRADE.search(head) is not None
+    if len(data) > max_head or _STRICT_HEAD.fullmatch(data) is None:
+        return None
+    request_line, *lines = data.decode("latin-1").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in lines[:-2]:  # the empty line ends the head: "...\r\n\r\n" splits to "", ""
+        name, _, raw = line.partition(":")
+        key = name.lower()
+        value = raw.strip(" \t")
+        if key in headers:
+            if key in _ONCE:
+                return None
+            headers[key] = f"{headers[key]}, {value}"
+        else:
+            headers[key] = value
+        if key == "upgrade" and raw.endswith((" ", "\t")):
+            return None  # uvicorn compares the value with its trailing space: no upgrade
+    if (
+        headers.get("upgrade", "").lower() != "websocket"
+        or "upgrade" not in {t.strip().lower() for t in headers.get("connection", "").split(",")}
+        or not _BODY.isdisjoint(headers)
+    ):
+        return None
+    path, _, query = request_line[4:-9].partition("?")
+    return Request("GET", path, dict(parse_qsl(query)) if query else {}, headers)

@@ -17,6 +17,12 @@ Every command is first checked against the contract's one JSON Schema
 command that fails it gets an ``error`` reply naming the first problem, with
 the slug of the key at fault. An error leaves the connection and its other
 subscriptions as they were.
+
+A connection's subscriptions share a memory budget (``max_connection_memory``):
+each is charged what it holds in the hub (:func:`~aurigraph_stream.hub.subscription_bytes`:
+its filter's values, mostly), and a subscribe that would go over it gets
+``memory_budget_exceeded``. Its replay is not charged: it is sent paced against
+the connection's buffer bound (:mod:`.subscribe`).
 """
 
 from __future__ import annotations
@@ -28,8 +34,8 @@ import jsonschema_rs
 import orjson
 
 from aurigraph_stream.contract import COMMAND_OPS, COMMAND_SCHEMA, MAX_ID_LENGTH, MAX_REPLAY
-from aurigraph_stream.errors import SubscriptionError
-from aurigraph_stream.hub import Subscriber, Subscription
+from aurigraph_stream.errors import SubscriptionError, shown
+from aurigraph_stream.hub import Subscriber, Subscription, subscription_bytes
 from aurigraph_stream.node import Node
 from aurigraph_stream.streams import REGISTRY
 from aurigraph_stream.subscription import from_command
@@ -55,26 +61,21 @@ _SLUGS = {
 _ORDER = {key: rank for rank, key in enumerate(_SLUGS)}
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def _detail(command: Any, key: str) -> str:
     """The sentence for a schema failure about ``key`` (``""``: the command itself)."""
     if key == "op":
         ops = ", ".join(COMMAND_OPS[:-1]) + " or " + COMMAND_OPS[-1]
-        return f"op must be {ops}, not {_short(command.get('op'))}"
+        return f"op must be {ops}, not {shown(command.get('op'))}"
     if key == "id":
         return f"id must be a string of 1 to {MAX_ID_LENGTH} characters"
     if key == "stream":
-        return f"stream must be one of {', '.join(REGISTRY)}, not {_short(command.get('stream'))}"
+        return f"stream must be one of {', '.join(REGISTRY)}, not {shown(command.get('stream'))}"
     if key == "filter":
         return "filter must be an object"
     if key == "replay":
         return f"replay must be an integer from 0 to {MAX_REPLAY}"
     if key == "since":
-        return f"since must be SEQ, SEQ:EPOCH or {{seq, epoch}}, got {_short(command['since'])}"
+        return f"since must be SEQ, SEQ:EPOCH or {{seq, epoch}}, got {shown(command['since'])}"
     if key == "snapshot":
         return "snapshot must be true or false"
     if key == "token":
@@ -88,7 +89,7 @@ def _detail(command: Any, key: str) -> str:
             return "unsubscribe takes only op and id"
         if op == "refresh":
             return "refresh takes only op, token and id"
-        return f"unknown key {unknown[0]!r} in a {op} command"
+        return f"unknown key {shown(unknown[0])} in a {op} command"
     return f"id must be a string of 1 to {MAX_ID_LENGTH} characters"  # the one left to miss
 
 
@@ -171,12 +172,24 @@ class Mux:
         can_read: whether the client's token grants a stream.
         codec, bits: the connection's format and deflate window.
         limit: the most subscriptions it may hold (``max_subscriptions``).
+        budget: the bytes its subscriptions may hold (``max_connection_memory``).
         refresh: runs a well-formed refresh command (its token and id); the
             connection checks the token, and calls :meth:`revoke` and
             :meth:`refreshed`, or closes.
     """
 
-    __slots__ = ("bits", "can_read", "codec", "limit", "node", "refresh", "sink", "subs")
+    __slots__ = (
+        "bits",
+        "budget",
+        "can_read",
+        "codec",
+        "held",
+        "limit",
+        "node",
+        "refresh",
+        "sink",
+        "subs",
+    )
 
     def __init__(
         self,
@@ -187,6 +200,7 @@ class Mux:
         bits: int,
         limit: int,
         *,
+        budget: int,
         refresh: Callable[[str, str | None], None],
     ) -> None:
         self.node = node
@@ -195,6 +209,8 @@ class Mux:
         self.codec = codec
         self.bits = bits
         self.limit = limit
+        self.budget = budget
+        self.held = 0  # bytes charged to the budget
         self.refresh = refresh
         self.subs: dict[str, Subscription] = {}
 
@@ -243,6 +259,7 @@ class Mux:
         for sub_id, sub in list(self.subs.items()):
             if not can_read(sub.stream):
                 del self.subs[sub_id]
+                self.held -= subscription_bytes(sub.filter)
                 self.node.hub.remove(sub)
                 self._reply({"type": "unsubscribed", "id": sub_id, "reason": "forbidden"})
 
@@ -253,14 +270,15 @@ class Mux:
     def _unsubscribe(self, sub_id: str) -> None:
         sub = self.subs.pop(sub_id, None)
         if sub is None:
-            raise SubscriptionError("unknown_id", f"no subscription with id {sub_id!r}")
+            raise SubscriptionError("unknown_id", f"no subscription with id {shown(sub_id)}")
+        self.held -= subscription_bytes(sub.filter)
         self.node.hub.remove(sub)
         self._reply({"type": "unsubscribed", "id": sub_id})
 
     def _subscribe(self, command: dict[str, Any]) -> None:
         sub_id = command["id"]
         if sub_id in self.subs:
-            raise SubscriptionError("duplicate_id", f"subscription id {sub_id!r} is in use")
+            raise SubscriptionError("duplicate_id", f"subscription id {shown(sub_id)} is in use")
         if len(self.subs) >= self.limit:
             raise SubscriptionError(
                 "too_many_subscriptions", f"a connection holds at most {self.limit} subscriptions"
@@ -270,15 +288,25 @@ class Mux:
             raise SubscriptionError(
                 "forbidden", f"the token does not grant the stream {request.stream!r}"
             )
+        cost = subscription_bytes(request.filter)
+        if self.held + cost > self.budget:
+            raise SubscriptionError(
+                "memory_budget_exceeded",
+                f"this subscription would hold about {cost} bytes; the connection's "
+                f"subscriptions may hold {self.budget}, and hold {self.held}",
+            )
         self.subs[sub_id] = attach(
             self.node, self.sink, request, self.codec, self.bits, sub_id, self._failed(sub_id)
         )
+        self.held += cost
 
     def _failed(self, sub_id: str) -> Callable[[SubscriptionError], None]:
         """What a subscription whose history could not be read does: it ends, with an error."""
 
         def failed(exc: SubscriptionError) -> None:
-            self.subs.pop(sub_id, None)
+            sub = self.subs.pop(sub_id, None)
+            if sub is not None:
+                self.held -= subscription_bytes(sub.filter)
             self._reply(_error("subscribe", sub_id, exc.error, exc.detail))
 
         return failed

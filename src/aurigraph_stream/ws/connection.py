@@ -18,6 +18,13 @@ leaves the hub when the session closes.
 There is no task and no queue per connection: the hub writes frames straight
 to the transport. With ``__slots__`` an idle connection is a few hundred
 bytes of Python objects plus the transport.
+
+Input is taken one bounded turn at a time. When a read holds more than the
+session parses in one call, the connection stops reading the socket and gives
+the rest a turn of its own on a later pass of the event loop (``call_soon``),
+so every other connection and timer runs in between; while the client does not
+read what it is sent (writing paused), its input waits. Once the session has
+decided to close, nothing more is read.
 """
 
 from __future__ import annotations
@@ -33,9 +40,9 @@ from aurigraph_stream.access.tokens import UNRESTRICTED, Principal
 from aurigraph_stream.contract import GRAPHQL_ENDPOINT, MUX_ENDPOINT, CloseCode
 from aurigraph_stream.errors import AuthError, HandshakeRejected, SubscriptionError
 from aurigraph_stream.gql.transport import GraphqlSocket
-from aurigraph_stream.hub import Subscriber, count_frames
+from aurigraph_stream.hub import Subscriber, count_frames, subscription_bytes
 from aurigraph_stream.wire.deflate import negotiate
-from aurigraph_stream.wire.handshake import switching_protocols, whole_upgrade_head
+from aurigraph_stream.wire.handshake import read_upgrade_head, switching_protocols
 from aurigraph_stream.ws.commands import Mux, parse_stream_command, refreshed_frame
 from aurigraph_stream.ws.context import WsContext
 from aurigraph_stream.ws.session import (
@@ -98,6 +105,7 @@ class Connection(asyncio.Protocol, Subscriber):
         "timer",
         "timer_at",
         "transport",
+        "turn",
         "variant",
     )
 
@@ -127,6 +135,7 @@ class Connection(asyncio.Protocol, Subscriber):
         # On /ws: the subscriptions and their commands; on /graphql, the protocol's state.
         self.mux: Handler | None = None
         self.pumping = False  # in _pump: a close from a handler leaves the pump to it
+        self.turn: asyncio.Handle | None = None  # the next turn of input already read
         # The HTTP protocol to hand the socket to if its first read is not a whole
         # upgrade head; None once read, or when uvicorn already parsed the head.
         self.fallback = fallback
@@ -148,23 +157,33 @@ class Connection(asyncio.Protocol, Subscriber):
     def data_received(self, data: bytes) -> None:
         session = self.session
         fallback = self.fallback
-        if fallback is not None:
+        request = None
+        if fallback is not None:  # the first read: a strict, whole upgrade head, or uvicorn's
             self.fallback = None
-            if not whole_upgrade_head(data, self.ctx.settings.max_head_size):
+            request = read_upgrade_head(data, self.ctx.settings.max_head_size)
+            if request is None:
                 self._to_http(fallback, data, session.deadline)
                 return
         try:
-            session.receive_data(data)
+            if request is None:
+                session.receive_data(data)
+            else:
+                session.receive_head(request)
         except Exception:
             logger.exception("connection failed", extra={"client": self.peer})
             session.fail_internal()
         self._pump()
+        if session.input_pending:
+            self._hold_input()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.session.receive_eof()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.turn is not None:
+            self.turn.cancel()
+            self.turn = None
         if self.expiry_handle is not None:
             self.expiry_handle.cancel()
             self.expiry_handle = None
@@ -205,6 +224,8 @@ class Connection(asyncio.Protocol, Subscriber):
             self.ctx.node.hub.resume(self)
         else:
             self.paused = False
+        if self.session.input_pending:  # its input waited for the client to read
+            self._hold_input()
 
     # -- uvicorn --------------------------------------------------------------
     def shutdown(self) -> None:
@@ -362,14 +383,50 @@ class Connection(asyncio.Protocol, Subscriber):
                 transport.write(out[0])
             else:
                 transport.writelines(out)
+        if session.deadline != self.timer_at:  # the session wants its timer moved
+            self._arm()
         action = session.transport_action
         if action:
             if action is _ABORT:
                 transport.abort()
-            else:
-                transport.close()
-        if session.deadline != self.timer_at:  # the session wants its timer moved
-            self._arm()
+            elif not transport.is_closing():
+                self._close_transport(transport)
+
+    def _close_transport(self, transport: asyncio.Transport) -> None:
+        """Read nothing more, close once the close frame is out, and abort if it never is."""
+        transport.pause_reading()
+        transport.close()
+        if transport.get_write_buffer_size():
+            # A client that reads nothing would keep the socket, and its buffer, for ever.
+            self.timer = asyncio.get_running_loop().call_later(
+                self.ctx.limits.close_timeout, transport.abort
+            )
+
+    def _hold_input(self) -> None:
+        """Stop reading the socket; input already read gets a turn of its own, later."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.pause_reading()
+        if self.turn is None and not self.paused:
+            self.turn = asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self.turn = None
+        session = self.session
+        try:
+            session.resume_input()
+        except Exception:
+            logger.exception("connection failed", extra={"client": self.peer})
+            session.fail_internal()
+        self._pump()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if session.input_pending:
+            self._hold_input()
+        else:
+            transport.resume_reading()
 
     def _handle(self, event: Event) -> None:
         if type(event) is MessageReceived:
@@ -447,6 +504,19 @@ class Connection(asyncio.Protocol, Subscriber):
             self._refused(exc)
             return
         settings = ctx.settings
+        wanted = route.subscription
+        if wanted is not None:
+            cost = subscription_bytes(wanted.filter)
+            if cost > settings.max_connection_memory:  # a query string as long as a head
+                refusal = HandshakeRejected(
+                    400,
+                    "memory_budget_exceeded",
+                    f"this subscription would hold about {cost} bytes; a connection's "
+                    f"subscriptions may hold {settings.max_connection_memory}",
+                )
+                session.reject(refusal)
+                self._refused(refusal)
+                return
         offer = request.header("sec-websocket-extensions")
         negotiated = negotiate(offer) if settings.compression else None
         bits = negotiated[0] if negotiated else 0
@@ -481,6 +551,7 @@ class Connection(asyncio.Protocol, Subscriber):
                 route.format,
                 bits,
                 settings.max_subscriptions,
+                budget=settings.max_connection_memory,
                 refresh=self._refresh,
             )
         elif route.endpoint == GRAPHQL_ENDPOINT:

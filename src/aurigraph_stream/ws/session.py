@@ -17,8 +17,17 @@ After each call, the caller must:
 1. write :meth:`data_to_send` to the transport;
 2. act on :meth:`events_received`;
 3. close the transport when :attr:`transport_action` says ``CLOSE`` (after
-   writing), abort it on ``ABORT``;
-4. arm its timer for :attr:`deadline`, and call :meth:`tick` when it fires.
+   writing), abort it on ``ABORT``; in both cases read nothing more from it;
+4. arm its timer for :attr:`deadline`, and call :meth:`tick` when it fires;
+5. while :attr:`input_pending`, stop reading the transport and call
+   :meth:`resume_input` on a later turn of its event loop.
+
+Inbound work is budgeted. Every frame, data or control, takes a token from the
+frame budget (``frame_rate``/``frame_burst``) and every message one from the
+message budget; over either, the connection is closed with 4029. One call parses
+at most :data:`TURN_FRAMES` frames and :data:`TURN_MESSAGES` data messages and
+keeps the rest for :meth:`resume_input`, so one client's read, however full of
+tiny frames or commands, costs the event loop a bounded slice of time.
 
 The hub writes fan-out frames straight to the transport, bypassing the
 session: they are shared bytes, and the session only decides whether the
@@ -28,6 +37,7 @@ connection is :attr:`_OPEN` to receive them.
 from __future__ import annotations
 
 import enum
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -60,6 +70,12 @@ __all__ = [
 
 PING = encode_frame(Opcode.PING, b"keepalive")
 
+# What one call may parse: at most this many frames and data messages. The rest
+# waits for resume_input, a later turn of the caller's event loop.
+TURN_FRAMES = 64
+TURN_MESSAGES = 1
+_NO_LIMIT = sys.maxsize
+
 
 class State(enum.IntEnum):
     CONNECTING, OPEN, CLOSING, CLOSED = range(4)
@@ -85,8 +101,11 @@ class SessionLimits:
 
     max_frame: int = 65536
     max_message: int = 1048576
+    max_fragments: int = 64  # frames in one message
     inbound_rate: float = 50.0  # messages per second; 0: no limit
     inbound_burst: int = 100
+    frame_rate: float = 200.0  # frames (data and control) per second; 0: no limit
+    frame_burst: int = 400
     close_timeout: float = 5.0  # seconds to wait for the peer's close reply
     handshake_timeout: float = 10.0  # seconds for the whole head to arrive
 
@@ -117,7 +136,7 @@ class Closing(NamedTuple):
     ``code`` is the close code sent or received; ``cause`` says why:
     ``"peer"`` (the client closed), ``"server"`` (:meth:`Session.close`),
     ``"protocol_error"`` (the client broke RFC 6455/7692) or ``"rate"``
-    (over the inbound message rate).
+    (over the inbound frame or message budget).
     """
 
     code: int
@@ -125,6 +144,27 @@ class Closing(NamedTuple):
 
 
 Event = UpgradeRequest | HandshakeFailed | MessageReceived | Closing
+
+
+class _Inbound:
+    """The budgets of what a client sends: frames and messages (token buckets; None: off).
+
+    Made with the frame reader, when the client first sends more than a pong.
+    """
+
+    __slots__ = ("frames", "messages")
+
+    def __init__(self, limits: SessionLimits, now: float) -> None:
+        self.frames = (
+            TokenBucket(limits.frame_rate, limits.frame_burst, now)
+            if limits.frame_rate > 0
+            else None
+        )
+        self.messages = (
+            TokenBucket(limits.inbound_rate, limits.inbound_burst, now)
+            if limits.inbound_rate > 0
+            else None
+        )
 
 
 class Session:
@@ -166,7 +206,7 @@ class Session:
         self.transport_action = _NONE
         self.deadline: float | None = clock() + limits.handshake_timeout if head_deadline else None
         self._reader: Reader | None = None  # made when the client first sends a frame
-        self._inbound: TokenBucket | None = None  # made at the first message
+        self._inbound: _Inbound | None = None  # made with the reader
         # Lists only once there is something to hold: an idle connection allocates none.
         self._events: list[Event] | None = None
         self._outgoing: list[bytes] | None = None
@@ -205,15 +245,27 @@ class Session:
         """Take bytes read from the socket."""
         state = self.state
         if state is _OPEN or state is _CLOSING:
-            if self._reader is None and _is_lone_pong(data):
-                # The common keepalive answer: no reader, no allocation, and it does
-                # not count against the client's inbound message rate.
+            if self._reader is None and self.awaiting_pong and _is_lone_pong(data):
+                # The answer to our keepalive ping: no reader, no allocation, no budget.
+                # A pong nobody asked for takes the reader's path and its budget.
                 self.awaiting_pong = 0.0
                 return
             self._receive_frames(data)
         elif state is _CONNECTING:
             self._receive_head(data)
         # CLOSED: input after the end is discarded unread.
+
+    @property
+    def input_pending(self) -> bool:
+        """Whether input already received waits for :meth:`resume_input` (a turn's cap was hit)."""
+        reader = self._reader
+        return reader is not None and reader.stopped
+
+    def resume_input(self) -> None:
+        """Parse the next turn's share of the input already received."""
+        state = self.state
+        if state is _OPEN or state is _CLOSING:
+            self._receive_frames(b"")
 
     def receive_eof(self) -> None:
         """The socket was closed or lost: the session is over, and emits nothing more.
@@ -238,9 +290,21 @@ class Session:
 
     # -- the opening handshake ------------------------------------------------------
     def _receive_head(self, data: bytes) -> None:
-        self.deadline = None
         try:
             request = parse_request(data)
+        except HandshakeRejected as exc:
+            self.deadline = None
+            self.reject(exc)
+            self._emit(HandshakeFailed(exc))
+            return
+        self.receive_head(request)
+
+    def receive_head(self, request: Request) -> None:
+        """Take a head the caller has read itself (:func:`read_upgrade_head`), as one received."""
+        if self.state is not _CONNECTING:
+            return
+        self.deadline = None
+        try:
             key = check_upgrade(request)
         except HandshakeRejected as exc:
             self.reject(exc)
@@ -275,20 +339,39 @@ class Session:
     # -- frames -----------------------------------------------------------------------
     def _receive_frames(self, data: bytes) -> None:
         limits = self.limits
-        if self._reader is None:
-            self._reader = Reader(limits.max_frame, limits.max_message, self.deflate)
+        now = self.clock()
+        reader = self._reader
+        inbound = self._inbound
+        if reader is None or inbound is None:
+            reader = self._reader = Reader(
+                limits.max_frame, limits.max_message, self.deflate, limits.max_fragments
+            )
+            inbound = self._inbound = _Inbound(limits, now)
+        frames = inbound.frames
+        # Parse no more frames than the budget has tokens for, plus the one that
+        # shows it is spent: a flood costs its burst, not its whole read.
+        allowance = (
+            TURN_FRAMES if frames is None else min(TURN_FRAMES, int(frames.available(now)) + 1)
+        )
+        # Data messages cost their handling only while OPEN (later they are dropped).
+        turn_messages = TURN_MESSAGES if self.state is _OPEN else _NO_LIMIT
         try:
-            messages = self._reader.feed(data)
+            messages = reader.feed(data, allowance, turn_messages)
         except ProtocolError as exc:
             self.fail(exc.code, exc.reason, "protocol_error")
             return
-        if messages and limits.inbound_rate > 0 and self.state is _OPEN:
-            now = self.clock()
-            if self._inbound is None:
-                self._inbound = TokenBucket(limits.inbound_rate, limits.inbound_burst, now)
-            if self._inbound.take(now, len(messages)):
-                self.fail(CloseCode.TOO_MANY_MESSAGES, None, "rate")
-                return
+        if frames is not None and reader.frames and frames.take(now, reader.frames):
+            self.fail(CloseCode.TOO_MANY_MESSAGES, "too many frames", "rate")
+            return
+        budget = inbound.messages
+        if (
+            messages
+            and budget is not None
+            and self.state is _OPEN
+            and budget.take(now, len(messages))
+        ):
+            self.fail(CloseCode.TOO_MANY_MESSAGES, None, "rate")
+            return
         for opcode, payload in messages:
             if opcode == Opcode.PING:
                 if self.state is _OPEN:

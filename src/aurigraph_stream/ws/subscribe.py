@@ -1,27 +1,30 @@
 """Starting a subscription: the starting frames first, then live events, with no seam.
 
 :func:`attach` puts a connection on a stream. When the client asked for a
-starting point (replay, since, snapshot) or is on ``/ws``, it sends a
-``subscribed`` frame, the snapshot and the replayed messages before any live
-event, and the last replayed message and the first live one are consecutive.
+starting point (replay, since, snapshot) or is on ``/ws``, it reads the
+broker's history (or the snapshot state) and queues the ``subscribed`` reply
+(and the snapshot). The replayed messages then go out paced (:class:`CatchUp`,
+a hub :class:`~aurigraph_stream.hub.Job`): a bounded step at a time, while the
+connection's transport has room, each step reading the history after the last
+message sent. When a read finds nothing newer, the subscription joins the hub
+in that same synchronous step: with the in-process broker no event can be
+published in between, so the last replayed message and the first live one are
+consecutive. It joins with ``after=``, the hub's seq check, so that the seam
+holds even for a broker whose history and delivery are not in step. A client
+too slow to take its replay before the history drops what it still needs is
+closed as a slow consumer (4008), as one that falls behind live traffic is.
 
-- **In-process broker** (``history_now`` answers): the history read, the
-  queued frames and joining the hub are one synchronous step, so no event can
-  be published in between.
-- **Networked broker** (Redis): the history is a round trip away. The
-  subscription joins the hub at once in a *loading* state, in which the hub
-  keeps the live events it would have received (as centrifuge's
-  ``PubSubSync`` does); the history is read in the background; then, in one
-  synchronous step, the replay is queued, followed by the kept events newer
-  than the history's position, and the subscription receives live events
-  from where those end. Every event published after the buffering started
-  is either in the history read or among the kept events, and the seq check
-  drops what is in both.
-
-The snapshot (validators, network) is the node's own set
-(:class:`~aurigraph_stream.node.snapshots.SnapshotState`), which is exactly
-as of the last event the hub was given (``Broker.delivered``), so it needs
-no read at all.
+A networked broker (Redis) cannot read its history synchronously. There the
+subscription joins the hub at once in a *loading* state, in which the hub
+keeps the live events it would have received (as centrifuge's ``PubSubSync``
+does); the history is read in the background; then, in one synchronous step,
+the replay is queued, followed by the kept events newer than the history's
+position, and the subscription receives live events from where those end.
+Every event published after the buffering started is in the history read or
+among the kept events, and the seq check drops what is in both. That replay
+is queued whole, not paced. A snapshot, or a start without a replay, needs no
+read: the node's snapshot set is exactly as of the last event it delivered
+(``Broker.delivered``).
 """
 
 from __future__ import annotations
@@ -39,11 +42,16 @@ from aurigraph_stream.hub.frames import snapshot_frame
 from aurigraph_stream.node import Node
 from aurigraph_stream.subscription import Start, SubscribeRequest, history_since, starting_point
 
-__all__ = ["HISTORY_WAIT", "attach", "reply"]
+__all__ = ["HISTORY_WAIT", "CatchUp", "attach", "reply"]
 
 HISTORY_WAIT = 10.0  # seconds a subscription waits for an unreachable broker's history
 
 Failed = Callable[[SubscriptionError], None]
+
+# One step of a replay: at most this many bytes of frames (and half the subscriber's
+# buffer bound), and at most this many history events looked at.
+STEP_BYTES = 65536
+STEP_EVENTS = 256
 
 
 def reply(node: Node, sink: Subscriber, codec: str, bits: int, frame: Mapping[str, Any]) -> None:
@@ -57,6 +65,59 @@ def _replayed_frame(sub: Subscription, event: Event, level: int) -> bytes | None
     if payload is None:
         return None
     return message_frame(payload, sub.codec, sub.bits, sub.prefix, sub.suffix, level)
+
+
+class CatchUp:
+    """A subscription's replay, sent a bounded step at a time, then the subscription goes live.
+
+    ``cursor`` is the seq of the last history event looked at: each step reads the
+    history after it, queues the frames of the events that pass the filter (up to
+    :data:`STEP_BYTES`), and moves it on.
+    """
+
+    __slots__ = ("cursor", "level", "node", "step_bytes", "sub")
+
+    def __init__(self, node: Node, sub: Subscription, cursor: int) -> None:
+        self.node = node
+        self.sub = sub
+        self.cursor = cursor
+        self.level = node.settings.compression_level
+        self.step_bytes = min(STEP_BYTES, node.settings.max_buffered_bytes // 2)
+
+    @property
+    def sink(self) -> Subscriber:
+        return self.sub.sink
+
+    def step(self) -> bool:
+        sub = self.sub
+        sink = sub.sink
+        hub = self.node.hub
+        if sub not in sink.subscriptions:  # unsubscribed, or the connection closed
+            return False
+        read = self.node.broker.history_now(sub.stream, self.cursor)
+        if read is None or read.events is None:
+            # The history no longer holds what this client has yet to get.
+            hub.unsubscribe(sink)
+            sink.overflow()
+            return False
+        frames: list[bytes] = []
+        size = 0
+        matches = sub.filter.matches
+        for looked, event in enumerate(read.events, 1):
+            self.cursor = event.seq
+            if matches(event.data):
+                # An event this format cannot carry is left out (and logged), as live.
+                frame = _replayed_frame(sub, event, self.level)
+                if frame is not None:
+                    frames.append(frame)
+                    size += len(frame)
+            if size >= self.step_bytes or looked >= STEP_EVENTS:
+                break
+        hub.enqueue(sink, frames)
+        if self.cursor < read.position.seq:
+            return True
+        hub.go_live(sub, self.cursor)  # nothing newer: live from here, in this same step
+        return False
 
 
 def attach(
@@ -80,21 +141,56 @@ def attach(
         return hub.subscribe(sink, stream, (codec, bits), flt)
     control = sub_id is None  # a /ws/{stream} subscription with a starting point
     read = node.broker.history_now(stream, history_since(request))
-    if read is not None:
-        start = starting_point(request, read)
-    elif request.since is not None or request.replay is not None:
-        sub = hub.subscribe(
-            sink, stream, (codec, bits), flt, sub_id=sub_id, loading=True, control=control
-        )
-        node.load(_load(node, sub, request, failed))
-        return sub
-    else:
+    if read is None:
+        if request.since is not None or request.replay is not None:
+            sub = hub.subscribe(
+                sink, stream, (codec, bits), flt, sub_id=sub_id, loading=True, control=control
+            )
+            node.load(_load(node, sub, request, failed))
+            return sub
         start = _from_delivered(node, request)
+    else:
+        start = starting_point(request, read)
+    position = start.position
+    replayed = start.replayed
+    hub.enqueue(sink, _head_frames(node, request, start, codec, bits, sub_id))
+    if not replayed:
+        return hub.subscribe(
+            sink, stream, (codec, bits), flt, sub_id=sub_id, after=position.seq, control=control
+        )
+    # The replay starts after the event before the first replayed one; the first step
+    # runs now (a short replay is all queued at once, as before), the rest paced.
     sub = hub.subscribe(
-        sink, stream, (codec, bits), flt, sub_id=sub_id, after=start.position.seq, control=control
+        sink, stream, (codec, bits), flt, sub_id=sub_id, live=False, control=control
     )
-    hub.enqueue(sink, _starting_frames(node, sub, start, []))
+    job = CatchUp(node, sub, replayed[0].seq - 1)
+    if job.step():
+        hub.pace(job)
     return sub
+
+
+def _head_frames(
+    node: Node, request: SubscribeRequest, start: Start, codec: str, bits: int, sub_id: str | None
+) -> list[bytes]:
+    """The subscribed frame, then the snapshot when the start has one."""
+    level = node.settings.compression_level
+    stream, flt = request.stream, request.filter
+    position = start.position
+    head: dict[str, Any] = {"type": "subscribed"}
+    if sub_id is not None:
+        head["id"] = sub_id
+    head["stream"] = stream
+    where = {"seq": position.seq, "epoch": position.epoch}
+    head |= {"position": where, "recovered": start.recovered, "replayed": len(start.replayed)}
+    frames = [control_frame(codec, bits, level, head)]
+    if start.snapshot:
+        items = [flt.project(m) for m in node.snapshots.items(stream) if flt.matches(m)]
+        body: dict[str, Any] = {"type": "snapshot"}
+        if sub_id is not None:
+            body["id"] = sub_id
+        body |= {"stream": stream, "position": where, "items": items}
+        frames.append(snapshot_frame(codec, bits, level, body))
+    return frames
 
 
 def _from_delivered(node: Node, request: SubscribeRequest) -> Start:
@@ -103,40 +199,6 @@ def _from_delivered(node: Node, request: SubscribeRequest) -> Start:
     position = node.broker.delivered(request.stream)
     asked = request.since is not None or request.replay is not None
     return Start(position, not asked, [], request.snapshot)
-
-
-def _starting_frames(node: Node, sub: Subscription, start: Start, kept: list[Event]) -> list[bytes]:
-    """The subscribed frame, the snapshot, the replay, then ``kept`` (newer live events)."""
-    level = node.settings.compression_level
-    flt = sub.filter
-    # An event this format cannot carry is left out (and logged), as in live delivery.
-    replay_frames = [
-        f for f in (_replayed_frame(sub, e, level) for e in start.replayed) if f is not None
-    ]
-    # The live events kept while the history loaded come after the position: sent
-    # whatever ``recovered`` says, as live events are.
-    kept_frames = [
-        f
-        for f in (_replayed_frame(sub, e, level) for e in kept if flt.matches(e.data))
-        if f is not None
-    ]
-    codec, bits = sub.codec, sub.bits
-    position = start.position
-    head: dict[str, Any] = {"type": "subscribed"}
-    if sub.id is not None:
-        head["id"] = sub.id
-    head["stream"] = sub.stream
-    where = {"seq": position.seq, "epoch": position.epoch}
-    head |= {"position": where, "recovered": start.recovered, "replayed": len(replay_frames)}
-    frames = [control_frame(codec, bits, level, head)]
-    if start.snapshot:
-        items = [flt.project(m) for m in node.snapshots.items(sub.stream) if flt.matches(m)]
-        body: dict[str, Any] = {"type": "snapshot"}
-        if sub.id is not None:
-            body["id"] = sub.id
-        body |= {"stream": sub.stream, "position": where, "items": items}
-        frames.append(snapshot_frame(codec, bits, level, body))
-    return frames + replay_frames + kept_frames
 
 
 async def _read_history(node: Node, sub: Subscription, since: int | None) -> HistoryRead | None:
@@ -172,26 +234,31 @@ async def _load(
             )
         return
     # From here to the end: one synchronous step, no event can come in between.
+    level = node.settings.compression_level
     delivered = node.broker.delivered(sub.stream)
     buffered = hub.take_buffer(sub)
     start = starting_point(request, read)
     continuous = buffered is not None and delivered.epoch == read.position.epoch
     if continuous and request.since is not None and not start.recovered:
         continuous = False  # not resumed: start from what this node delivered, as live does
-    if continuous:
-        assert buffered is not None
-        position = read.position
-        kept = [e for e in buffered if e.seq > position.seq]
-        frames = _starting_frames(node, sub, start, kept)
-        # Live events resume after the newer of the history's last event and the last
-        # one kept: those the hub holds for a later tick (its fan-out budget), or that
-        # the reader has yet to hand over, follow in order.
-        hub.join_after(sub, max(position.seq, buffered[-1].seq if buffered else 0))
-    else:
+    if not continuous:
         # Not resumed, or a reset came while loading (the history read belongs to
         # a lost epoch): the position is the last event delivered here, the
         # snapshot is as of it, and live events follow it.
         start = _from_delivered(node, request)
-        frames = _starting_frames(node, sub, start, [])
-        hub.join_after(sub, start.position.seq)
-    hub.enqueue(sub.sink, frames)
+        buffered = []
+    assert buffered is not None
+    position = start.position
+    flt = sub.filter
+    # The replay, then the live events kept while it loaded that are newer than it
+    # (sent whatever ``recovered`` says, as live events are). An event this format
+    # cannot carry is left out (and logged), as in live delivery.
+    newer = [e for e in buffered if e.seq > position.seq and flt.matches(e.data)]
+    frames = [_replayed_frame(sub, e, level) for e in [*start.replayed, *newer]]
+    replay_frames = [f for f in frames if f is not None]
+    head = _head_frames(node, request, start, sub.codec, sub.bits, sub.id)
+    # Live events resume after the newer of the start's last event and the last one
+    # kept: those the hub holds for a later tick (its fan-out budget), or that the
+    # reader has yet to hand over, follow in order.
+    hub.join_after(sub, max(position.seq, buffered[-1].seq if buffered else 0))
+    hub.enqueue(sub.sink, head + replay_frames)

@@ -32,7 +32,7 @@ from aurigraph_stream.contract import (
     STREAM_PATH_PREFIX,
     stream_path,
 )
-from aurigraph_stream.errors import HandshakeRejected, SubscriptionError
+from aurigraph_stream.errors import HandshakeRejected, SubscriptionError, shown
 from aurigraph_stream.streams import REGISTRY
 from aurigraph_stream.subscription import SubscribeRequest, from_query
 from aurigraph_stream.wire.handshake import Request
@@ -140,7 +140,7 @@ def _subscription(name: str, request: Request) -> SubscribeRequest | None:
     if extra:
         raise SubscriptionError(
             "invalid_query",
-            f"{MUX_PATH} takes no {extra[0]!r} parameter: streams, filters and positions "
+            f"{MUX_PATH} takes no {shown(extra[0])} parameter: streams, filters and positions "
             'go in subscribe commands ({"op": "subscribe", ...})',
         )
     return None
@@ -175,7 +175,8 @@ def _graphql_route(guard: Guard, request: Request, peer: str, admit: Callable[[]
         raise HandshakeRejected(
             400,
             "invalid_query",
-            f"{GRAPHQL_PATH} takes no {extra[0]!r} parameter: operations go in subscribe messages",
+            f"{GRAPHQL_PATH} takes no {shown(extra[0])} parameter: "
+            "operations go in subscribe messages",
         )
     admit()
     return Route(GRAPHQL_ENDPOINT, access.principal, access.client, GRAPHQL_PROTOCOL)
