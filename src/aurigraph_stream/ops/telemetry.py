@@ -67,7 +67,8 @@ class StreamCollector:
     def collect(self) -> Iterator[Metric]:
         obs = self._obs
         node = obs.node
-        stats = node.stats
+        view = obs.view()  # with several workers: the whole node
+        stats = view.stats
         ep = ["endpoint"]
 
         connections = GaugeMetricFamily(
@@ -125,7 +126,7 @@ class StreamCollector:
             keepalive.add_metric([name], e.keepalive_disconnects)
             protocol.add_metric([name], e.protocol_errors)
             failed.add_metric([name], e.failed_sends)
-            h = obs.latency.streams.get(name)
+            h = view.latency.get(name)
             if h is not None:  # the multiplexed endpoint has none: its events are the streams'
                 buckets = [
                     ("+Inf" if le == math.inf else str(le), n) for le, n in h.export_buckets()
@@ -161,14 +162,14 @@ class StreamCollector:
             "Events accepted by the ingest API and broadcast.",
             labels=["stream"],
         )
-        for stream, n in sorted(obs.ingest.accepted.items()):
+        for stream, n in sorted(view.accepted.items()):
             accepted.add_metric([stream], n)
         rejected = CounterMetricFamily(
             "aurigraph_ingest_requests_rejected",
             "Ingest requests refused, by stream and error slug.",
             labels=["stream", "reason"],
         )
-        for (stream, reason), n in sorted(obs.ingest.rejected.items()):
+        for (stream, reason), n in sorted(view.rejected.items()):
             rejected.add_metric([stream, reason], n)
         yield from (accepted, rejected)
 
