@@ -3,7 +3,8 @@
 # Only as root (CI and the developers' machines); elsewhere it says what is missing.
 set -euo pipefail
 packages=(
-  nginx               # the C reference server of the benchmarks (bench/)
+  nginx               # the C reference server of the benchmarks (bench/); the proxy of deploy/nginx
+  redis-server        # the redis:// broker's tests (tests/contract, tests/integration)
   libnginx-mod-nchan  # its pub/sub module, nchan
   chromium  # headless browser for the API documentation page tests (driven by Playwright)
   valgrind  # callgrind: instructions per connect (bench/connect_instructions.py)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.redisserver import RedisServer, redis_server
 from tests.support.server import ServerProcess, run_server
 
 # tests/<kind>/...: each test is marked with its kind, so `pytest -m unit` selects one.
@@ -48,4 +49,14 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
 def quiet_server(tmp_path: Path) -> Iterator[ServerProcess]:
     """A real server with no simulator: only what a test publishes flows."""
     with run_server("--no-simulate", "--log-level", "INFO", tmp_path=tmp_path) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the whole run; a test that needs it empty flushes it.
+
+    Tests that restart, pause or flush Redis under a running server start their own.
+    """
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
         yield server

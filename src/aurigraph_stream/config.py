@@ -76,7 +76,17 @@ class Settings:
     close_timeout: float = _opt(5.0, "seconds to wait for a client's close reply", min=0.01)
     shutdown_timeout: float = _opt(10.0, "seconds SIGTERM waits for connections to close", min=0.1)
     retry_after: int = _opt(5, "Retry-After seconds sent with 503 when full", min=0)
-    broker_url: str = _opt("memory://", "broker: memory://")
+    broker_url: str = _opt(
+        "memory://",
+        "broker: memory:// (one process) or redis://[:PASSWORD@]HOST:PORT/DB "
+        "(rediss:// for TLS): one seq order and history shared by every process and node",
+    )
+    workers: int = _opt(
+        1,
+        "worker processes serving one port (SO_REUSEPORT); above 1 needs a redis:// broker",
+        min=1,
+        max=256,
+    )
     history_size: int = _opt(1000, "events kept per stream for replay", min=1)
     history_max_age: float = _opt(
         0.0, "seconds an event stays in a stream's replay history (0: no time limit)", min=0
@@ -215,6 +225,12 @@ class Settings:
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log_format must be text or json, not {self.log_format!r}")
         self.history_policies()  # raises ConfigError for a bad history_streams
+        scheme = self.broker_url.partition("://")[0]
+        if self.workers > 1 and scheme == "memory":
+            raise ConfigError(
+                f"workers = {self.workers} needs a shared broker: with memory:// each process "
+                "would number and keep its own events; use --broker-url redis://HOST:PORT/DB"
+            )
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if value is None or isinstance(value, bool) or not isinstance(value, int | float):

@@ -232,6 +232,7 @@ class CloseCode(enum.IntEnum):
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011  # never carries details: they may be sensitive
+    TRY_AGAIN_LATER = 1013  # the broker could not serve the starting point now: reconnect later
     # 4000-4499: the client may reconnect (after a back-off).
     TOKEN_EXPIRED = 4001  # the access token's exp (+ grace) passed: reconnect with a new one
     FORBIDDEN = 4003  # a refreshed token no longer grants the stream: not without a new token
@@ -260,7 +261,10 @@ class CloseCode(enum.IntEnum):
         """
         if self is CloseCode.FORBIDDEN or self in _GRAPHQL_TERMINAL:
             return False
-        return self in (CloseCode.GOING_AWAY, CloseCode.INTERNAL_ERROR) or 4000 <= self < 4500
+        return (
+            self in (CloseCode.GOING_AWAY, CloseCode.INTERNAL_ERROR, CloseCode.TRY_AGAIN_LATER)
+            or 4000 <= self < 4500
+        )
 
     @property
     def new_token(self) -> bool:
@@ -277,6 +281,7 @@ _REASONS: dict[CloseCode, str] = {
     CloseCode.POLICY_VIOLATION: "policy violation",
     CloseCode.MESSAGE_TOO_BIG: "message too big",
     CloseCode.INTERNAL_ERROR: "internal error",
+    CloseCode.TRY_AGAIN_LATER: "try again later",
     CloseCode.SLOW_CONSUMER: "slow consumer",
     CloseCode.KEEPALIVE_TIMEOUT: "keepalive ping timeout",
     CloseCode.TOKEN_EXPIRED: "token expired",

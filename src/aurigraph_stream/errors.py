@@ -4,6 +4,7 @@ Exception tree::
 
     StreamError                     base of everything this package raises
     ├── ConfigError                 a setting is missing, unknown or out of range
+    ├── BrokerUnavailable           the broker's store cannot be reached (HTTP 503)
     ├── UnknownStream               a stream name that is not one of the five
     ├── ValidationError             an event does not match its stream's schema
     ├── SubscriptionError           a bad filter, format, replay or command (HTTP 400 / error reply)
@@ -26,6 +27,7 @@ from aurigraph_stream.contract import CloseCode
 
 __all__ = [
     "AuthError",
+    "BrokerUnavailable",
     "ConfigError",
     "HandshakeRejected",
     "InvalidPayload",
@@ -57,6 +59,14 @@ class StreamError(Exception):
 
 class ConfigError(StreamError):
     """A setting is missing, unknown or out of range."""
+
+
+class BrokerUnavailable(StreamError):
+    """The broker's store (Redis) cannot be reached: nothing was published or read.
+
+    The ingest API answers it with 503 and ``Retry-After``; a publish that
+    raised it was not acknowledged, and none of its events was broadcast.
+    """
 
 
 class UnknownStream(StreamError):

@@ -29,7 +29,7 @@ from aurigraph_stream.config import Settings
 from aurigraph_stream.errors import ConfigError
 from aurigraph_stream.http.app import create_app
 from aurigraph_stream.http.protocol import http_protocol
-from aurigraph_stream.node import Node
+from aurigraph_stream.node import Node, WorkerIdentity
 from aurigraph_stream.ops.observability import Observability
 from aurigraph_stream.ws.connection import Accept, Connection
 from aurigraph_stream.ws.context import WsContext
@@ -103,15 +103,15 @@ def check_tls(settings: Settings) -> None:
         raise ConfigError(f"cannot load tls_cert/tls_key: {exc}") from None
 
 
-def build_server(settings: Settings) -> StreamServer:
-    """The uvicorn server for ``settings``.
+def build_server(settings: Settings, identity: WorkerIdentity | None = None) -> StreamServer:
+    """The uvicorn server for ``settings``; ``identity`` when it is one worker of several.
 
     Raises:
         ConfigError: for settings that only show as wrong when used (keys, certificates).
     """
     check_tls(settings)
     raise_open_file_limit()
-    node = Node(settings)
+    node = Node(settings, identity)
     guard = Guard(settings)  # raises ConfigError for bad security settings
     websockets = WsContext(node, guard)
     observability = Observability(node, websockets.open)

@@ -13,6 +13,8 @@ import pytest
 
 from aurigraph_stream.broker import Broker, MemoryBroker
 from aurigraph_stream.broker.history import HistoryPolicy
+from aurigraph_stream.broker.redis import RedisBroker
+from tests.support.redisserver import RedisServer
 
 
 class BrokerHarness(Protocol):
@@ -39,9 +41,28 @@ class MemoryHarness:
         return None  # the next new() is a fresh process's broker
 
 
-@pytest.fixture(params=["memory"])
+class RedisHarness:
+    """redis://: brokers on one real redis-server; losing history is FLUSHALL."""
+
+    name = "redis"
+
+    def __init__(self, server: RedisServer) -> None:
+        self.server = server
+
+    def new(self, policies: Mapping[str, HistoryPolicy]) -> Broker:
+        return RedisBroker(self.server.url, policies)
+
+    async def lose_history(self) -> None:
+        self.server.flushall()
+
+
+@pytest.fixture(params=["memory", "redis"])
 def harness(request: pytest.FixtureRequest) -> BrokerHarness:
     """Every broker implementation, in turn."""
     if request.param == "memory":
         return MemoryHarness()
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis")
+        server.flushall()
+        return RedisHarness(server)
     raise AssertionError(request.param)

@@ -191,3 +191,34 @@ def test_sigterm_closes_graphql_sockets_with_1001(tmp_path: Path) -> None:
         server.stopped = True
         client.close()
         raw.sock.close()
+
+
+def test_subscriptions_share_the_connection_memory_budget(tmp_path: Path) -> None:
+    """As on /ws, a /graphql connection's subscriptions are charged what their filters hold:
+    those past max_connection_memory get the error memory_budget_exceeded, the connection
+    and its other operations stay, and completing one frees its share."""
+    with run_server(*OPEN_ARGS, "--max-connection-memory", "131072", tmp_path=tmp_path) as server:
+        client = GraphqlWs(server)
+        try:
+            document = "subscription ($a: [String!]) { transactions(address: $a) { seq } }"
+            for n in range(20):  # each holds tens of KB of addresses: 128 KiB cannot take all
+                client.subscribe(
+                    f"s{n}", document, {"a": [address(n * 500 + k) for k in range(500)]}
+                )
+            mine = address(20 * 500)
+            refused: list[str] = []
+            for _ in range(20):  # the refusals come first: accepted operations say nothing
+                message = client.recv()
+                assert message["type"] == "error", message
+                assert message["payload"][0]["extensions"]["code"] == "memory_budget_exceeded"
+                refused.append(message["id"])
+                if message["id"] == "s19":
+                    break
+            assert refused, "the budget never refused a subscription"
+            assert "s0" not in refused
+            client.send({"id": "s0", "type": "complete"})
+            client.subscribe("again", document, {"a": [mine]})
+            (seq,) = publish(server, "transactions", [tx(1, mine, address(99_999), "1")])
+            assert client.next("again")["data"] == {"transactions": {"seq": seq["seq"]}}
+        finally:
+            client.close()

@@ -17,6 +17,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.support.rawws import OP_CLOSE, OP_TEXT, RawWebSocket
+from tests.support.redisserver import RedisServer
 from tests.support.server import ServerProcess
 from tests.support.streamtools import (
     address,
@@ -32,10 +33,18 @@ from tests.support.streamtools import (
 A, B = address(0xA1), address(0xB2)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A quiet server with a large history, shared by this module's tests."""
-    with open_server(tmp_path_factory.mktemp("replay"), "--history-size", "100000") as s:
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A quiet server with a large history, shared by this module's tests: on the memory
+    broker, then on Redis (where the history is a round trip away)."""
+    args = ["--history-size", "100000"]
+    if request.param == "redis":
+        redis: RedisServer = request.getfixturevalue("redis")
+        redis.flushall()
+        args += ["--broker-url", redis.url]
+    with open_server(tmp_path_factory.mktemp("replay"), *args) as s:
         yield s
 
 

@@ -35,9 +35,13 @@ GRACE = 1.0  # --auth-expiry-grace of the HS256 server
 
 
 def hs_token(
-    claims: dict[str, Any] | None = None, *, ttl: float = 300, key: str = SECRET, **extra: Any
+    claims: dict[str, Any] | None = None, *, ttl: float = 3600, key: str = SECRET, **extra: Any
 ) -> str:
-    """A token the HS256 server accepts, with ``extra`` claims replacing the defaults."""
+    """A token the HS256 server accepts, with ``extra`` claims replacing the defaults.
+
+    The parametrized tokens are made when the tests are collected, which may be many
+    minutes before they run: an hour keeps them from expiring in between.
+    """
     now = int(time.time())
     body: dict[str, Any] = {
         "sub": "tester",
@@ -101,7 +105,7 @@ def test_no_token_is_refused_with_401_before_upgrade(hs_server: ServerProcess) -
         (hs_token(streams={"all": True}), "invalid_token"),
         (
             jwt.encode(
-                {"streams": "*", "iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + 300},
+                {"streams": "*", "iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + 3600},
                 "",
                 "none",
             ),

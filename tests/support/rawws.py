@@ -137,8 +137,19 @@ def upgrade_head(
 class RawWebSocket:
     """One client connection. Nothing happens unless the test calls a method."""
 
-    def __init__(self, port: int, *, rcvbuf: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        port: int,
+        *,
+        rcvbuf: int | None = None,
+        host: str = "127.0.0.1",
+        source: str | None = None,
+    ) -> None:
+        """``source``: the loopback address to connect from (127.0.0.0/8 is all local),
+        so that one test can be several client addresses."""
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if source is not None:
+            self.sock.bind((source, 0))
         if rcvbuf is not None:
             # Before connect, so the advertised window is small from the start.
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)

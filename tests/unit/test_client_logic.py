@@ -166,7 +166,7 @@ def test_these_closes_are_retried(code: int) -> None:
     assert (decision.retry, decision.new_token, decision.error) == (True, False, None)
 
 
-@pytest.mark.parametrize("code", [1000, 1002, 1003, 1007, 1008, 1009, 4003, 4500, 3000])
+@pytest.mark.parametrize("code", [1000, 1002, 1003, 1007, 1008, 1009, 4003, 4400, 4500, 3000])
 def test_these_closes_stop(code: int) -> None:
     decision = after_close(code, "why", can_renew_token=True)
     assert not decision.retry

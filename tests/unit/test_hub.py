@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import orjson
 
+from aurigraph_stream.contract import Position
 from aurigraph_stream.event import Event
 from aurigraph_stream.hub import Hub, Subscriber
 from aurigraph_stream.hub.members import DETACHED
@@ -188,6 +189,66 @@ def test_on_flush_sees_every_published_event() -> None:
     assert seen == [[1, 2]]
 
 
+def _tx(seq: int) -> Event:
+    return Event("transactions", seq, {"txHash": f"0x{seq:064x}", "seq": seq}, 0.0)
+
+
+def _seqs(sink: Recorder) -> list[int]:
+    out = []
+    for batch in sink.writes:
+        for frame in batch:
+            payload = orjson.loads(frame[2:])
+            out.append(payload.get("seq", -1) if "type" not in payload else -1)
+    return out
+
+
+def test_a_loading_subscription_keeps_live_events_until_its_history_is_read() -> None:
+    """While loading, events are kept for the subscription, not written; take_buffer
+    returns them in order, and after join_after(n) only seqs above n are delivered."""
+    hub, loop, _ = _hub()
+    sink = Recorder()
+    sub = hub.subscribe(sink, "transactions", PLAIN, loading=True)
+    hub.publish([_tx(1), _tx(2)])
+    hub.publish([_tx(3)])
+    loop.run()
+    assert sink.writes == []
+    assert [e.seq for e in hub.take_buffer(sub) or ()] == [1, 2, 3]
+    hub.join_after(sub, 4)  # the history read reached seq 4
+    hub.publish([_tx(4), _tx(5)])
+    loop.run()
+    assert _seqs(sink) == [5]
+
+
+def test_a_reset_tells_control_subscriptions_and_frees_joining_ones() -> None:
+    """reset(): subscriptions with an id or asked control frames get a subscribed frame
+    with recovered false and the new position; plain ones get nothing; one waiting for a
+    seq of the lost epoch joins at once; a loading one learns its buffer is void."""
+    hub, loop, _ = _hub()
+    plain, control, mux, waiting, loading = (Recorder() for _ in range(5))
+    hub.subscribe(plain, "transactions", PLAIN)
+    hub.subscribe(control, "transactions", PLAIN, control=True)
+    hub.subscribe(mux, "transactions", PLAIN, sub_id="t")
+    hub.subscribe(waiting, "transactions", PLAIN, after=100)
+    pending = hub.subscribe(loading, "transactions", PLAIN, loading=True)
+    hub.reset("transactions", Position(0, "e2"))
+    loop.run()
+    assert plain.writes == []
+    (frame,) = control.writes[0]
+    assert orjson.loads(frame[2:]) == {
+        "type": "subscribed",
+        "stream": "transactions",
+        "position": {"seq": 0, "epoch": "e2"},
+        "recovered": False,
+        "replayed": 0,
+    }
+    (wrapped,) = mux.writes[0]
+    assert orjson.loads(wrapped[2:])["id"] == "t"
+    hub.publish([_tx(1)])
+    loop.run()
+    assert _seqs(waiting) == [1]  # no longer waits for seq 101 of the old epoch
+    assert hub.take_buffer(pending) is None
+
+
 def test_a_batch_over_the_tick_budget_is_fanned_out_over_several_ticks_in_order() -> None:
     """A huge batch does not hold the loop: each tick fans out about ``tick_budget`` work,
     writes once per subscriber, and leaves the rest, in order, to callbacks of its own."""
@@ -242,3 +303,23 @@ def test_drain_writes_every_waiting_event_at_once() -> None:
     hub.drain()
     assert hub.backlog == 0
     assert [orjson.loads(_text(f))["seq"] for w in sub.writes for f in w] == list(range(1, 11))
+
+
+def test_a_reset_comes_after_the_events_still_waiting_for_a_tick() -> None:
+    """With a fan-out budget, events of the old history may wait for later ticks: the
+    reset announcement is written after them, never ahead."""
+    loop = Loop()
+    hub = Hub(Stats.for_streams(NAMES), schedule=loop.schedule, max_buffered=1 << 20)
+    hub._budget = 1  # one event per tick
+    sub = Recorder()
+    hub.subscribe(sub, "metrics", PLAIN, sub_id="m")
+    hub.publish([_event(seq) for seq in range(1, 11)])
+    assert hub.backlog > 0
+    hub.reset("metrics", Position(0, "e2"))
+    for _ in range(20):
+        if not loop.callbacks:
+            break
+        loop.run()
+    kinds = [orjson.loads(_text(f)) for w in sub.writes for f in w]
+    assert [m["data"]["seq"] for m in kinds[:-1]] == list(range(1, 11))
+    assert (kinds[-1]["type"], kinds[-1]["recovered"]) == ("subscribed", False)

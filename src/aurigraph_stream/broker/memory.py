@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aurigraph_stream.broker.base import Broker, EventHandler, HistoryRead
+from aurigraph_stream.broker.base import Broker, EventHandler, HistoryRead, ResetHandler
 from aurigraph_stream.broker.history import History, HistoryPolicy
 from aurigraph_stream.contract import Position
 from aurigraph_stream.event import Event
@@ -28,8 +28,8 @@ class MemoryBroker:
         self._history = {name: History(p.size, p.max_age) for name, p in policies.items()}
         self._handler: EventHandler | None = None
 
-    async def start(self, handler: EventHandler) -> None:
-        self._handler = handler
+    async def start(self, handler: EventHandler, on_reset: ResetHandler | None = None) -> None:
+        self._handler = handler  # history is never lost while the process lives: no reset
 
     async def close(self) -> None:
         self._handler = None
@@ -56,6 +56,12 @@ class MemoryBroker:
         history = self._history[stream]
         events = history.last(len(history)) if since is None else history.since(since)
         return HistoryRead(Position(self._seq[stream], self.epoch), events, history.first_seq())
+
+    def delivered(self, stream: str) -> Position:
+        return Position(self._seq[stream], self.epoch)  # delivered as soon as published
+
+    async def lease(self, name: str, holder: str, ttl: float) -> bool:
+        return True  # one process: it is the whole cluster
 
     async def ping(self) -> bool:
         return True

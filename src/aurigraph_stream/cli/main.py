@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aurigraph_stream import __version__
+from aurigraph_stream.access.redact import redact_url
 from aurigraph_stream.cli.token import add_token_command, run_token_command
 from aurigraph_stream.config import ENV_PREFIX, FIELDS, KINDS, PROFILES, Settings, load_settings
 from aurigraph_stream.errors import ConfigError
@@ -113,19 +114,34 @@ def _serve(settings: Settings) -> int:
     from aurigraph_stream.server import build_server
 
     configure_logging(settings)
+    if settings.workers > 1:
+        from aurigraph_stream.cli.workers import serve_workers
+
+        _log_settings(settings)
+        try:
+            return serve_workers(settings)
+        except OSError as exc:  # the port is taken, or the address not ours
+            print(f"aurigraph-stream: cannot listen on {settings.host}:{settings.port}: {exc}")
+            return 2
     try:
         server = build_server(settings)
     except ConfigError as exc:
         print(f"aurigraph-stream: {exc}", file=sys.stderr)
         return 2
+    _log_settings(settings)
+    server.run()
+    return 0 if server.started else 1
+
+
+def _log_settings(settings: Settings) -> None:
     secret = ("publisher_key", "jwt_secret")
     shown: dict[str, Any] = {
         k: ("***" if v is not None and k in secret else v)
         for k, v in dataclasses.asdict(settings).items()
     }
+    # A broker URL may carry a password.
+    shown["broker_url"] = redact_url(settings.broker_url)
     # A log record, not a print: in the prod profile every line of output is JSON.
     logging.getLogger("aurigraph_stream.cli").info(
         "aurigraph-stream %s profile=%s settings=%s", __version__, settings.profile, shown
     )
-    server.run()
-    return 0 if server.started else 1

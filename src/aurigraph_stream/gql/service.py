@@ -40,6 +40,8 @@ class GraphqlService:
             settings.graphql_max_selections,
         )
         self.max_operations = settings.graphql_max_operations
+        # What one connection's subscriptions may hold in the hub, as on /ws.
+        self.memory_budget = settings.max_connection_memory
         self.init_timeout = settings.graphql_init_timeout
 
     @property

@@ -46,7 +46,7 @@ from aurigraph_stream.gql.operations import RequestError
 from aurigraph_stream.gql.resolvers import Context
 from aurigraph_stream.gql.service import GraphqlService
 from aurigraph_stream.gql.subscriptions import attach
-from aurigraph_stream.hub import Subscriber, Subscription, build_frame
+from aurigraph_stream.hub import Subscriber, Subscription, build_frame, subscription_bytes
 from aurigraph_stream.wire.frames import Opcode
 
 __all__ = ["GraphqlSocket"]
@@ -99,6 +99,7 @@ class GraphqlSocket:
         "context",
         "done",
         "headers",
+        "held",
         "operations",
         "principal",
         "service",
@@ -129,6 +130,7 @@ class GraphqlSocket:
         self.context: Context | None = None
         # id -> the hub subscription, or the task of a query or mutation still running.
         self.operations: dict[str, Subscription | asyncio.Future[ExecutionResult]] = {}
+        self.held = 0  # bytes the subscriptions hold in the hub (max_connection_memory)
         loop = asyncio.get_running_loop()
         self.timer: asyncio.TimerHandle | None = loop.call_later(
             service.init_timeout, self._init_timeout
@@ -178,6 +180,7 @@ class GraphqlSocket:
             if isinstance(operation, asyncio.Future):
                 operation.cancel()
         self.operations.clear()
+        self.held = 0
 
     # -- the connection -----------------------------------------------------------------
     def _close(self, code: CloseCode, reason: str | None = None) -> None:
@@ -256,9 +259,17 @@ class GraphqlSocket:
             variables = payload.get("variables")
             if operation.kind == "subscription":
                 plan, view = service.plan(operation, variables, self.context)
+                cost = subscription_bytes(plan.request.filter)
+                if self.held + cost > service.memory_budget:
+                    raise RequestError.single(
+                        f"this subscription would hold about {cost} bytes; the connection's "
+                        f"subscriptions may hold {service.memory_budget}, and hold {self.held}",
+                        "memory_budget_exceeded",
+                    )
                 self.operations[op_id] = attach(
                     service.node, self.sink, self.bits, plan.request, view, op_id
                 )
+                self.held += cost
                 return
             result = service.execute(operation, variables, self.context)
         except RequestError as exc:
@@ -292,6 +303,7 @@ class GraphqlSocket:
             return  # already finished: completes cross on the wire
         operation = self.operations.pop(op_id)
         if isinstance(operation, Subscription):
+            self.held -= subscription_bytes(operation.filter)
             self.service.node.hub.remove(operation)
         # A query or mutation runs to its end (a publish is not half done); its result is
         # not sent.

@@ -31,7 +31,13 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from aurigraph_stream.access.guard import Guard, authorize_publish
-from aurigraph_stream.errors import AuthError, HandshakeRejected, UnknownStream, ValidationError
+from aurigraph_stream.errors import (
+    AuthError,
+    BrokerUnavailable,
+    HandshakeRejected,
+    UnknownStream,
+    ValidationError,
+)
 from aurigraph_stream.http.errors import error_response, unknown_stream
 from aurigraph_stream.http.idempotency import IdempotencyKeys, check_key
 from aurigraph_stream.node import Node
@@ -133,7 +139,10 @@ def _accepted(stream: str, seqs: Sequence[int], *, replayed: bool = False) -> JS
             "description": "An event does not match the stream's schema, repeats a key, or "
             "the Idempotency-Key was used with another body"
         },
-        503: {"description": "The server is shutting down (Retry-After)"},
+        503: {
+            "description": "The server is shutting down, or the broker (Redis) cannot be "
+            "reached: nothing of the request was stored or broadcast (Retry-After)"
+        },
     },
 )
 async def ingest(stream: str, request: Request) -> Response:
@@ -216,6 +225,16 @@ async def ingest(stream: str, request: Request) -> Response:
             keys.release(stream, principal.subject, key)
         return error_response(
             422, "validation_failed", exc.message, field=exc.field, index=exc.index
+        )
+    except BrokerUnavailable:
+        if key is not None:
+            keys.release(stream, principal.subject, key)
+        # Acknowledged means stored: nothing of this request was, so none of it is broadcast.
+        return error_response(
+            503,
+            "broker_unavailable",
+            "the broker cannot be reached; nothing of this request was published, retry later",
+            headers={"Retry-After": str(settings.retry_after)},
         )
     except BaseException:
         if key is not None:

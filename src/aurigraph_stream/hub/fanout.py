@@ -55,9 +55,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from aurigraph_stream.codecs import CODECS
+from aurigraph_stream.contract import Position
 from aurigraph_stream.event import Event
 from aurigraph_stream.filters import Filter, everything
-from aurigraph_stream.hub.frames import encode_payload, message_frame
+from aurigraph_stream.hub.frames import control_frame, encode_payload, message_frame
 from aurigraph_stream.hub.governor import Governor
 from aurigraph_stream.hub.members import (
     Group,
@@ -155,6 +156,8 @@ class Hub:
         view: View | None = None,
         envelope: tuple[bytes, bytes] | None = None,
         opening: bytes | None = None,
+        loading: bool = False,
+        control: bool = False,
     ) -> Subscription:
         """Add a subscription of ``sink`` to ``stream``.
 
@@ -170,6 +173,10 @@ class Hub:
             view: render events with it instead of encoding the message.
             envelope: the (prefix, suffix) around each payload, when not the format's.
             opening: the suffix of the first message delivered live, in place of the usual.
+            loading: the history is still being read: live events are kept for
+                the subscription until :meth:`take_buffer` and :meth:`join_after`.
+            control: a /ws/{stream} subscription that gets control frames
+                (on /ws, every subscription does): :meth:`reset` tells it.
         """
         sub = Subscription(
             sink,
@@ -187,14 +194,63 @@ class Hub:
         if st is None:
             st = self._streams[stream] = Members()
         st.count += 1
+        if control:
+            st.control.add(sub)
         if not live:
             return sub
-        if after is not None:
+        if loading:
+            st.loading[sub] = []
+            st.joining.append(sub)
+        elif after is not None:
             sub.after = after
             st.joining.append(sub)
         else:
             st.join(sub)
         return sub
+
+    def take_buffer(self, sub: Subscription) -> list[Event] | None:
+        """End a subscription's loading: the live events kept meanwhile, in order
+        (``None`` if a reset came in between). It then waits for :meth:`join_after`.
+        """
+        st = self._streams[sub.stream]
+        return st.loading.pop(sub)
+
+    def join_after(self, sub: Subscription, after: int) -> None:
+        """Let a subscription whose buffer was taken receive the live events after ``after``."""
+        sub.after = after
+
+    def reset(self, stream: str, position: Position) -> None:
+        """The broker lost the stream's history (or events) and continues after ``position``.
+
+        Subscriptions that get control frames are told with a ``subscribed``
+        frame saying ``recovered: false`` and the new position; subscriptions
+        waiting for a seq of the old history join now; those still loading
+        learn that their buffer no longer joins up.
+        """
+        # Events of the old history still waiting for a tick go out first: the
+        # announcement must follow them, not overtake them.
+        while self._backlog:
+            waiting, self._backlog = self._backlog, []
+            self._fan_out(waiting, 0)
+        st = self._streams.get(stream)
+        if st is None:
+            return
+        for sub in list(st.joining):
+            if sub.after is not None:
+                st.joining.remove(sub)
+                sub.after = None
+                st.join(sub)
+            elif sub in st.loading:
+                st.loading[sub] = None
+        where = {"seq": position.seq, "epoch": position.epoch}
+        for sub in st.subscriptions():
+            if sub.id is None and sub not in st.control:
+                continue
+            frame: dict[str, Any] = {"type": "subscribed"}
+            if sub.id is not None:
+                frame["id"] = sub.id
+            frame |= {"stream": stream, "position": where, "recovered": False, "replayed": 0}
+            self.enqueue(sub.sink, [control_frame(sub.codec, sub.bits, self._level, frame)])
 
     def go_live(self, sub: Subscription, after: int) -> None:
         """Start delivering to a held subscription: the events after seq ``after``."""
@@ -379,7 +435,7 @@ class Hub:
             if st is None:
                 continue
             if st.joining:
-                st.admit(event.seq)
+                st.admit(event)
             data = event.data
             matched = st.matching(data)
             if skips is not None and (skip := skips[at]):

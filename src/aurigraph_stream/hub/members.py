@@ -251,7 +251,16 @@ _Entry = ValueSet | set[ValueSet]
 class Members:
     """Every subscription of one stream, findable from an event."""
 
-    __slots__ = ("count", "groups", "index", "joining", "scanned", "valuesets")
+    __slots__ = (
+        "control",
+        "count",
+        "groups",
+        "index",
+        "joining",
+        "loading",
+        "scanned",
+        "valuesets",
+    )
 
     def __init__(self) -> None:
         self.groups: dict[Any, Group] = {}  # filter key -> group
@@ -259,8 +268,14 @@ class Members:
         # message field -> (lower-case?, value -> the value set(s) holding it)
         self.index: dict[str, tuple[bool, dict[str, _Entry]]] = {}
         self.valuesets: dict[tuple[tuple[str, ...], frozenset[str]], ValueSet] = {}
-        # Subscriptions waiting for the first event after their replay (Subscription.after).
+        # Subscriptions waiting for the first event after their replay (Subscription.after),
+        # and those still loading their history (after is None), which keep the live
+        # events in ``loading`` meanwhile: None once a reset made the buffer useless.
         self.joining: list[Subscription] = []
+        self.loading: dict[Subscription, list[Event] | None] = {}
+        # Subscriptions of /ws/{stream} that asked for control frames (on /ws every
+        # subscription has an id): they are told when the stream's history was lost.
+        self.control: set[Subscription] = set()
         self.count = 0
 
     def join(self, sub: Subscription) -> None:
@@ -319,10 +334,12 @@ class Members:
 
     def leave(self, sub: Subscription) -> None:
         """Take ``sub`` out of its group; an emptied group leaves the index."""
+        self.control.discard(sub)
         group = sub.group
         if group is None:
             if sub in self.joining:
                 self.joining.remove(sub)
+            self.loading.pop(sub, None)
             return
         sub.group = None
         group.discard(sub)
@@ -338,12 +355,26 @@ class Members:
         if not valueset.groups:
             self._remove(valueset)
 
-    def admit(self, seq: int) -> None:
-        """Move joining subscriptions whose replay ``seq`` has passed into their groups."""
-        for sub in [s for s in self.joining if s.after is not None and seq > s.after]:
+    def admit(self, event: Event) -> None:
+        """Buffer ``event`` for subscriptions loading their history; move joining ones
+        whose replay has passed its seq into their groups."""
+        seq = event.seq
+        ready = []
+        for sub in self.joining:
+            if sub.after is None:
+                buffered = self.loading.get(sub)
+                if buffered is not None:
+                    buffered.append(event)
+            elif seq > sub.after:
+                ready.append(sub)
+        for sub in ready:
             self.joining.remove(sub)
             sub.after = None
             self.join(sub)
+
+    def subscriptions(self) -> list[Subscription]:
+        """Every subscription in a group (not those still joining)."""
+        return [sub for g in self.groups.values() for m in g.variants.values() for sub in m]
 
     def matching(self, data: dict[str, Any]) -> list[Group]:
         """The groups whose filter passes ``data``."""

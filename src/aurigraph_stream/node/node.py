@@ -14,17 +14,27 @@ It is also the embedding API: code in the same process calls
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import os
+import secrets
+import socket
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from functools import partial
 from typing import Any
 
 from aurigraph_stream.broker import Broker, create_broker
 from aurigraph_stream.config import Settings
-from aurigraph_stream.contract import GRAPHQL_ENDPOINT, LATEST_WINS_STREAMS, MUX_ENDPOINT
+from aurigraph_stream.contract import (
+    GRAPHQL_ENDPOINT,
+    LATEST_WINS_STREAMS,
+    MUX_ENDPOINT,
+    Position,
+)
 from aurigraph_stream.event import Event
 from aurigraph_stream.hub import Governor, Hub
 from aurigraph_stream.node.collector import freeze_survivors
-from aurigraph_stream.node.feeds import sample_metrics, simulate
+from aurigraph_stream.node.feeds import LEASE_TTL, sample_metrics, simulate, while_leased
+from aurigraph_stream.node.identity import WorkerIdentity
 from aurigraph_stream.node.snapshots import SnapshotState
 from aurigraph_stream.node.tasks import Tasks
 from aurigraph_stream.sources.simulator import NetworkSimulator
@@ -46,8 +56,9 @@ class Node:
             wrote and the flush time (broadcast latency).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, identity: WorkerIdentity | None = None) -> None:
         self.settings = settings
+        self.identity = identity  # set when this process is one worker of several
         # The five streams, and the connections of the multiplexed /ws and of /graphql.
         self.stats = Stats.for_streams((*NAMES, MUX_ENDPOINT, GRAPHQL_ENDPOINT))
         self.broker: Broker = create_broker(settings.broker_url, settings.history_policies())
@@ -55,7 +66,13 @@ class Node:
         self.tasks = Tasks(on_restart=self._count_restart)
         self.draining = False
         self.flush_listeners: list[FlushListener] = []
+        # This process, for cluster-wide leases (simulator, sampler).
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._hub: Hub | None = None
+        self._loads: set[asyncio.Task[None]] = set()  # subscriptions loading their history
+        # What the metrics sampler reads: this process's counters, or (set by the
+        # operator layer when there are several workers) the whole node's.
+        self.node_stats: Callable[[], Stats] = lambda: self.stats
 
     @property
     def hub(self) -> Hub:
@@ -82,17 +99,17 @@ class Node:
             governor=Governor(settings.latency_target_ms, enabled=settings.latency_governor),
             conflate=frozenset(LATEST_WINS_STREAMS),
         )
-        await self.broker.start(self._on_events)
+        await self.broker.start(self._on_events, self._on_reset)
         if settings.gc_freeze_interval > 0:
             self.tasks.spawn(
                 "gc-freeze",
                 partial(freeze_survivors, settings.gc_freeze_interval, settings.gc_full_interval),
             )
         trusted = partial(self.publish, validate=False)
-        self.tasks.spawn(
-            "metrics-sampler",
-            partial(sample_metrics, trusted, self.stats, settings.metrics_interval),
-        )
+        sampler = partial(sample_metrics, trusted, self._sampled, settings.metrics_interval)
+        # One sampler and one simulator per cluster: the process holding the lease
+        # runs them (a single process always holds it).
+        self.tasks.spawn("metrics-sampler", self._leased("metrics-sampler", sampler))
         if settings.simulate:
             simulator = NetworkSimulator(
                 seed=settings.seed,
@@ -101,7 +118,17 @@ class Node:
                 tx_rate=settings.sim_tx_rate,
                 block_time=settings.sim_block_time,
             )
-            self.tasks.spawn("simulator", partial(simulate, trusted, simulator))
+            run = partial(simulate, trusted, simulator)
+            self.tasks.spawn("simulator", self._leased("simulator", run))
+
+    def _sampled(self) -> Stats:
+        return self.node_stats()
+
+    def _leased(
+        self, name: str, run: Callable[[], Coroutine[Any, Any, None]]
+    ) -> Callable[[], Coroutine[Any, Any, None]]:
+        take = partial(self.broker.lease, name, self.holder, LEASE_TTL)
+        return partial(while_leased, take, run, LEASE_TTL)
 
     def begin_drain(self) -> None:
         """The server is shutting down: refuse new work, and write what was accepted.
@@ -117,8 +144,20 @@ class Node:
 
     async def stop(self) -> None:
         """Stop every background task, then the broker."""
+        loads, self._loads = self._loads, set()
+        for task in loads:
+            task.cancel()
+        for task in loads:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.tasks.stop()
         await self.broker.close()
+
+    def load(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run one subscription's history load in the background; :meth:`stop` cancels it."""
+        task = asyncio.create_task(work)
+        self._loads.add(task)
+        task.add_done_callback(self._loads.discard)
 
     # -- publishing -----------------------------------------------------------
     async def publish(
@@ -144,6 +183,15 @@ class Node:
         self.snapshots.apply(events)  # before the hub: a snapshot and its changes meet at seq
         if self.settings.broadcast_enabled:
             self.hub.publish(events)
+
+    def _on_reset(
+        self, stream: str, position: Position, items: list[dict[str, Any]] | None
+    ) -> None:
+        """The broker continues ``stream`` after ``position`` in a history it lost or skipped."""
+        if items is not None:
+            self.snapshots.replace(stream, items)
+        if self._hub is not None:
+            self._hub.reset(stream, position)
 
     def _on_flush(self, events: list[Event], now: float) -> None:
         for listener in self.flush_listeners:

@@ -13,15 +13,18 @@ import asyncio
 import re
 from collections import Counter, deque
 from collections.abc import Sized
+from dataclasses import dataclass
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aurigraph_stream.node import Node
-from aurigraph_stream.ops.latency import BroadcastLatency
+from aurigraph_stream.node import Node, WorkerIdentity
+from aurigraph_stream.ops.latency import BroadcastLatency, LatencyHistogram
+from aurigraph_stream.ops.workers import WorkerFigures, merge, snapshot
+from aurigraph_stream.stats import Stats
 from aurigraph_stream.streams import REGISTRY
 
-__all__ = ["IngestCounters", "IngestOutcomes", "LoopMonitor", "Observability"]
+__all__ = ["IngestCounters", "IngestOutcomes", "LoopMonitor", "NodeView", "Observability"]
 
 
 class LoopMonitor:
@@ -126,6 +129,16 @@ class IngestOutcomes:
             self.counters.observe(stream, status, bytes(body))
 
 
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    """The figures the stats and metrics endpoints report: the whole node's."""
+
+    stats: Stats
+    latency: dict[str, LatencyHistogram]
+    accepted: Counter[str]
+    rejected: Counter[tuple[str, str]]
+
+
 class Observability:
     """What the operator endpoints read: the node, its open connections, and the recorders.
 
@@ -135,6 +148,15 @@ class Observability:
 
     def __init__(self, node: Node, connections: Sized) -> None:
         self.node = node
+        identity: WorkerIdentity | None = node.identity
+        # One worker of several: the endpoints add up the figures of every worker.
+        self.figures = (
+            WorkerFigures(identity, node.settings.broker_url)
+            if identity is not None and identity.count > 1
+            else None
+        )
+        if self.figures is not None:
+            node.node_stats = lambda: self.view().stats
         self.connections = connections
         # One histogram per stats endpoint; the multiplexed /ws one stays empty,
         # since latency is recorded per stream.
@@ -148,6 +170,20 @@ class Observability:
     def _subscribers(self, stream: str) -> int:
         return self.node.hub.subscribers(stream)
 
+    def view(self) -> NodeView:
+        """This process's figures, or with several workers, the whole node's."""
+        latency, ingest = self.latency.streams, self.ingest
+        if self.figures is None:
+            return NodeView(self.node.stats, latency, ingest.accepted, ingest.rejected)
+        stats, hists, accepted, rejected = merge(
+            self.node.stats, latency, ingest, self.figures.others
+        )
+        return NodeView(stats, hists, accepted, rejected)
+
     def start(self) -> None:
-        """Start the loop monitor among the node's tasks (which stop it)."""
+        """Start the loop monitor (and the figures exchange) among the node's tasks."""
         self.node.tasks.spawn("loop-monitor", self.loop.run)
+        figures = self.figures
+        if figures is not None:
+            own = lambda: snapshot(self.node.stats, self.latency.streams, self.ingest)  # noqa: E731
+            self.node.tasks.spawn("worker-figures", lambda: figures.run(own))

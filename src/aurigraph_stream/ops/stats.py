@@ -143,7 +143,8 @@ _NO_LATENCY = LatencyHistogram()
 
 def build_report(obs: Observability) -> StatsReport:
     node = obs.node
-    stats = node.stats
+    view = obs.view()  # with several workers: the whole node
+    stats = view.stats
     s = node.settings
     endpoints = {
         name: EndpointReport(
@@ -158,14 +159,12 @@ def build_report(obs: Observability) -> StatsReport:
             failedSends=e.failed_sends,
             conflated=e.conflated,
             # /ws and /graphql carry the streams' events: no latency of their own.
-            broadcastLatencyMs=_latency(
-                obs.latency.streams.get(name, _NO_LATENCY), s.latency_target_ms
-            ),
+            broadcastLatencyMs=_latency(view.latency.get(name, _NO_LATENCY), s.latency_target_ms),
         )
         for name, e in stats.endpoints.items()
     }
     rejected: dict[str, int] = {}
-    for (_, reason), n in obs.ingest.rejected.items():
+    for (_, reason), n in view.rejected.items():
         rejected[reason] = rejected.get(reason, 0) + n
     graphql: dict[str, dict[str, int]] = {"executed": {}, "refused": {}}
     for (outcome, what), n in sorted(stats.graphql.items()):
@@ -181,7 +180,7 @@ def build_report(obs: Observability) -> StatsReport:
         endpoints=endpoints,
         refused=dict(stats.refused),
         closes={str(code): n for code, n in sorted(stats.closes.items())},
-        ingest=IngestReport(accepted=dict(obs.ingest.accepted), rejected=rejected),
+        ingest=IngestReport(accepted=dict(view.accepted), rejected=rejected),
         graphql=GraphqlReport(**graphql),
         governor=GovernorReport(
             enabled=s.latency_governor,

@@ -67,7 +67,8 @@ class StreamCollector:
     def collect(self) -> Iterator[Metric]:
         obs = self._obs
         node = obs.node
-        stats = node.stats
+        view = obs.view()  # with several workers: the whole node
+        stats = view.stats
         ep = ["endpoint"]
 
         connections = GaugeMetricFamily(
@@ -141,7 +142,7 @@ class StreamCollector:
             protocol.add_metric([name], e.protocol_errors)
             failed.add_metric([name], e.failed_sends)
             conflated.add_metric([name], e.conflated)
-            h = obs.latency.streams.get(name)
+            h = view.latency.get(name)
             if h is not None:  # the multiplexed endpoint has none: its events are the streams'
                 over_target.add_metric([name], h.over_target)
                 burn.add_metric([name], h.burn)
@@ -195,14 +196,14 @@ class StreamCollector:
             "Events accepted by the ingest API and broadcast.",
             labels=["stream"],
         )
-        for stream, n in sorted(obs.ingest.accepted.items()):
+        for stream, n in sorted(view.accepted.items()):
             accepted.add_metric([stream], n)
         rejected = CounterMetricFamily(
             "aurigraph_ingest_requests_rejected",
             "Ingest requests refused, by stream and error slug.",
             labels=["stream", "reason"],
         )
-        for (stream, reason), n in sorted(obs.ingest.rejected.items()):
+        for (stream, reason), n in sorted(view.rejected.items()):
             rejected.add_metric([stream, reason], n)
         yield from (accepted, rejected)
 

@@ -4,11 +4,14 @@
 published in the interval, per second; ``cpu`` the process CPU time in the
 interval as % of one core; ``memory`` the resident set size in MiB;
 ``connections`` the open WebSocket connections; ``errorRate`` failed sends
-plus protocol errors, per message sent, in the interval.
+plus protocol errors, per message sent, in the interval. With several worker
+processes, the counts are the node's (every worker's, :mod:`..ops.workers`),
+CPU and memory those of the sampling process.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -20,14 +23,16 @@ __all__ = ["MetricsSampler"]
 
 
 class MetricsSampler:
-    def __init__(self, stats: Stats, clock_wall: float) -> None:
-        self._stats = stats
+    def __init__(self, stats: Callable[[], Stats], clock_wall: float) -> None:
+        """``stats()`` gives the counters to sample (read once per sample)."""
+        self._read = stats
+        stats_now = stats()
         self._process = psutil.Process()
         self._last_wall = clock_wall
         self._last_cpu = self._cpu_seconds()
-        self._last_tx = stats.new_transactions
-        self._last_sent = stats.messages_sent
-        self._last_errors = stats.errors
+        self._last_tx = stats_now.new_transactions
+        self._last_sent = stats_now.messages_sent
+        self._last_errors = stats_now.errors
 
     def _cpu_seconds(self) -> float:
         times = self._process.cpu_times()
@@ -35,7 +40,7 @@ class MetricsSampler:
 
     def sample(self, wall: float) -> dict[str, Any]:
         """Figures for the interval since the previous sample (or construction)."""
-        stats = self._stats
+        stats = self._read()
         elapsed = max(wall - self._last_wall, 1e-6)
         cpu = self._cpu_seconds()
         tx, sent, errors = stats.new_transactions, stats.messages_sent, stats.errors

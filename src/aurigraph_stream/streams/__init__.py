@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import jsonschema_rs
 from jsonschema import Draft202012Validator
 
@@ -10,7 +13,7 @@ from aurigraph_stream.streams.examples import EXAMPLES
 from aurigraph_stream.streams.schemas import MESSAGE_SCHEMAS, event_schema, integer_fields
 from aurigraph_stream.streams.spec import StreamSpec
 
-__all__ = ["NAMES", "REGISTRY", "StreamSpec", "get"]
+__all__ = ["NAMES", "REGISTRY", "SNAPSHOT_KEYS", "StreamSpec", "get", "snapshot_key"]
 
 _TRIGGERS = {
     "metrics": "every broadcast interval (1 s; 2 s in the dev profile)",
@@ -49,3 +52,26 @@ def get(name: str) -> StreamSpec:
         return REGISTRY[name]
     except KeyError:
         raise UnknownStream(name) from None
+
+
+# stream -> (the field that identifies an item of its snapshot set, whether case-insensitive)
+SNAPSHOT_KEYS = {"validators": ("validator", True), "network": ("peerId", False)}
+
+
+def snapshot_key(stream: str, message: Mapping[str, Any]) -> tuple[str, bool] | None:
+    """Where ``message`` goes in its stream's snapshot set: (item key, stays in the set).
+
+    ``None`` for a stream without a snapshot or a message without a key. A
+    validator stays in the set; a peer leaves it when ``connected`` is false.
+    The node's in-process set and a networked broker's stored set both use
+    this, so they agree.
+    """
+    spec = SNAPSHOT_KEYS.get(stream)
+    if spec is None:
+        return None
+    field, lower = spec
+    value = message.get(field)
+    if not isinstance(value, str):
+        return None
+    key = value.lower() if lower else value
+    return key, stream != "network" or message.get("connected") is not False

@@ -295,5 +295,18 @@ class Mux:
                 f"this subscription would hold about {cost} bytes; the connection's "
                 f"subscriptions may hold {self.budget}, and hold {self.held}",
             )
-        self.subs[sub_id] = attach(self.node, self.sink, request, self.codec, self.bits, sub_id)
+        self.subs[sub_id] = attach(
+            self.node, self.sink, request, self.codec, self.bits, sub_id, self._failed(sub_id)
+        )
         self.held += cost
+
+    def _failed(self, sub_id: str) -> Callable[[SubscriptionError], None]:
+        """What a subscription whose history could not be read does: it ends, with an error."""
+
+        def failed(exc: SubscriptionError) -> None:
+            sub = self.subs.pop(sub_id, None)
+            if sub is not None:
+                self.held -= subscription_bytes(sub.filter)
+            self._reply(_error("subscribe", sub_id, exc.error, exc.detail))
+
+        return failed

@@ -203,7 +203,7 @@ class Connection(asyncio.Protocol, Subscriber):
                 "close",
                 extra={
                     "endpoint": self.endpoint,
-                    "client": self.peer,
+                    "client": self._client_label(),
                     "duration_s": round(time.monotonic() - self.opened_at, 3),
                     "code": self.session.close_code,
                 },
@@ -279,6 +279,18 @@ class Connection(asyncio.Protocol, Subscriber):
             self.write_frames(pending)
         self.session.close(code, reason)
         self._pump()
+
+    def _unavailable(self, exc: Exception) -> None:
+        """The starting point could not be read from the broker: the client retries later."""
+        self.close(CloseCode.TRY_AGAIN_LATER)
+
+    def _client_label(self) -> str:
+        """The client as logs name it: the address the limits count (behind a trusted
+        proxy, the one in X-Forwarded-For), and the TCP peer when that differs."""
+        client = self.client
+        if not client or self.peer.startswith(client + ":") or self.peer == client:
+            return self.peer
+        return client
 
     def _expire(self) -> None:
         """The token's exp (+ grace) has passed: access ends now, not at the next reconnect."""
@@ -555,12 +567,12 @@ class Connection(asyncio.Protocol, Subscriber):
         elif route.subscription is None:
             node.hub.subscribe(self, route.endpoint, (route.format, bits))
         else:
-            attach(node, self, route.subscription, route.format, bits)
+            attach(node, self, route.subscription, route.format, bits, failed=self._unavailable)
         logger.info(
             "open",
             extra={
                 "endpoint": route.endpoint,
-                "client": self.peer,
+                "client": self._client_label(),
                 "deflate": bool(bits),
                 "format": route.format,
             },

@@ -13,21 +13,40 @@ consecutive. It joins with ``after=``, the hub's seq check, so that the seam
 holds even for a broker whose history and delivery are not in step. A client
 too slow to take its replay before the history drops what it still needs is
 closed as a slow consumer (4008), as one that falls behind live traffic is.
+
+A networked broker (Redis) cannot read its history synchronously. There the
+subscription joins the hub at once in a *loading* state, in which the hub
+keeps the live events it would have received (as centrifuge's ``PubSubSync``
+does); the history is read in the background; then, in one synchronous step,
+the replay is queued, followed by the kept events newer than the history's
+position, and the subscription receives live events from where those end.
+Every event published after the buffering started is in the history read or
+among the kept events, and the seq check drops what is in both. That replay
+is queued whole, not paced. A snapshot, or a start without a replay, needs no
+read: the node's snapshot set is exactly as of the last event it delivered
+(``Broker.delivered``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from aurigraph_stream.errors import SubscriptionError
+from aurigraph_stream.broker import HistoryRead
+from aurigraph_stream.errors import BrokerUnavailable, SubscriptionError
 from aurigraph_stream.event import Event
 from aurigraph_stream.hub import Subscriber, Subscription, control_frame, message_frame, payload_of
 from aurigraph_stream.hub.frames import snapshot_frame
 from aurigraph_stream.node import Node
-from aurigraph_stream.subscription import SubscribeRequest, history_since, starting_point
+from aurigraph_stream.subscription import Start, SubscribeRequest, history_since, starting_point
 
-__all__ = ["CatchUp", "attach", "reply"]
+__all__ = ["HISTORY_WAIT", "CatchUp", "attach", "reply"]
+
+HISTORY_WAIT = 10.0  # seconds a subscription waits for an unreachable broker's history
+
+Failed = Callable[[SubscriptionError], None]
 
 # One step of a replay: at most this many bytes of frames (and half the subscriber's
 # buffer bound), and at most this many history events looked at.
@@ -108,32 +127,61 @@ def attach(
     codec: str,
     bits: int,
     sub_id: str | None = None,
+    failed: Failed | None = None,
 ) -> Subscription:
     """Subscribe ``sink`` to the node's hub as ``request`` asks, its starting frames queued first.
 
-    Raises:
-        SubscriptionError: ``history_unavailable`` when a starting point is asked
-            of a broker that cannot read its history synchronously.
+    Args:
+        failed: called (after the subscription was removed) when a networked
+            broker's history could not be read within :data:`HISTORY_WAIT`.
     """
     hub = node.hub
-    level = node.settings.compression_level
     stream, flt = request.stream, request.filter
     if not request.wants_control and sub_id is None:
         return hub.subscribe(sink, stream, (codec, bits), flt)
+    control = sub_id is None  # a /ws/{stream} subscription with a starting point
     read = node.broker.history_now(stream, history_since(request))
     if read is None:
-        raise SubscriptionError(
-            "history_unavailable", "this broker cannot serve replay, since or snapshot"
-        )
-    start = starting_point(request, read)
+        if request.since is not None or request.replay is not None:
+            sub = hub.subscribe(
+                sink, stream, (codec, bits), flt, sub_id=sub_id, loading=True, control=control
+            )
+            node.load(_load(node, sub, request, failed))
+            return sub
+        start = _from_delivered(node, request)
+    else:
+        start = starting_point(request, read)
     position = start.position
     replayed = start.replayed
+    hub.enqueue(sink, _head_frames(node, request, start, codec, bits, sub_id))
+    if not replayed:
+        return hub.subscribe(
+            sink, stream, (codec, bits), flt, sub_id=sub_id, after=position.seq, control=control
+        )
+    # The replay starts after the event before the first replayed one; the first step
+    # runs now (a short replay is all queued at once, as before), the rest paced.
+    sub = hub.subscribe(
+        sink, stream, (codec, bits), flt, sub_id=sub_id, live=False, control=control
+    )
+    job = CatchUp(node, sub, replayed[0].seq - 1)
+    if job.step():
+        hub.pace(job)
+    return sub
+
+
+def _head_frames(
+    node: Node, request: SubscribeRequest, start: Start, codec: str, bits: int, sub_id: str | None
+) -> list[bytes]:
+    """The subscribed frame, then the snapshot when the start has one."""
+    level = node.settings.compression_level
+    stream, flt = request.stream, request.filter
+    position = start.position
     head: dict[str, Any] = {"type": "subscribed"}
     if sub_id is not None:
         head["id"] = sub_id
     head["stream"] = stream
     where = {"seq": position.seq, "epoch": position.epoch}
-    head |= {"position": where, "recovered": start.recovered, "replayed": len(replayed)}
+    head |= {"position": where, "recovered": start.recovered, "replayed": len(start.replayed)}
     frames = [control_frame(codec, bits, level, head)]
     if start.snapshot:
         items = [flt.project(m) for m in node.snapshots.items(stream) if flt.matches(m)]
@@ -142,13 +190,75 @@ def attach(
             body["id"] = sub_id
         body |= {"stream": stream, "position": where, "items": items}
         frames.append(snapshot_frame(codec, bits, level, body))
-    hub.enqueue(sink, frames)
-    if not replayed:
-        return hub.subscribe(sink, stream, (codec, bits), flt, sub_id=sub_id, after=position.seq)
-    # The replay starts after the event before the first replayed one; the first step
-    # runs now (a short replay is all queued at once, as before), the rest paced.
-    sub = hub.subscribe(sink, stream, (codec, bits), flt, sub_id=sub_id, live=False)
-    job = CatchUp(node, sub, replayed[0].seq - 1)
-    if job.step():
-        hub.pace(job)
-    return sub
+    return frames
+
+
+def _from_delivered(node: Node, request: SubscribeRequest) -> Start:
+    """A start at the last event this node delivered, with no replay: a networked broker's
+    snapshot-only subscription, or one whose resume failed (``recovered`` false then)."""
+    position = node.broker.delivered(request.stream)
+    asked = request.since is not None or request.replay is not None
+    return Start(position, not asked, [], request.snapshot)
+
+
+async def _read_history(node: Node, sub: Subscription, since: int | None) -> HistoryRead | None:
+    """The history, retried while the broker is unreachable (bounded); None if given up."""
+    deadline = time.monotonic() + HISTORY_WAIT
+    delay = 0.1
+    while True:
+        try:
+            return await node.broker.history(sub.stream, since)
+        except BrokerUnavailable:
+            if time.monotonic() + delay > deadline or sub not in sub.sink.subscriptions:
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+async def _load(
+    node: Node, sub: Subscription, request: SubscribeRequest, failed: Failed | None
+) -> None:
+    """A networked broker's history for a loading subscription, then its starting frames."""
+    read = await _read_history(node, sub, history_since(request))
+    hub = node.hub
+    if sub not in sub.sink.subscriptions:
+        return  # the client left, or unsubscribed, meanwhile
+    if read is None:
+        hub.remove(sub)
+        if failed is not None:
+            failed(
+                SubscriptionError(
+                    "history_unavailable",
+                    f"the broker did not answer within {HISTORY_WAIT:g}s; retry later",
+                )
+            )
+        return
+    # From here to the end: one synchronous step, no event can come in between.
+    level = node.settings.compression_level
+    delivered = node.broker.delivered(sub.stream)
+    buffered = hub.take_buffer(sub)
+    start = starting_point(request, read)
+    continuous = buffered is not None and delivered.epoch == read.position.epoch
+    if continuous and request.since is not None and not start.recovered:
+        continuous = False  # not resumed: start from what this node delivered, as live does
+    if not continuous:
+        # Not resumed, or a reset came while loading (the history read belongs to
+        # a lost epoch): the position is the last event delivered here, the
+        # snapshot is as of it, and live events follow it.
+        start = _from_delivered(node, request)
+        buffered = []
+    assert buffered is not None
+    position = start.position
+    flt = sub.filter
+    # The replay, then the live events kept while it loaded that are newer than it
+    # (sent whatever ``recovered`` says, as live events are). An event this format
+    # cannot carry is left out (and logged), as in live delivery.
+    newer = [e for e in buffered if e.seq > position.seq and flt.matches(e.data)]
+    frames = [_replayed_frame(sub, e, level) for e in [*start.replayed, *newer]]
+    replay_frames = [f for f in frames if f is not None]
+    head = _head_frames(node, request, start, sub.codec, sub.bits, sub.id)
+    # Live events resume after the newer of the start's last event and the last one
+    # kept: those the hub holds for a later tick (its fan-out budget), or that the
+    # reader has yet to hand over, follow in order.
+    hub.join_after(sub, max(position.seq, buffered[-1].seq if buffered else 0))
+    hub.enqueue(sub.sink, head + replay_frames)

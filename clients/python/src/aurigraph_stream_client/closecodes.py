@@ -46,6 +46,9 @@ CLOSE_CODES: Final[dict[int, CloseCodeInfo]] = {
         1009, "MESSAGE_TOO_BIG", "message too big", reconnect=False, new_token=False
     ),
     1011: CloseCodeInfo(1011, "INTERNAL_ERROR", "internal error", reconnect=True, new_token=False),
+    1013: CloseCodeInfo(
+        1013, "TRY_AGAIN_LATER", "try again later", reconnect=True, new_token=False
+    ),
     4001: CloseCodeInfo(4001, "TOKEN_EXPIRED", "token expired", reconnect=True, new_token=True),
     4003: CloseCodeInfo(
         4003, "FORBIDDEN", "the token no longer grants this stream", reconnect=False, new_token=True

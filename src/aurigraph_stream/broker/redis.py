@@ -1,0 +1,457 @@
+"""Redis broker: one order per stream for every process and node, on Redis Streams.
+
+Per stream, three keys share one hash tag (``aurigraph:{transactions}:...``):
+
+- ``meta``, a hash: ``epoch`` and ``seq``, the last seq assigned;
+- ``log``, a Redis Stream: one entry per event (``s`` seq, ``e`` epoch,
+  ``d`` the message as JSON, without ``seq``, ``t`` Redis' clock when it was
+  stored, in microseconds), trimmed to the stream's
+  history bounds (``MAXLEN`` for the count, ``MINID`` for the age);
+- ``snap``, a hash: the snapshot set of ``validators`` and ``network``
+  (item key -> ``seq:json``).
+
+A publish is one Lua script, so one round trip: it creates the epoch if the
+stream has none (a new stream, or one Redis lost), takes the next seqs with
+``HINCRBY``, appends every event, trims, and updates the snapshot set. Redis
+runs a script whole or not at all, so a request is stored entirely or not at
+all, and its seqs are contiguous whichever node sent it.
+
+Delivery needs no pub/sub: each process runs one reader that ``XREAD``s every
+stream's log from the last entry it delivered. A reader cut off from Redis
+picks up where it stopped when Redis is back, so subscribers get what was
+published meanwhile. When the epoch of an entry is not the one it delivered
+from, or a seq was skipped (trimmed before it was read), the reader re-reads
+the stream's state and calls ``on_reset`` with the position it continues
+from: subscribers are told ``recovered: false`` rather than left with a gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from aurigraph_stream.broker.base import (
+    Broker,
+    BrokerUnavailable,
+    EventHandler,
+    HistoryRead,
+    ResetHandler,
+)
+from aurigraph_stream.broker.history import HistoryPolicy
+from aurigraph_stream.contract import Position
+from aurigraph_stream.event import Event
+from aurigraph_stream.streams import SNAPSHOT_KEYS, snapshot_key
+
+__all__ = ["KEY_PREFIX", "RedisBroker", "stream_keys"]
+
+logger = logging.getLogger("aurigraph_stream.broker")
+
+KEY_PREFIX = "aurigraph:"
+COMMAND_TIMEOUT = 3.0  # seconds: a publish or read slower than this answers 503
+PING_TIMEOUT = 1.0  # seconds: readiness goes DOWN within this of Redis hanging
+CONNECT_TIMEOUT = 1.0
+# The reader's XREAD BLOCK: how long an idle reader waits before it asks again,
+# and so how long close() waits for it (a cancelled XREAD can leave redis-py's
+# connection hanging, so the reader is asked to stop instead).
+BLOCK_MS = 250
+READ_COUNT = 1000  # entries per stream per XREAD
+
+# The errors that mean "Redis cannot be reached or answered too late".
+_UNREACHABLE = (RedisError, OSError, asyncio.TimeoutError)
+
+# KEYS: meta, log, snap. ARGV: a fresh epoch (used only when the stream has
+# none), max length, max age ms (0: none), n, then n x (data, op, item key)
+# where op is "" (no snapshot), "+" (set the item) or "-" (remove it).
+_PUBLISH = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
+end
+local t = redis.call('TIME')
+local stored = t[1] .. string.format('%06d', tonumber(t[2]))
+local n = tonumber(ARGV[4])
+local last = redis.call('HINCRBY', KEYS[1], 'seq', n)
+local seq = last - n
+for i = 0, n - 1 do
+  seq = seq + 1
+  local at = 5 + i * 3
+  local data = ARGV[at]
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], '*', 's', seq, 'e', epoch, 'd', data, 't', stored)
+  local op = ARGV[at + 1]
+  if op == '+' then
+    redis.call('HSET', KEYS[3], ARGV[at + 2], seq .. ':' .. data)
+  elseif op == '-' then
+    redis.call('HDEL', KEYS[3], ARGV[at + 2])
+  end
+end
+local age = tonumber(ARGV[3])
+if age > 0 then
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('XTRIM', KEYS[2], 'MINID', now - age)
+end
+return last
+"""
+
+# The part both reads share: the epoch (created if missing), age trimming.
+_ENSURE = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
+end
+local age = tonumber(ARGV[2])
+if age > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('XTRIM', KEYS[2], 'MINID', now - age)
+end
+local head = tonumber(redis.call('HGET', KEYS[1], 'seq'))
+"""
+
+# KEYS: meta, log, snap. ARGV: fresh epoch, max age ms, since ("": every event kept).
+# Returns {epoch, head seq, oldest kept entry or {}, entries}; after ``since`` the
+# entries come newest first (XREVRANGE with the count that must be there).
+_HISTORY = (
+    _ENSURE
+    + """
+local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+local entries
+if ARGV[3] == '' then
+  entries = redis.call('XRANGE', KEYS[2], '-', '+')
+else
+  local since = tonumber(ARGV[3])
+  if since >= head then
+    entries = {}
+  else
+    entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', head - since)
+  end
+end
+return {epoch, head, oldest, entries}
+"""
+)
+
+# KEYS: meta, log, snap. ARGV: fresh epoch, max age ms. Returns {epoch, head seq,
+# id of the newest entry or "0-0", the snapshot set, seq of the oldest entry or 0}.
+_STATE = (
+    _ENSURE
+    + """
+local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+local last = '0-0'
+local first = 0
+if newest[1] then last = newest[1][1] end
+if oldest[1] then first = tonumber(oldest[1][2][2]) end
+return {epoch, head, last, redis.call('HVALS', KEYS[3]), first}
+"""
+)
+
+# KEYS: the lease. ARGV: holder, ttl ms. 1 if the holder holds it now.
+_LEASE = """
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not current then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+def stream_keys(stream: str) -> tuple[str, str, str]:
+    """(meta, log, snap): one hash tag, so a Redis Cluster keeps them on one shard."""
+    base = f"{KEY_PREFIX}{{{stream}}}:"
+    return base + "meta", base + "log", base + "snap"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _snapshot_item(value: bytes) -> dict[str, Any]:
+    seq, _, data = value.partition(b":")
+    return {**orjson.loads(data), "seq": int(seq)}
+
+
+class RedisBroker:
+    """A broker whose order, history, epoch and snapshot sets live in Redis.
+
+    Args:
+        url: ``redis://[:password@]host:port/db`` or ``rediss://...`` (TLS).
+        policies: each stream's history bounds.
+    """
+
+    def __init__(self, url: str, policies: Mapping[str, HistoryPolicy]) -> None:
+        self._policies = dict(policies)
+        # No retries: a publish retried after a timeout could be stored twice.
+        self._client: redis.Redis = redis.Redis.from_url(
+            url,
+            socket_timeout=COMMAND_TIMEOUT,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            retry=Retry(NoBackoff(), 0),
+        )
+        # The reader's own pool (one connection in use): its XREAD blocks.
+        self._reader: redis.Redis = redis.Redis.from_url(
+            url,
+            socket_timeout=BLOCK_MS / 1000 + COMMAND_TIMEOUT,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._publish = self._client.register_script(_PUBLISH)
+        self._history = self._client.register_script(_HISTORY)
+        self._state = self._client.register_script(_STATE)
+        self._lease = self._client.register_script(_LEASE)
+        self._keys = {name: stream_keys(name) for name in policies}
+        self._stream_of = {keys[1].encode(): name for name, keys in self._keys.items()}
+        self._known: dict[str, Position] = {}  # what the handler was given last
+        self._ids: dict[bytes, bytes] = {}  # log key -> the last entry id read
+        self._handler: EventHandler | None = None
+        self._on_reset: ResetHandler | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._up = True
+
+    # -- lifecycle ----------------------------------------------------------------
+    async def start(self, handler: EventHandler, on_reset: ResetHandler | None = None) -> None:
+        self._handler = handler
+        self._on_reset = on_reset
+        try:
+            await self._sync()
+        except _UNREACHABLE as exc:
+            # The server still starts (readiness DOWN); the reader keeps trying.
+            logger.warning("broker unreachable at start", extra={"error": type(exc).__name__})
+            self._up = False
+        self._task = asyncio.create_task(self._run(), name="redis-reader")
+
+    async def close(self) -> None:
+        self._handler = None
+        self._on_reset = None
+        self._closing = True
+        task, self._task = self._task, None
+        if task is not None:
+            # Let the reader's XREAD come back and the loop see _closing; cancel only
+            # if it does not within the longest a command may take.
+            done, _ = await asyncio.wait({task}, timeout=BLOCK_MS / 1000 + COMMAND_TIMEOUT + 1)
+            if not done:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._reader.aclose()
+        await self._client.aclose()
+
+    # -- publishing -----------------------------------------------------------------
+    async def publish(self, stream: str, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+        n = len(messages)
+        if self._closing:
+            raise BrokerUnavailable("the broker is closed")
+        if n == 0:
+            return []
+        policy = self._policies[stream]
+        args: list[Any] = [secrets.token_hex(4), policy.size, int(policy.max_age * 1000), n]
+        for message in messages:
+            where = snapshot_key(stream, message)
+            if where is None:
+                args += (orjson.dumps(message), "", "")
+            else:
+                args += (orjson.dumps(message), "+" if where[1] else "-", where[0])
+        try:
+            last = int(await self._publish(keys=self._keys[stream], args=args))
+        except _UNREACHABLE as exc:
+            raise BrokerUnavailable(f"Redis did not store the events: {exc}") from exc
+        return list(range(last - n + 1, last + 1))
+
+    # -- reading ------------------------------------------------------------------------
+    async def history(self, stream: str, since: int | None) -> HistoryRead:
+        if self._closing:
+            raise BrokerUnavailable("the broker is closed")
+        policy = self._policies[stream]
+        args: list[str | int] = [
+            secrets.token_hex(4),
+            int(policy.max_age * 1000),
+            "" if since is None else since,
+        ]
+        try:
+            epoch, head, oldest, entries = await self._history(keys=self._keys[stream], args=args)
+        except _UNREACHABLE as exc:
+            raise BrokerUnavailable(f"Redis did not answer: {exc}") from exc
+        head = int(head)
+        position = Position(head, _text(epoch))
+        first = int(oldest[0][1][1]) if oldest else head + 1
+        now = (time.perf_counter(), time.time())
+        events: list[Event] | None = [self._event(stream, e[0], e[1], now) for e in entries]
+        if since is not None and events:
+            events.reverse()
+            if len(events) < head - since or events[0].seq != since + 1:
+                events = None  # some events after ``since`` are no longer kept
+        return HistoryRead(position, events, first)
+
+    def history_now(self, stream: str, since: int | None) -> HistoryRead | None:
+        return None  # a network round trip: subscribers buffer while history() loads
+
+    def delivered(self, stream: str) -> Position:
+        return self._known.get(stream) or Position(0, "")
+
+    @staticmethod
+    def _event(
+        stream: str, entry_id: bytes, fields: Sequence[bytes], now: tuple[float, float]
+    ) -> Event:
+        # Fields as stored: s, seq, e, epoch, d, data, t, stored (us, Redis' clock).
+        seq = int(fields[1])
+        # accepted_at on this process's perf_counter, from when Redis stored it.
+        if len(fields) > 7:
+            stored = int(fields[7]) / 1e6
+        else:  # an entry from before ``t`` was stored: the id's milliseconds
+            stored = int(entry_id.partition(b"-")[0]) / 1e3
+        accepted = now[0] - max(0.0, now[1] - stored)
+        return Event(stream, seq, {**orjson.loads(fields[5]), "seq": seq}, accepted)
+
+    # -- leases and health ----------------------------------------------------------------
+    async def lease(self, name: str, holder: str, ttl: float) -> bool:
+        if self._closing:
+            return False
+        try:
+            held = await self._lease(
+                keys=[f"{KEY_PREFIX}lease:{name}"], args=[holder, max(1, int(ttl * 1000))]
+            )
+        except _UNREACHABLE:
+            return False  # cannot renew: behave as if it lapsed
+        return int(held) == 1
+
+    async def ping(self) -> bool:
+        if self._closing:
+            return False
+        try:
+            async with asyncio.timeout(PING_TIMEOUT):
+                return bool(await self._client.ping())
+        except _UNREACHABLE:
+            return False
+
+    # -- the reader -------------------------------------------------------------------------
+    async def _state_of(
+        self, stream: str
+    ) -> tuple[Position, bytes, list[dict[str, Any]] | None, int]:
+        policy = self._policies[stream]
+        epoch, head, last, items, oldest = await self._state(
+            keys=self._keys[stream], args=[secrets.token_hex(4), int(policy.max_age * 1000)]
+        )
+        snapshot = [_snapshot_item(v) for v in items] if stream in SNAPSHOT_KEYS else None
+        return Position(int(head), _text(epoch)), last, snapshot, int(oldest)
+
+    async def _resync(self, stream: str, *, new_epoch: bool = False) -> None:
+        """Continue ``stream`` from its state in Redis now, telling the handler's owner.
+
+        A new epoch whose log still starts at seq 1 is delivered from its start
+        (the reset says position 0, the snapshot set starts empty): subscribers
+        then get every event of it. Otherwise delivery goes on after the head,
+        with the stored snapshot set.
+        """
+        position, last, items, oldest = await self._state_of(stream)
+        if new_epoch and oldest <= 1:
+            position = Position(0, position.epoch)
+            last = b"0-0"
+            items = [] if items is not None else None
+        self._known[stream] = position
+        self._ids[self._keys[stream][1].encode()] = last
+        if self._on_reset is not None:
+            self._on_reset(stream, position, items)
+
+    async def _sync(self) -> None:
+        """After (re)connecting: streams Redis lost start over; the others read on."""
+        for stream in self._policies:
+            known = self._known.get(stream)
+            if known is None:
+                await self._resync(stream)
+                continue
+            position, _last, _items, _oldest = await self._state_of(stream)
+            if position.epoch != known.epoch:
+                logger.warning(
+                    "stream history lost in Redis: new epoch",
+                    extra={"stream": stream, "epoch": position.epoch},
+                )
+                await self._resync(stream, new_epoch=True)
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        need_sync = not self._up
+        while not self._closing:
+            try:
+                if need_sync:
+                    await self._sync()
+                    need_sync = False
+                ids: Any = self._ids
+                reply: Any = await self._reader.xread(ids, count=READ_COUNT, block=BLOCK_MS)
+                if not self._up:
+                    logger.info("broker reachable again")
+                    self._up = True
+                backoff = 0.05
+                if reply and not self._closing:
+                    await self._deliver(reply)
+            except asyncio.CancelledError:
+                raise
+            except _UNREACHABLE as exc:
+                if self._up:
+                    logger.warning("broker unreachable", extra={"error": type(exc).__name__})
+                    self._up = False
+                need_sync = True
+                if self._closing:
+                    return
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+
+    async def _deliver(self, reply: Sequence[Any]) -> None:
+        now = (time.perf_counter(), time.time())
+        for key, entries in reply:
+            stream = self._stream_of[key]
+            known = self._known[stream]
+            seq, epoch = known.seq, known.epoch
+            events: list[Event] = []
+            for entry_id, fields in entries:
+                s = int(fields[b"s"])
+                e = _text(fields[b"e"])
+                if e == epoch and s <= seq:  # delivered already
+                    self._ids[key] = entry_id
+                    continue
+                if e != epoch or s != seq + 1:
+                    # Redis lost the stream, or entries were trimmed before this
+                    # reader got them: continue from the stream's state as it is
+                    # now, which includes every entry of this reply.
+                    self._known[stream] = Position(seq, epoch)
+                    if events:
+                        self._hand_over(events)
+                        events = []
+                    await self._resync(stream, new_epoch=e != epoch)
+                    break
+                # As a script reads an entry: a flat list, in the order stored.
+                fields_list = [x for pair in fields.items() for x in pair]
+                events.append(self._event(stream, entry_id, fields_list, now))
+                seq = s
+                self._ids[key] = entry_id
+            else:
+                self._known[stream] = Position(seq, epoch)
+                if events:
+                    self._hand_over(events)
+
+    def _hand_over(self, events: list[Event]) -> None:
+        if self._handler is not None:
+            self._handler(events)
+
+
+def _conforms(broker: RedisBroker) -> Broker:
+    """Checked by mypy: RedisBroker implements Broker."""
+    return broker
