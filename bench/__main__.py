@@ -21,7 +21,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.loadgen import LoadGenerator
-from bench.report import floor_lines, markdown, plot, throughput_lines, update_doc, verdicts
+from bench.report import (
+    capacity_lines,
+    floor_lines,
+    markdown,
+    plot,
+    throughput_lines,
+    update_doc,
+    verdicts,
+)
 from bench.scenarios import SCENARIOS, Bench, Options
 from bench.sendcost import measure as measure_send_cost
 from bench.servers import ROOT, SERVERS, Nchan
@@ -85,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="short phases (a couple of minutes)")
     parser.add_argument(
         "--scenarios",
-        default="1,2,3,4,5,6,7,8,9",
+        default="1,2,3,4,5,6,7,8,9,10,11",
         help="comma-separated scenario numbers (default all)",
     )
     parser.add_argument(
@@ -204,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "send_cost": dataclasses.asdict(results.send_cost)
                 if results.send_cost is not None
                 else None,
-                "soak": dataclasses.asdict(results.soak) if results.soak is not None else None,
+                "soak": {name: dataclasses.asdict(f) for name, f in results.soak.items()},
             },
             indent=1,
         )
@@ -233,7 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for v in verdicts(results.rows, opts.connections, results.soak):
         result = "not measured" if v.ok is None else ("met" if v.ok else "MISSED")
         print(f"{result:>12}  {v.target}: {v.measured}")
-    for line in throughput_lines(results.rows) + floor_lines(results.rows):
+    for line in (
+        capacity_lines(results.rows) + throughput_lines(results.rows) + floor_lines(results.rows)
+    ):
         print(f"{'info':>12}  {line}")
     return 0
 

@@ -102,6 +102,17 @@ class _Worker:
                     "open": len(live),
                 }
             )
+        elif op in ("pause", "resume"):
+            # Stop (or go on) reading the group's sockets: what the server sends meanwhile
+            # waits in the kernel's buffers, so its writes cost it no waiting on ours.
+            for conn in conns:
+                transport = conn.transport
+                if transport is not None and conn.open:
+                    if op == "pause":
+                        transport.pause_reading()
+                    else:
+                        transport.resume_reading()
+            self.pipe.send({"ok": True})
         elif op == "snapshot":
             self.pipe.send(_snapshot(rec, conns, cmd["expected"]))
         elif op == "close":
@@ -449,6 +460,14 @@ class LoadGenerator:
             resumed=sum(r.get("resumed", 0) for r in replies),
             unrecovered=sum(r.get("unrecovered", 0) for r in replies),
         )
+
+    def pause(self, group: str = "") -> None:
+        """Stop reading the group's sockets (the kernel's buffers take what comes)."""
+        self._broadcast({"op": "pause", "group": group})
+
+    def resume(self, group: str = "") -> None:
+        """Read the group's sockets again."""
+        self._broadcast({"op": "resume", "group": group})
 
     def close(self, group: str = "") -> None:
         """Drop a group's connections (TCP reset, so no TIME_WAIT piles up between runs)."""

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -27,7 +28,7 @@ from bench.procstat import open_fds
 from bench.profiling import Profiler
 from bench.publisher import SINK, Publisher, PublishResult
 from bench.sendcost import SendCost
-from bench.servers import HOST, SERVERS, Aurigraph, BenchServer
+from bench.servers import HOST, SERVERS, Aurigraph, BenchServer, RedisProcess
 
 __all__ = ["SCENARIOS", "Bench", "Options", "Row"]
 
@@ -59,6 +60,13 @@ class Options:
     watchers: int = 100
     # Scenario 8's ramp (msg/s); None: the standard one (GOVERNOR_RATES, quick: fewer).
     governor_rates: tuple[float, ...] | None = None
+    # Scenario 10: its end-to-end phases (rate, seconds), and how many single events the
+    # server-side fan-out time is taken over.
+    cores_phases: tuple[tuple[float, float], ...] = ((1.0, 35.0), (10.0, 10.0))
+    fanout_events: int = 100
+    # Scenario 11: seconds per phase, and rounds (memory, then Redis, in each).
+    redis_seconds: float = 10.0
+    redis_rounds: int = 2
     # The soak (scenario 9): its length in seconds (0: not run), and its load.
     soak: float = 0.0
     soak_subscribers: int = 5_000
@@ -137,7 +145,7 @@ class Results:
     profiles: dict[str, str] = field(default_factory=dict)  # title -> summary text
     log: list[str] = field(default_factory=list)
     send_cost: SendCost | None = None  # the machine's loopback send() cost, start of the run
-    soak: SoakFigures | None = None
+    soak: dict[str, SoakFigures] = field(default_factory=dict)  # per server
 
 
 def _ms(us: int | None) -> float | None:
@@ -825,6 +833,13 @@ def throughput(bench: Bench) -> None:
     if opts.quick and "floor" in names and "aurigraph" in names:
         names.remove("floor")  # --quick stays within its minutes; the full run has it
         bench.results.skipped["7 throughput (floor)"] = "quick run: the full run measures it"
+    if "aurigraph" in names:  # and the same on Redis
+        missing = RedisProcess.available()
+        if opts.quick or missing is not None:
+            reason = missing or "quick run: the full run measures it"
+            bench.results.skipped["7 throughput (Redis)"] = reason
+        else:
+            names.insert(1, "aurigraph-redis")
     if not names:
         return
     n = opts.connections
@@ -974,10 +989,10 @@ def soak(bench: Bench) -> None:
     """Hours, not minutes: 5,000 subscribers of /ws/transactions in 50 groups, each group
     filtering one address, 100 of them dropped and resumed with ``since`` every second,
     200 events/s spread over the 50 addresses, and a reader of the whole stream that stops
-    reading every minute (the server must close it as slow), for ``--soak`` seconds. Targets:
-    RSS after the first minute grows by under 5 %, the open descriptors come back to
-    their level before the soak, every resume is recovered with no gap, and the
-    collector's longest pause stays under 20 ms."""
+    reading every minute (the server must close it as slow), for ``--soak`` seconds, with
+    the memory broker and then on Redis. Targets: RSS after the first minute grows by
+    under 5 %, the open descriptors come back to their level before the soak, every
+    resume is recovered with no gap, and the collector's longest pause stays under 20 ms."""
     opts = bench.opts
     if opts.soak <= 0:
         bench.results.skipped["9 soak"] = 'not asked for: make bench ARGS="--soak 600"'
@@ -985,15 +1000,27 @@ def soak(bench: Bench) -> None:
     bench.skip_floor("9 soak", "the bare uvloop loop has no history to resume from")
     if "aurigraph" not in bench.servers():
         return
+    names = ["aurigraph"]
+    missing = RedisProcess.available()
+    if missing is None:
+        names.append("aurigraph-redis")
+    else:
+        bench.results.skipped["9 soak (Redis)"] = missing
+    for name in names:
+        _soak_one(bench, name)
+
+
+def _soak_one(bench: Bench, name: str) -> None:
+    opts = bench.opts
     n = opts.soak_subscribers
     seconds = opts.soak
     bench.say(
-        f"scenario 9 soak: {seconds:g} s, {n} subscribers, {opts.soak_churn}/s resumed with "
-        f"since, {opts.soak_rate:g} events/s, a slow reader every {opts.soak_slow_every:g} s"
+        f"scenario 9 soak: {name}, {seconds:g} s, {n} subscribers, {opts.soak_churn}/s resumed "
+        f"with since, {opts.soak_rate:g} events/s, a slow reader every {opts.soak_slow_every:g} s"
     )
     groups = opts.soak_groups
     addrs = addresses_for(groups) if groups else (SINK,)
-    with bench.running("aurigraph", gc_watch=True) as server:
+    with bench.running(name, gc_watch=True) as server:
         group = server.name
         base = server.ws_path("transactions")
         # replay=0: a subscribed frame first, with the epoch a resume needs.
@@ -1024,7 +1051,12 @@ def soak(bench: Bench) -> None:
             finally:
                 for sock in slow:
                     sock.close()
-            figures.slow_closed = _slow_closes(server)
+            stats = server_stats(server)
+            figures.slow_closed = (
+                int(stats["endpoints"]["transactions"]["slowConsumerDisconnects"])
+                if stats is not None
+                else -1
+            )
             figures.rss_end = server.rss()
             figures.fds_after = _settled_fds(server, figures.fds_before)
             pauses = pauses_between(server.log_path, wall0, time.time())
@@ -1064,8 +1096,25 @@ def soak(bench: Bench) -> None:
             and figures.slow_closed >= figures.slow_readers
             and figures.longest_gc_ms < 20.0
         )
-        bench.results.soak = figures
+        bench.results.soak[name] = figures
         bench.add(row)
+
+
+def server_stats(server: BenchServer) -> dict[str, Any] | None:
+    """Our server's /api/v11/websocket/stats (None if it does not answer)."""
+    conn = http.client.HTTPConnection(HOST, server.port, timeout=10)
+    try:
+        conn.request("GET", "/api/v11/websocket/stats")
+        response = conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            return None
+        report: dict[str, Any] = orjson.loads(body)
+        return report
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    finally:
+        conn.close()
 
 
 def _soak_expected(events: int, subscribers: int, groups: int) -> int:
@@ -1123,19 +1172,6 @@ def _slow_reader(server: BenchServer) -> socket.socket:
     return sock
 
 
-def _slow_closes(server: BenchServer) -> int:
-    """Connections the server closed as slow consumers, from its own stats."""
-    conn = http.client.HTTPConnection(HOST, server.port, timeout=10)
-    try:
-        conn.request("GET", "/api/v11/websocket/stats")
-        report = orjson.loads(conn.getresponse().read())
-    except (OSError, orjson.JSONDecodeError):
-        return -1
-    finally:
-        conn.close()
-    return int(report["endpoints"]["transactions"]["slowConsumerDisconnects"])
-
-
 def _settled_fds(server: BenchServer, before: int, timeout: float = 10.0) -> int:
     """The server's open descriptors once closing connections are gone (bounded wait)."""
     fds = open_fds(server.pid)
@@ -1145,6 +1181,176 @@ def _settled_fds(server: BenchServer, before: int, timeout: float = 10.0) -> int
         time.sleep(0.2)
         fds = open_fds(server.pid)
     return fds
+
+
+# -- scenario 10: more than one core ------------------------------------------------------------
+FANOUT_PHASE = "fan-out of one event, clients not reading"
+# Single events, one at a time, for the server-side fan-out time (Options.fanout_events:
+# enough that the p99 is not the priming event's first-use costs), slow enough that each
+# fan-out ends long before the next event (and the flush governor never holds one).
+FANOUT_RATE = 5.0  # events/s
+
+
+def cores(bench: Bench) -> None:
+    """Scenario 2 with our server on Redis, one worker and two, beside nchan and the floor.
+
+    End to end as in scenario 2 (10,000 subscribers at 1 and 10 msg/s: p99 and loss);
+    and first, on our servers, the server-side fan-out time of single events while the
+    clients do not read (the kernel's buffers hold the few events, so the writes never
+    wait on a reader, and the load generator takes no CPU meanwhile): what the second
+    core gives a node, which end-to-end p99 cannot show on two cores that the readers
+    share. The server's own histogram (broadcastLatencyMs: from Redis accepting an event
+    to the last subscriber's socket handoff, every worker's merged) gives it.
+    """
+    opts = bench.opts
+    if opts.quick:
+        bench.results.skipped["10 cores"] = "quick run: the full run measures it"
+        return
+    missing = RedisProcess.available()
+    if missing is not None:
+        bench.results.skipped["10 cores"] = missing
+        return
+    selected = bench.servers()
+    names = (["aurigraph-redis", "aurigraph-redis-2w"] if "aurigraph" in selected else []) + [
+        name for name in ("nchan", "floor") if name in selected
+    ]
+    n = opts.connections
+    phases = opts.cores_phases
+    for name in names:
+        bench.say(f"scenario 10 more than one core: {name}, {n} subscribers")
+        with bench.running(name) as server:
+            path = server.ws_path("transactions")
+            _, opened = bench.connect(server, [path] * n)
+            with Publisher(server.publish_target("transactions")) as pub:
+                bench.lg.reset(0, server.name)
+                first = pub.prime()
+                bench.lg.wait_delivered(last_seq=first - 1, timeout=10.0, group=server.name)
+                if name.startswith("aurigraph"):
+                    row = _fanout(bench, server, pub, opened, first)
+                    first = row.published + first
+                    bench.add(row)
+                for rate, duration in phases:
+                    row, result = bench.phase(
+                        server,
+                        pub,
+                        first,
+                        scenario="10 cores",
+                        phase=f"{rate:g} msg/s",
+                        subscribers=opened,
+                        rate=rate,
+                        seconds=duration,
+                    )
+                    first = result.last + 1
+                    row.passed = row.lost == 0 and row.dropped == 0 and opened == n
+                    bench.add(row)
+
+
+def _fanout(bench: Bench, server: BenchServer, pub: Publisher, opened: int, first: int) -> Row:
+    """Single events while every subscriber's reads are paused; the server's own p50/p99
+    (its histogram also holds the priming event, one record per worker)."""
+    lg = bench.lg
+    group = server.name
+    workers = getattr(server, "workers", 1)
+    lg.reset(first, group)
+    lg.pause(group)
+    try:
+        result = pub.run(FANOUT_RATE, bench.opts.fanout_events / FANOUT_RATE)
+    finally:
+        lg.resume(group)
+    lg.wait_delivered(last_seq=result.last, timeout=20.0, group=group)
+    snap = lg.snapshot(result.last - result.first + 1, group)
+    # Each worker records each event it fanned out (when it holds subscribers); with
+    # several, the others' figures reach the one that answers once a second
+    # (ops/workers.py): read until the count has every event and stops growing.
+    latency: dict[str, Any] = {}
+    settled = 0
+    for _ in range(50):
+        stats = server_stats(server)
+        if stats is not None:
+            now = stats["endpoints"]["transactions"]["broadcastLatencyMs"]
+            grew = now["count"] != latency.get("count")
+            latency = now
+            full = now["count"] >= (result.sent + 1) * workers
+            settled = 0 if grew else settled + 1
+            if full or (now["count"] > result.sent and settled >= 8):
+                break
+        time.sleep(0.2)
+    row = Row(
+        scenario="10 cores",
+        server=server.name,
+        phase=FANOUT_PHASE,
+        subscribers=opened,
+        rate=FANOUT_RATE,
+        published=result.sent,
+        deliveries=snap.deliveries,
+        p50_ms=latency.get("p50"),
+        p99_ms=latency.get("p99"),
+        p999_ms=latency.get("p999"),
+        max_ms=latency.get("max"),
+        lost=snap.lost,
+        dropped=snap.dropped,
+    )
+    row.note = (
+        f"server side: from Redis accepting each event to its last subscriber's socket "
+        f"handoff, {latency.get('count', 0)} records over {workers} worker(s) "
+    )
+    row.passed = snap.lost == 0 and snap.dropped == 0
+    return row
+
+
+# -- scenario 11: what Redis costs -------------------------------------------------------------
+REDIS_RATE = 1000.0  # events/s
+REDIS_SUBSCRIBERS = 20  # few: the broker's part of the latency, not the fan-out's
+
+
+def redis_cost(bench: Bench) -> None:
+    """Publish-to-receipt p50 and p99 at 1,000 events/s, our server on the memory broker
+    against the same on Redis (one worker), both running, phases alternating. Target:
+    Redis adds at most 2 ms to p99."""
+    opts = bench.opts
+    if opts.quick:
+        bench.results.skipped["11 redis"] = "quick run: the full run measures it"
+        return
+    missing = RedisProcess.available()
+    if missing is not None:
+        bench.results.skipped["11 redis"] = missing
+        return
+    if "aurigraph" not in bench.servers():
+        return
+    seconds = opts.redis_seconds
+    bench.say(
+        f"scenario 11 what Redis costs: memory and Redis, {REDIS_SUBSCRIBERS} subscribers, "
+        f"{REDIS_RATE:g} events/s, {opts.redis_rounds} rounds alternating"
+    )
+    with contextlib.ExitStack() as stack:
+        runs: list[tuple[BenchServer, Publisher, int, int]] = []
+        for name in ("aurigraph", "aurigraph-redis"):
+            server = stack.enter_context(bench.running(name))
+            _, opened = bench.connect(server, [server.ws_path("transactions")] * REDIS_SUBSCRIBERS)
+            pub = stack.enter_context(Publisher(server.publish_target("transactions")))
+            warm = pub.run(REDIS_RATE, 1.0)  # first-use costs stay out of the rounds
+            bench.lg.wait_delivered(last_seq=warm.last, timeout=5.0, group=name)
+            runs.append((server, pub, opened, warm.last + 1))
+        for round_ in range(1, opts.redis_rounds + 1):
+            for i, (server, pub, opened, first) in enumerate(runs):
+                redis = getattr(server, "redis", None)
+                redis_cpu0 = redis.cpu() if redis is not None else 0.0
+                row, result = bench.phase(
+                    server,
+                    pub,
+                    first,
+                    scenario="11 redis",
+                    phase=f"round {round_}: {REDIS_RATE:g} events/s",
+                    subscribers=opened,
+                    rate=REDIS_RATE,
+                    seconds=seconds,
+                )
+                runs[i] = (server, pub, opened, result.last + 1)
+                if redis is not None and result.sent:
+                    us = 1e6 * (redis.cpu() - redis_cpu0) / result.sent
+                    row.note += f"redis-server CPU {us:.1f} us per event "
+                row.passed = row.lost == 0 and row.dropped == 0
+                bench.add(row)
 
 
 SCENARIOS: dict[str, Callable[[Bench], None]] = {
@@ -1157,4 +1363,6 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "7": throughput,
     "8": governor,
     "9": soak,
+    "10": cores,
+    "11": redis_cost,
 }
