@@ -24,6 +24,7 @@ from tests.support.graphqltools import (
     position,
 )
 from tests.support.rawws import OP_CLOSE, OP_TEXT, RawWebSocket
+from tests.support.redisserver import RedisServer
 from tests.support.server import ServerProcess
 from tests.support.streamtools import address, open_server, peer, publish, recv_json, tx, validator
 
@@ -412,3 +413,32 @@ def test_stats_and_prometheus_count_graphql(server: ServerProcess) -> None:
         metrics = httpx.get(f"{server.http}/q/metrics").text
     assert 'aurigraph_websocket_connections_opened_total{endpoint="graphql"}' in metrics
     assert 'aurigraph_graphql_operations_total{type="query"}' in metrics
+
+
+def test_history_and_position_queries_read_through_redis(
+    tmp_path_factory: pytest.TempPathFactory, redis: RedisServer
+) -> None:
+    """On a Redis broker the history and position queries answer from Redis: the same
+    transactions, positions and epoch a WebSocket resume would use."""
+    redis.flushall()
+    with open_server(tmp_path_factory.mktemp("gql-redis"), "--broker-url", redis.url) as on_redis:
+        sent = publish(
+            on_redis, "transactions", [tx(n, address(1), address(2), str(n)) for n in range(1, 6)]
+        )
+        answer = graphql_http(
+            on_redis,
+            "{ transactions(last: 2) { value seq } position(stream: transactions) { seq epoch } }",
+        ).json()
+        assert "errors" not in answer, answer
+        data = answer["data"]
+        assert data["transactions"] == [{"value": m["value"], "seq": m["seq"]} for m in sent[-2:]]
+        assert data["position"]["seq"] == sent[-1]["seq"]
+        with connect(on_redis.ws(f"/ws/transactions?since=0:{data['position']['epoch']}")) as ws:
+            head = recv_json(ws)
+            assert (head["recovered"], head["position"]) == (True, data["position"])
+        resumed = graphql_http(
+            on_redis,
+            "query($s: String) { transactions(since: $s) { seq } }",
+            {"s": f"3:{data['position']['epoch']}"},
+        ).json()
+        assert resumed["data"]["transactions"] == [{"seq": 4}, {"seq": 5}]

@@ -17,18 +17,21 @@ selection set.
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from graphql import GraphQLError, GraphQLResolveInfo
 
 from aurigraph_stream.access.tokens import Principal
+from aurigraph_stream.broker import HistoryRead
 from aurigraph_stream.contract import MAX_REPLAY
-from aurigraph_stream.errors import SubscriptionError, ValidationError
+from aurigraph_stream.errors import BrokerUnavailable, SubscriptionError, ValidationError
 from aurigraph_stream.filters import OPTIONS, Filter, everything, parse_filter
 from aurigraph_stream.node import Node
 from aurigraph_stream.subscription import SubscribeRequest, parse_since
+
+T = TypeVar("T")
 
 __all__ = [
     "QUERY_FILTERS",
@@ -143,44 +146,68 @@ def snapshot(stream: str) -> Any:
 
 
 def history(stream: str) -> Any:
-    """The resolver of a history query (``transactions``): kept messages, filtered."""
+    """The resolver of a history query (``transactions``): kept messages, filtered.
 
-    def resolve(_root: Any, info: Info, **args: Any) -> list[dict[str, Any]]:
+    A broker that keeps its history in-process answers at once; a networked one
+    answers asynchronously, and then the resolver returns an awaitable, which the
+    executor awaits.
+    """
+
+    def resolve(_root: Any, info: Info, **args: Any) -> Any:
         node = _readable(info, stream).node
         flt = _filter(stream, args, QUERY_FILTERS[stream])
         seq, epoch = _since(args.get("since"))
         last = args.get("last")
         if last is not None and not 0 <= last <= MAX_REPLAY:
             fail(f"last must be from 0 to {MAX_REPLAY}", "invalid_replay")
-        read = node.broker.history_now(stream, seq)
-        if read is None:
-            fail("this broker cannot read its history synchronously", "history_unavailable")
-        position = read.position
-        if seq is not None and (
-            read.events is None
-            or seq > position.seq
-            or (epoch is not None and epoch != position.epoch)
-        ):
-            fail(
-                f"cannot resume after {seq}: the epoch changed, or messages after it are no "
-                f"longer kept (now {position.text()}); reload instead",
-                "not_recovered",
-            )
-        found = [e.data for e in read.events or () if flt.matches(e.data)]
-        if last is not None:
-            found = found[len(found) - last :] if last else []
-        return found
+
+        def answer(read: HistoryRead) -> list[dict[str, Any]]:
+            position = read.position
+            if seq is not None and (
+                read.events is None
+                or seq > position.seq
+                or (epoch is not None and epoch != position.epoch)
+            ):
+                fail(
+                    f"cannot resume after {seq}: the epoch changed, or messages after it are "
+                    f"no longer kept (now {position.text()}); reload instead",
+                    "not_recovered",
+                )
+            found = [e.data for e in read.events or () if flt.matches(e.data)]
+            if last is not None:
+                found = found[len(found) - last :] if last else []
+            return found
+
+        return _read(node, stream, seq, answer)
 
     return resolve
 
 
-def position(_root: Any, info: Info, stream: str) -> dict[str, Any]:
+def position(_root: Any, info: Info, stream: str) -> Any:
     """Where a stream is now: resume a subscription from it to miss nothing after a query."""
     node = _readable(info, stream).node
-    read = node.broker.history_now(stream, sys.maxsize)
-    if read is None:
-        fail("this broker cannot read its position synchronously", "history_unavailable")
-    return {"seq": read.position.seq, "epoch": read.position.epoch}
+
+    def answer(read: HistoryRead) -> dict[str, Any]:
+        return {"seq": read.position.seq, "epoch": read.position.epoch}
+
+    return _read(node, stream, sys.maxsize, answer)
+
+
+def _read(
+    node: Node, stream: str, since: int | None, answer: Callable[[HistoryRead], T]
+) -> T | Awaitable[T]:
+    """``answer`` of the stream's history: at once when the broker can, else awaited."""
+    read = node.broker.history_now(stream, since)
+    if read is not None:
+        return answer(read)
+
+    async def later() -> T:
+        try:
+            return answer(await node.broker.history(stream, since))
+        except BrokerUnavailable:
+            fail("the broker cannot be reached: retry later", "broker_unavailable")
+
+    return later()
 
 
 # -- the mutation -------------------------------------------------------------------
