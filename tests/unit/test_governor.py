@@ -11,6 +11,7 @@ from collections.abc import Callable
 import orjson
 import pytest
 
+from aurigraph_stream.contract import Position
 from aurigraph_stream.event import Event
 from aurigraph_stream.filters import parse_filter
 from aurigraph_stream.hub import Governor, Hub, Subscriber
@@ -331,3 +332,22 @@ def test_a_held_flush_records_the_latency_of_every_event_it_writes() -> None:
         loop.run_soon()
     loop.advance(0.2)
     assert sorted(seen) == [1, 2, 3, 4]
+
+
+def test_a_reset_during_a_hold_comes_after_the_held_states() -> None:
+    """The broker lost the stream's history while a flush was held: the newest state of the
+    old history goes out first, then the reset's announcement, never the other way round."""
+    hub, loop, clock, sinks, _ = _governed(100, "consensus")
+    watcher = Sink(clock)
+    hub.subscribe(watcher, "consensus", PLAIN, sub_id="c")
+    hub.publish([_tx(1, "consensus")])
+    loop.run_soon()
+    hub.publish([_tx(2, "consensus")])  # right after a 10 ms flush: the next one is held
+    hub.publish([_tx(3, "consensus"), _tx(4, "consensus")])  # held: conflated
+    assert len(loop.later) == 1
+    hub.reset("consensus", Position(0, "e2"))
+    loop.advance(0.2)
+    frames = [orjson.loads(_text(f)) for w in watcher.writes for f in w]
+    assert [f["data"]["seq"] for f in frames[:-1]] == [1, 2, 4]
+    assert (frames[-1]["type"], frames[-1]["recovered"]) == ("subscribed", False)
+    assert all(s.seqs() == [[1], [2, 4]] for s in sinks)

@@ -227,11 +227,9 @@ class Hub:
         waiting for a seq of the old history join now; those still loading
         learn that their buffer no longer joins up.
         """
-        # Events of the old history still waiting for a tick go out first: the
-        # announcement must follow them, not overtake them.
-        while self._backlog:
-            waiting, self._backlog = self._backlog, []
-            self._fan_out(waiting, 0)
+        # Events of the old history still waiting for a tick (or, conflated, for a held
+        # flush) go out first: the announcement must follow them, not overtake them.
+        self._fan_out_waiting()
         st = self._streams.get(stream)
         if st is None:
             return
@@ -363,13 +361,17 @@ class Hub:
 
     def drain(self) -> None:
         """Fan out every waiting event and write everything now (the server is shutting down)."""
+        self._fan_out_waiting()
+        self.flush()
+
+    def _fan_out_waiting(self) -> None:
+        """Fan out, in order, what waits: held latest-wins states, then the backlog."""
         if self._deferred:  # published before anything in the backlog
             deferred, self._deferred = self._deferred, []
             self._fan_out(deferred, 0, self._skips(deferred))
         while self._backlog:
             events, self._backlog = self._backlog, []
             self._fan_out(events, 0)
-        self.flush()
 
     def _resume(self) -> None:
         self._resume_scheduled = False
