@@ -176,10 +176,10 @@ def verdicts(
     # Scenarios 7 and 8.
     out += _throughput_verdicts(rows)
     out += _governor_verdicts(rows)
-    out += _cores_verdicts(rows)
-    out += _redis_verdicts(rows)
     for name in (OURS, OURS_REDIS):
         out += _soak_verdicts(rows, name, (soak or {}).get(name))
+    out += _cores_verdicts(rows)
+    out += _redis_verdicts(rows)
     # Connect time.
     row = _find(rows, "2 many", OURS, "connect")
     if row is not None and row.connect_s is not None:
@@ -679,8 +679,17 @@ def plot(rows: Sequence[Row], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    servers = [s for s in (OURS, WS, NCHAN, FLOOR) if any(r.server == s for r in rows)]
-    colors = {OURS: "#1f77b4", WS: "#d62728", NCHAN: "#2ca02c", FLOOR: "#7f7f7f"}
+    everyone = (OURS, OURS_OFF, OURS_REDIS, OURS_REDIS_2W, WS, NCHAN, FLOOR)
+    servers = [s for s in everyone if any(r.server == s for r in rows)]
+    colors = {
+        OURS: "#1f77b4",
+        OURS_OFF: "#9ecae1",
+        OURS_REDIS: "#6a3d9a",
+        OURS_REDIS_2W: "#cab2d6",
+        WS: "#d62728",
+        NCHAN: "#2ca02c",
+        FLOOR: "#7f7f7f",
+    }
     # Scenario 1 appears at its fixed-load step; retried steps by their last attempt;
     # scenario 3 is about memory and has no plot here.
     keys: list[tuple[str, str]] = []
