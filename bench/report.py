@@ -696,9 +696,8 @@ def plot(rows: Sequence[Row], path: Path) -> None:
     for r in rows:
         if r.p99_ms is None or (r.scenario, r.phase) in keys or "first try" in r.phase:
             continue
-        if r.scenario.startswith(("3", "8")) or (
-            r.scenario.startswith("1") and r.rate != FIXED_RATE
-        ):
+        number = r.scenario.split()[0]
+        if number in ("3", "8") or (number == "1" and r.rate != FIXED_RATE):
             continue
         keys.append((r.scenario, r.phase))
     rate_keys = [("1 capacity", "capacity"), *keys[1:]] if keys else keys
