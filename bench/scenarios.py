@@ -843,7 +843,7 @@ def throughput(bench: Bench) -> None:
     if not names:
         return
     n = opts.connections
-    seconds, steady = opts.throughput_seconds or ((3.0, 0.0) if opts.quick else (30.0, 15.0))
+    seconds, steady = opts.throughput_seconds or ((2.0, 0.0) if opts.quick else (30.0, 15.0))
     addrs = addresses_for(n)
     watching = opts.watchers
     for name in names:
@@ -941,7 +941,8 @@ def governor(bench: Bench) -> None:
             _, opened = bench.connect(server, [server.ws_path("transactions")] * n)
             target = server.publish_target("transactions", pipelined=True)
             pub = stack.enter_context(Publisher(target))
-            warm = pub.run(rates[0], 1.0)  # first-use costs stay out of the steps
+            # First-use costs stay out of the steps.
+            warm = pub.run(rates[0], 0.5 if opts.quick else 1.0)
             bench.lg.wait_delivered(last_seq=warm.last, timeout=5.0, group=name)
             ramps.append(_Ramp(server, pub, opened, warm.last + 1))
         for rate in rates:
