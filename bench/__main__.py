@@ -21,7 +21,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.loadgen import LoadGenerator
-from bench.report import floor_lines, markdown, plot, update_doc, verdicts
+from bench.report import (
+    capacity_lines,
+    floor_lines,
+    markdown,
+    plot,
+    throughput_lines,
+    update_doc,
+    verdicts,
+)
 from bench.scenarios import SCENARIOS, Bench, Options
 from bench.sendcost import measure as measure_send_cost
 from bench.servers import ROOT, SERVERS, Nchan
@@ -85,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="short phases (a couple of minutes)")
     parser.add_argument(
         "--scenarios",
-        default="1,2,3,4,5,6",
+        default="1,2,3,4,5,6,7,8,9,10,11",
         help="comma-separated scenario numbers (default all)",
     )
     parser.add_argument(
@@ -122,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
         help='extra flags for our server, e.g. "--ping-interval 3600" (what-if runs)',
     )
     parser.add_argument("--source", type=Path, default=None, help="run our server from this tree")
+    parser.add_argument(
+        "--soak",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="run the soak (scenario 9) for this long, e.g. 600; without it the soak is skipped",
+    )
     docs = parser.add_mutually_exclusive_group()
     docs.add_argument("--docs", dest="docs", action="store_true", default=None)
     docs.add_argument("--no-docs", dest="docs", action="store_false")
@@ -156,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         gc_freeze=args.gc_freeze,
         server_args=tuple(shlex.split(args.server_args)),
         source=args.source,
+        soak=args.soak,
     )
     write_docs = (not args.quick) if args.docs is None else args.docs
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -196,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "send_cost": dataclasses.asdict(results.send_cost)
                 if results.send_cost is not None
                 else None,
+                "soak": {name: dataclasses.asdict(f) for name, f in results.soak.items()},
             },
             indent=1,
         )
@@ -221,10 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         (results_dir / f"{stamp}.md").write_text(block)
         print(f"wrote {(results_dir / f'{stamp}.md').relative_to(ROOT)}")
     print()
-    for v in verdicts(results.rows, opts.connections):
+    for v in verdicts(results.rows, opts.connections, results.soak):
         result = "not measured" if v.ok is None else ("met" if v.ok else "MISSED")
         print(f"{result:>12}  {v.target}: {v.measured}")
-    for line in floor_lines(results.rows):
+    for line in (
+        capacity_lines(results.rows) + throughput_lines(results.rows) + floor_lines(results.rows)
+    ):
         print(f"{'info':>12}  {line}")
     return 0
 

@@ -16,6 +16,12 @@ A GraphQL subscriber (``graphql=``, a subscribe payload) offers the
 Its ``next`` messages are its own envelope around a result every subscriber of
 the document shares: the envelope is cut off (its prefix is known) and the
 result parsed once per process, like a JSON endpoint's message.
+
+A resuming subscriber (``control=True``: its path asks for ``replay`` or
+``since``) reads the ``subscribed`` control frame the server sends first: the
+epoch it needs to resume, and whether the server recovered what it asked for
+(:attr:`Recorder.unrecovered` counts the refusals). It is opened with the
+last seq it had, so a gap across a reconnect counts like any other.
 """
 
 from __future__ import annotations
@@ -73,7 +79,9 @@ class Recorder:
         "hist",
         "max_us",
         "parsed",
+        "resumed",
         "stale",
+        "unrecovered",
     )
 
     def __init__(self) -> None:
@@ -86,6 +94,8 @@ class Recorder:
         self.dropped = 0  # connections that ended without our asking
         self.closes: Counter[int] = Counter()  # close codes the servers sent
         self.parsed: dict[bytes, tuple[int, int]] = {}
+        self.resumed = 0  # subscribed frames saying recovered: true
+        self.unrecovered = 0  # subscribed frames saying recovered: false
 
     def reset(self, first: int) -> None:
         self.hist = [0] * SIZE
@@ -96,6 +106,8 @@ class Recorder:
         self.bad = 0
         self.dropped = 0
         self.closes.clear()
+        self.resumed = 0
+        self.unrecovered = 0
 
     def parse(self, payload: bytes, compressed: bool) -> tuple[int, int]:
         """``(seq, timestamp in us)`` of a message; ``(-1, 0)`` if it has none."""
@@ -147,8 +159,10 @@ class Subscriber(asyncio.Protocol):
     __slots__ = (
         "buf",
         "closing",
+        "control",
         "count",
         "deflate",
+        "epoch",
         "frag",
         "frag_rsv1",
         "gaps",
@@ -158,9 +172,11 @@ class Subscriber(asyncio.Protocol):
         "max_seq",
         "ooo",
         "open",
+        "path",
         "ready",
         "rec",
         "request",
+        "stride",
         "transport",
     )
 
@@ -173,8 +189,15 @@ class Subscriber(asyncio.Protocol):
         ready: asyncio.Future[int],
         graphql: str | None = None,
         op_id: str = "1",
+        *,
+        control: bool = False,
+        max_seq: int = 0,
+        stride: int = 1,
     ) -> None:
         self.rec = rec
+        self.path = path
+        self.control = control  # control frames come (replay, since): read them
+        self.epoch = ""  # the stream's epoch, from the subscribed frame
         self.ready: asyncio.Future[int] | None = ready
         self.transport: asyncio.Transport | None = None
         key = base64.b64encode(os.urandom(16)).decode()
@@ -207,7 +230,10 @@ class Subscriber(asyncio.Protocol):
         self.inflater: zlib._Decompress | None = None  # only with server context takeover
         self.frag: list[bytes] | None = None
         self.frag_rsv1 = 0
-        self.max_seq = 0
+        self.max_seq = max_seq  # a resumed connection starts where its predecessor stopped
+        # Seqs this connection gets are ``stride`` apart (a filter on one of ``stride``
+        # addresses that the publisher takes in turn); 1 for a whole stream.
+        self.stride = stride
         self.count = 0
         self.ooo = 0
         self.gaps = 0
@@ -276,6 +302,9 @@ class Subscriber(asyncio.Protocol):
                 self._graphql_control(payload)
                 return
             payload = payload[len(prefix) : -1]  # the shared result, without the envelope
+        elif self.control and payload.startswith(b'{"type":'):
+            self._control(payload)
+            return
         info = rec.parsed.get(payload)
         if info is None:
             info = rec.parse(payload, bool(rsv1))
@@ -294,8 +323,9 @@ class Subscriber(asyncio.Protocol):
         self.count += 1
         last = self.max_seq
         if seq > last:
-            if last and seq != last + 1:
-                self.gaps += seq - last - 1
+            stride = self.stride
+            if last and seq != last + stride:
+                self.gaps += (seq - last) // stride - 1 if stride > 1 else seq - last - 1
             self.max_seq = seq
         else:
             self.ooo += 1
@@ -322,6 +352,21 @@ class Subscriber(asyncio.Protocol):
                 message = b"".join(self.frag)
                 self.frag = None
                 self._deliver(message, self.frag_rsv1, now_us)
+
+    def _control(self, payload: bytes) -> None:
+        """A control frame on a stream endpoint: the subscribed reply says the epoch."""
+        try:
+            frame = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            self.rec.bad += 1
+            return
+        if frame.get("type") != "subscribed":
+            return
+        self.epoch = str(frame["position"]["epoch"])
+        if frame.get("recovered", False):
+            self.rec.resumed += 1
+        else:
+            self.rec.unrecovered += 1
 
     def _graphql_control(self, payload: bytes) -> None:
         """A graphql-transport-ws message that is not a result: the ack makes it ready."""
@@ -374,7 +419,8 @@ class Subscriber(asyncio.Protocol):
         self.ooo = 0
         self.gaps = 0
         if first > 0:
-            self.max_seq = first - 1
+            # Strided: where its seqs start is the first one it gets (0: not known yet).
+            self.max_seq = first - 1 if self.stride == 1 else 0
 
     def drop(self) -> None:
         """End the connection at once with a TCP reset: no TIME_WAIT left on either side."""

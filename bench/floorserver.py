@@ -23,6 +23,13 @@ Subscribers connect to ``/ws/{stream}``; a publisher connects to
 stream's subscribers (as with :mod:`bench.refserver`). ``GET /`` answers 200
 (the harness's readiness probe); other requests get a JSON error.
 
+Address routing, for the throughput scenario: a subscriber of
+``/ws/{stream}?address=A`` gets only the messages whose ``from`` or ``to`` is
+``A`` (as written: no case folding). When a stream has such subscribers, each
+message is parsed (orjson) and looked up by both fields, and each subscriber's
+frames of one read still go out in one write. That is the least a server can
+do per event when subscribers filter: parse, two dict lookups, the writes.
+
 Run: ``python -m bench.floorserver --port PORT``.
 """
 
@@ -33,6 +40,9 @@ import base64
 import hashlib
 import json
 import struct
+from urllib.parse import parse_qs
+
+import orjson
 
 from bench.procstat import run_reference
 
@@ -44,6 +54,8 @@ MAX_MESSAGE = 1 << 20  # like bench.refserver's max_size
 HANDSHAKE, OPEN, CLOSED = 0, 1, 2
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 426: "Upgrade Required"}
 Subscribers = dict["FloorConnection", asyncio.Transport]
+# stream -> address -> the subscribers of that address
+Routes = dict[str, dict[str, Subscribers]]
 
 
 def build_frame(payload: bytes, opcode: int = 0x1) -> bytes:
@@ -68,18 +80,24 @@ class FloorConnection(asyncio.Protocol):
     """One connection: the handshake, then masked client frames parsed in place."""
 
     __slots__ = (
+        "address",
         "buf",
         "fragments",
         "outgoing",
         "publisher",
+        "routed",
+        "routes",
         "state",
         "streams",
         "subscribers",
         "transport",
     )
 
-    def __init__(self, streams: dict[str, Subscribers]) -> None:
+    def __init__(self, streams: dict[str, Subscribers], routes: Routes | None = None) -> None:
         self.streams = streams
+        self.routes: Routes = {} if routes is None else routes
+        self.routed: dict[str, Subscribers] | None = None  # a publisher's stream's routes
+        self.address = ""  # a routed subscriber's address
         self.transport: asyncio.Transport | None = None
         self.buf = b""
         self.state = HANDSHAKE
@@ -182,6 +200,8 @@ class FloorConnection(asyncio.Protocol):
     def _broadcast(self) -> None:
         """The fan-out: one buffer, built once, written to every subscriber in a plain loop."""
         outgoing = self.outgoing
+        if self.routed:
+            self._route(outgoing)
         data = outgoing[0] if len(outgoing) == 1 else b"".join(outgoing)
         outgoing.clear()
         if self.subscribers is None:
@@ -190,6 +210,22 @@ class FloorConnection(asyncio.Protocol):
         # so the dict cannot change while this loop runs.
         for transport in self.subscribers.values():
             transport.write(data)
+
+    def _route(self, frames: list[bytes]) -> None:
+        """Each frame to the subscribers of its ``from`` and ``to``: one write each per read."""
+        routed = self.routed
+        assert routed is not None
+        out: dict[asyncio.Transport, list[bytes]] = {}
+        for frame in frames:
+            length = frame[1]  # server frames: unmasked, so the payload follows the length
+            message = orjson.loads(frame[2 if length < 126 else 4 if length == 126 else 10 :])
+            for field in ("from", "to"):
+                subscribers = routed.get(message.get(field, ""))
+                if subscribers:
+                    for transport in subscribers.values():
+                        out.setdefault(transport, []).append(frame)
+        for transport, mine in out.items():
+            transport.write(mine[0] if len(mine) == 1 else b"".join(mine))
 
     def _close(self, code: int, reason: str) -> None:
         """Answer (or start) the closing handshake, then close the TCP connection."""
@@ -205,7 +241,14 @@ class FloorConnection(asyncio.Protocol):
     def _leave(self) -> None:
         if self.subscribers is not None and not self.publisher:
             self.subscribers.pop(self, None)
+        if self.routed is not None and not self.publisher:
+            mine = self.routed.get(self.address)
+            if mine is not None:
+                mine.pop(self, None)
+                if not mine:
+                    del self.routed[self.address]
         self.subscribers = None
+        self.routed = None
 
     # -- handshake ------------------------------------------------------------------------
     def _upgrade(self, head: bytes) -> None:
@@ -215,7 +258,7 @@ class FloorConnection(asyncio.Protocol):
         for line in lines:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-        path = parts[1].partition("?")[0] if len(parts) == 3 else ""
+        path, _, query = parts[1].partition("?") if len(parts) == 3 else ("", "", "")
         kind, _, stream = path.strip("/").partition("/")
         if len(parts) != 3 or parts[0] != "GET":
             self._http_error(400, "only GET requests are served")
@@ -243,10 +286,17 @@ class FloorConnection(asyncio.Protocol):
             ).encode()
         )
         self.state = OPEN
-        self.subscribers = self.streams.setdefault(stream, {})
+        address = parse_qs(query).get("address", [""])[-1]
         if kind == "publish":
             self.publisher = True
+            self.subscribers = self.streams.setdefault(stream, {})
+            self.routed = self.routes.setdefault(stream, {})
+        elif address:  # routed: only the messages from or to this address
+            self.address = address
+            self.routed = self.routes.setdefault(stream, {})
+            self.routed.setdefault(address, {})[self] = self.transport
         else:
+            self.subscribers = self.streams.setdefault(stream, {})
             self.subscribers[self] = self.transport
 
     def _http_error(self, status: int, detail: str) -> None:
@@ -267,8 +317,11 @@ class FloorConnection(asyncio.Protocol):
 
 async def _serve(host: str, port: int) -> None:
     streams: dict[str, Subscribers] = {}
+    routes: Routes = {}
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: FloorConnection(streams), host, port, backlog=4096)
+    server = await loop.create_server(
+        lambda: FloorConnection(streams, routes), host, port, backlog=4096
+    )
     print(f"ready on {host}:{port}", flush=True)
     async with server:
         await server.serve_forever()

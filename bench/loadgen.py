@@ -25,7 +25,7 @@ from bench.histogram import Histogram
 from bench.ipc import listen
 from bench.procstat import cpu_seconds
 
-__all__ = ["ConnectResult", "LoadGenerator", "Snapshot", "worker_main"]
+__all__ = ["ChurnResult", "ConnectResult", "LoadGenerator", "Snapshot", "worker_main"]
 
 COMMAND_TIMEOUT = 120.0  # no command may take longer than this (connecting 10,000 included)
 
@@ -52,6 +52,14 @@ class Snapshot:
     stale: int
     bad: int
     open: int
+    resumed: int = 0  # subscribed frames with recovered: true
+    unrecovered: int = 0  # subscribed frames with recovered: false
+
+
+@dataclass
+class ChurnResult:
+    reconnected: int
+    failed: dict[str, int] = field(default_factory=dict)
 
 
 # -- worker process -----------------------------------------------------------------
@@ -65,6 +73,7 @@ class _Worker:
         self.loop = asyncio.get_running_loop()
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.turn: dict[str, int] = {}  # per group: the connection churn drops next
 
     def on_command(self, cmd: dict[str, Any] | None) -> None:
         if cmd is None:  # the controller went away
@@ -74,8 +83,9 @@ class _Worker:
         group = cmd.get("group", "")
         rec = self.recs.setdefault(group, Recorder())
         conns = self.conns.setdefault(group, [])
-        if op == "connect":
-            task = self.loop.create_task(self._connect(cmd))
+        if op in ("connect", "churn"):
+            work = self._connect(cmd) if op == "connect" else self._churn(cmd)
+            task = self.loop.create_task(work)
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         elif op == "reset":
@@ -92,6 +102,17 @@ class _Worker:
                     "open": len(live),
                 }
             )
+        elif op in ("pause", "resume"):
+            # Stop (or go on) reading the group's sockets: what the server sends meanwhile
+            # waits in the kernel's buffers, so its writes cost it no waiting on ours.
+            for conn in conns:
+                transport = conn.transport
+                if transport is not None and conn.open:
+                    if op == "pause":
+                        transport.pause_reading()
+                    else:
+                        transport.resume_reading()
+            self.pipe.send({"ok": True})
         elif op == "snapshot":
             self.pipe.send(_snapshot(rec, conns, cmd["expected"]))
         elif op == "close":
@@ -123,7 +144,17 @@ class _Worker:
         async def one(path: str, operation: str | None, op_id: str) -> None:
             async with sem:
                 ready: asyncio.Future[int] = loop.create_future()
-                proto = Subscriber(rec, host_header, path, cmd["deflate"], ready, operation, op_id)
+                proto = Subscriber(
+                    rec,
+                    host_header,
+                    path,
+                    cmd["deflate"],
+                    ready,
+                    operation,
+                    op_id,
+                    control=cmd.get("control", False),
+                    stride=cmd.get("stride", 1),
+                )
                 try:
                     await asyncio.wait_for(
                         loop.create_connection(lambda: proto, host, port), timeout
@@ -162,6 +193,58 @@ class _Worker:
             }
         )
 
+    async def _churn(self, cmd: dict[str, Any]) -> None:
+        """Drop ``count`` of the group's connections (the next ones in turn) and open each
+        again with ``since`` = the last seq it had and the epoch its subscribed frame said."""
+        group = cmd.get("group", "")
+        rec = self.recs[group]
+        conns = self.conns.setdefault(group, [])
+        host, port = cmd["host"], cmd["port"]
+        failed: Counter[str] = Counter()
+        chosen: list[int] = []
+        start = self.turn.get(group, 0)
+        for step in range(len(conns)):
+            if len(chosen) >= cmd["count"]:
+                break
+            index = (start + step) % len(conns)
+            conn = conns[index]
+            # It must know where it is: an epoch, and a message after its start.
+            if conn.open and conn.epoch and conn.max_seq:
+                chosen.append(index)
+        self.turn[group] = (chosen[-1] + 1) if chosen else start
+
+        async def again(index: int) -> None:
+            old = conns[index]
+            old.drop()
+            base, _, query = old.path.partition("?")
+            keep = [p for p in query.split("&") if p and not p.startswith(("replay=", "since="))]
+            path = f"{base}?{'&'.join([*keep, f'since={old.max_seq}:{old.epoch}'])}"
+            ready: asyncio.Future[int] = self.loop.create_future()
+            new = Subscriber(
+                rec,
+                f"{host}:{port}",
+                path,
+                False,
+                ready,
+                control=True,
+                max_seq=old.max_seq,
+                stride=old.stride,
+            )
+            new.count = old.count
+            new.gaps, new.ooo = old.gaps, old.ooo
+            conns[index] = new
+            try:
+                await asyncio.wait_for(self.loop.create_connection(lambda: new, host, port), 10)
+                status = await asyncio.wait_for(ready, 10)
+            except (TimeoutError, OSError) as exc:
+                failed[type(exc).__name__] += 1
+                return
+            if status != 1:
+                failed[f"http {-status}" if status < 0 else "closed"] += 1
+
+        await asyncio.gather(*(again(i) for i in chosen))
+        self.pipe.send({"reconnected": len(chosen) - sum(failed.values()), "failed": dict(failed)})
+
 
 def _snapshot(rec: Recorder, conns: list[Subscriber], expected: int) -> dict[str, Any]:
     return {
@@ -176,6 +259,8 @@ def _snapshot(rec: Recorder, conns: list[Subscriber], expected: int) -> dict[str
         "stale": rec.stale,
         "bad": rec.bad,
         "open": sum(c.open for c in conns),
+        "resumed": rec.resumed,
+        "unrecovered": rec.unrecovered,
     }
 
 
@@ -260,11 +345,15 @@ class LoadGenerator:
         timeout: float = 30.0,
         group: str = "",
         graphql: Sequence[str] | None = None,
+        control: bool = False,
+        stride: int = 1,
     ) -> ConnectResult:
         """Open one connection per path (spread over the workers) and wait for every 101.
 
         ``graphql``: per path, the JSON text of a subscribe payload (``{"query": ...}``): those
         connections speak graphql-transport-ws, and are open at ``connection_ack``.
+        ``control``: the paths ask for a starting point, so a subscribed frame comes first.
+        ``stride``: each connection's seqs are that far apart (see :class:`Subscriber`).
         """
         n = len(self._pipes)
         cmds = [
@@ -279,6 +368,8 @@ class LoadGenerator:
                 "concurrency": concurrency,
                 "timeout": timeout,
                 "group": group,
+                "control": control,
+                "stride": stride,
             }
             for i in range(n)
         ]
@@ -294,6 +385,22 @@ class LoadGenerator:
             deflate=sum(r["deflate"] for r in replies),
             context_takeover=sum(r["takeover"] for r in replies),
         )
+
+    def churn(self, host: str, port: int, count: int, group: str = "") -> ChurnResult:
+        """Drop ``count`` connections of the group (spread over the workers) and reconnect
+        each with ``since`` its last seq; they must have been opened with ``control``."""
+        n = len(self._pipes)
+        shares = [count // n + (1 if i < count % n else 0) for i in range(n)]
+        replies = self._call(
+            [
+                {"op": "churn", "host": host, "port": port, "count": share, "group": group}
+                for share in shares
+            ]
+        )
+        failed: Counter[str] = Counter()
+        for reply in replies:
+            failed.update(reply["failed"])
+        return ChurnResult(sum(r["reconnected"] for r in replies), dict(failed))
 
     def reset(self, first: int, group: str = "") -> None:
         """Start a phase: forget figures; messages with ``seq < first`` are stale from now on."""
@@ -350,7 +457,17 @@ class LoadGenerator:
             stale=sum(r["stale"] for r in replies),
             bad=sum(r["bad"] for r in replies),
             open=sum(r["open"] for r in replies),
+            resumed=sum(r.get("resumed", 0) for r in replies),
+            unrecovered=sum(r.get("unrecovered", 0) for r in replies),
         )
+
+    def pause(self, group: str = "") -> None:
+        """Stop reading the group's sockets (the kernel's buffers take what comes)."""
+        self._broadcast({"op": "pause", "group": group})
+
+    def resume(self, group: str = "") -> None:
+        """Read the group's sockets again."""
+        self._broadcast({"op": "resume", "group": group})
 
     def close(self, group: str = "") -> None:
         """Drop a group's connections (TCP reset, so no TIME_WAIT piles up between runs)."""

@@ -19,6 +19,7 @@ from typing import Any
 __all__ = [
     "children",
     "cpu_seconds",
+    "open_fds",
     "process_tree",
     "raise_open_file_limit",
     "rss_bytes",
@@ -51,6 +52,14 @@ def cpu_seconds(pid: int) -> float:
     # The command name (field 2) may contain spaces: split after its closing parenthesis.
     fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def open_fds(pid: int) -> int:
+    """How many file descriptors the process holds (entries of ``/proc/PID/fd``)."""
+    try:
+        return sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return 0
 
 
 def children(pid: int) -> list[int]:

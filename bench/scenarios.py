@@ -12,20 +12,23 @@ from __future__ import annotations
 import contextlib
 import http.client
 import re
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from bench.gcwatch import pauses_between
 from bench.loadgen import LoadGenerator, Snapshot
 from bench.probe import probe_address_filter
+from bench.procstat import open_fds
 from bench.profiling import Profiler
 from bench.publisher import SINK, Publisher, PublishResult
 from bench.sendcost import SendCost
-from bench.servers import HOST, SERVERS, Aurigraph, BenchServer
+from bench.servers import HOST, SERVERS, Aurigraph, BenchServer, RedisProcess
 
 __all__ = ["SCENARIOS", "Bench", "Options", "Row"]
 
@@ -48,6 +51,36 @@ class Options:
     server_args: tuple[str, ...] = ()  # extra flags for our server
     gc_freeze: float = 0.0  # what-if: gc.freeze() in our server every this many seconds
     source: Path | None = None  # run our server from this source tree
+    # Scenario 7: the spec's rate, one this machine keeps up with, and the unfiltered
+    # subscribers of /ws/metrics (and as many of /ws/consensus).
+    throughput_rate: float = 50_000.0
+    throughput_steady_rate: float = 10_000.0
+    # Seconds of the two phases; None: 30 and 15 (quick: 3, and no steady phase).
+    throughput_seconds: tuple[float, float] | None = None
+    watchers: int = 100
+    # Scenario 8's ramp (msg/s); None: the standard one (GOVERNOR_RATES, quick: fewer).
+    governor_rates: tuple[float, ...] | None = None
+    # Scenario 10: its end-to-end phases (rate, seconds), and how many single events the
+    # server-side fan-out time is taken over.
+    cores_phases: tuple[tuple[float, float], ...] = ((1.0, 35.0), (10.0, 10.0))
+    fanout_events: int = 100
+    # Scenario 11: seconds per phase, and rounds (memory, then Redis, in each).
+    redis_seconds: float = 10.0
+    redis_rounds: int = 2
+    # The soak (scenario 9): its length in seconds (0: not run), and its load.
+    soak: float = 0.0
+    soak_subscribers: int = 5_000
+    # The subscribers filter on one of this many addresses, which the events take in turn
+    # (0: all of them on the whole stream): 5,000 x 200 events/s unfiltered would be
+    # 1,000,000 deliveries/s, more than this machine delivers; a soak is about time.
+    soak_groups: int = 50
+    soak_churn: int = 100  # subscribers dropped and resumed with since, per second
+    soak_rate: float = 200.0  # events/s
+    soak_slow_every: float = 60.0  # seconds between slow readers
+    # Seconds a reader that stops needs to fall max_buffered_bytes (1 MiB) behind at 200
+    # events/s (about 66 KB/s), plus the few MB the kernel's socket buffers hold.
+    soak_slow_close: float = 90.0
+    soak_settle: float = 60.0  # RSS growth is measured from this far into the soak
 
     @property
     def step_seconds(self) -> float:
@@ -64,6 +97,11 @@ FULL_RATES += (250, 300, 400, 500, 650, 800)
 QUICK_RATES: tuple[float, ...] = (10, 30, 80, 150)
 
 FIXED_RATE = 10.0  # scenario 1 step at which CPU per delivery is compared (x 1,000 subscribers)
+TARGET_MS = 100.0  # the spec's broadcast latency target (latency_target_ms): a step passes under it
+
+# Scenario 8's ramp: single-event requests pipelined on one connection, msg/s.
+GOVERNOR_RATES: tuple[float, ...] = (50, 100, 150, 200, 250, 300, 350, 400)
+GOVERNOR_QUICK_RATES: tuple[float, ...] = (100, 300)
 
 
 @dataclass
@@ -92,6 +130,10 @@ class Row:
     loadgen_cpu_pct: float | None = None
     passed: bool | None = None
     note: str = ""
+    # Publishing: the p99 of request written to answer read (ingest's acknowledgement),
+    # and the server's CPU per published event.
+    ack_p99_ms: float | None = None
+    cpu_us_per_event: float | None = None
 
 
 @dataclass
@@ -103,6 +145,7 @@ class Results:
     profiles: dict[str, str] = field(default_factory=dict)  # title -> summary text
     log: list[str] = field(default_factory=list)
     send_cost: SendCost | None = None  # the machine's loopback send() cost, start of the run
+    soak: dict[str, SoakFigures] = field(default_factory=dict)  # per server
 
 
 def _ms(us: int | None) -> float | None:
@@ -147,11 +190,17 @@ class Bench:
             self.say(f"scenario {scenario}: floor skipped: {reason}")
 
     @contextlib.contextmanager
-    def running(self, name: str, *, simulate: bool = False) -> Iterator[BenchServer]:
-        """Start a fresh server; on exit drop every connection and stop it."""
-        server = SERVERS[name](self.workdir, self.opts.source if name == "aurigraph" else None)
+    def running(
+        self, name: str, *, simulate: bool = False, gc_watch: bool = False
+    ) -> Iterator[BenchServer]:
+        """Start a fresh server; on exit drop every connection and stop it.
+
+        ``gc_watch``: our server logs its collector's pauses even without ``--gc-watch``.
+        """
+        kind = SERVERS[name]
+        server = kind(self.workdir, self.opts.source if issubclass(kind, Aurigraph) else None)
         if isinstance(server, Aurigraph):
-            server.gc_watch = self.opts.gc_watch
+            server.gc_watch = self.opts.gc_watch or gc_watch
             server.extra_args = self.opts.server_args
             server.gc_freeze = self.opts.gc_freeze
         server.start(simulate=simulate)
@@ -185,6 +234,22 @@ class Bench:
         )
         return result.seconds, result.opened
 
+    def connect_control(
+        self, server: BenchServer, paths: list[str], *, stride: int = 1
+    ) -> tuple[float, int]:
+        """Open connections whose paths ask for a starting point (a subscribed frame first).
+
+        ``stride``: each one's seqs are that far apart (its address's share of the events).
+        """
+        result = self.lg.connect(
+            HOST, server.port, paths, group=server.name, control=True, stride=stride
+        )
+        self.say(
+            f"  {server.name}: {result.opened}/{result.requested} connected in "
+            f"{result.seconds:.2f}s{f' failed={result.failed}' if result.failed else ''}"
+        )
+        return result.seconds, result.opened
+
     def warm_baseline(self, server: BenchServer, path: str) -> int:
         """Open and close one connection, then return the settled RSS with none open."""
         self.lg.connect(HOST, server.port, [path], group=server.name)
@@ -204,25 +269,33 @@ class Bench:
         seconds: float,
         addresses: tuple[str, ...] = (SINK,),
         broadcast: bool = True,
+        pair: bool = False,
+        per_event: int = 1,
+        group: str | None = None,
     ) -> tuple[Row, PublishResult]:
-        """Publish at ``rate`` for ``seconds`` and measure what the subscribers got."""
+        """Publish at ``rate`` for ``seconds`` and measure what the subscribers got.
+
+        ``pair``: each transaction goes between two of ``addresses``; ``per_event``: the
+        deliveries each event makes when not a broadcast (2 for a pair, each to its two
+        address subscribers); ``group``: the load generator's group (the server's name).
+        """
         lg = self.lg
-        group = server.name
+        group = group or server.name
         lg.reset(first, group)
         wall0 = time.time()
         t0 = time.monotonic()
         cpu0, lg0 = server.cpu(), lg.cpu_seconds()
-        pub_result = pub.run(rate, seconds, addresses)
+        pub_result = pub.run(rate, seconds, addresses, pair=pair)
         drain = 5.0 if self.opts.quick else 10.0
         if broadcast:
             lg.wait_delivered(last_seq=pub_result.last, timeout=drain, group=group)
         else:
-            lg.wait_delivered(deliveries=pub_result.sent, timeout=drain, group=group)
+            lg.wait_delivered(deliveries=per_event * pub_result.sent, timeout=drain, group=group)
         t1 = time.monotonic()
         cpu1, lg1 = server.cpu(), lg.cpu_seconds()
         expected = pub_result.last - pub_result.first + 1 if broadcast else 0
         snap = lg.snapshot(expected, group)
-        lost = snap.lost if broadcast else max(0, pub_result.sent - snap.deliveries)
+        lost = snap.lost if broadcast else max(0, per_event * pub_result.sent - snap.deliveries)
         row = self._row(
             scenario, server.name, phase, subscribers, snap, t1 - t0, cpu1 - cpu0, lg1 - lg0
         )
@@ -231,8 +304,13 @@ class Bench:
         row.lost = lost
         nominal = pub_result.sent / rate if rate else seconds
         row.deliveries_per_s = snap.deliveries / nominal if nominal else 0.0
+        row.ack_p99_ms = pub_result.ack_p99_ms
+        if pub_result.sent:
+            row.cpu_us_per_event = 1e6 * (cpu1 - cpu0) / pub_result.sent
         if pub_result.sent < round(rate * seconds):
             row.note += f"publisher sent {pub_result.sent}/{round(rate * seconds)} "
+        if pub_result.acked < pub_result.requests:
+            row.note += f"answered {pub_result.acked}/{pub_result.requests} requests "
         self.note_gc(server, row, wall0, time.time())
         return row, pub_result
 
@@ -319,6 +397,7 @@ class _Ramp:
     opened: int
     first: int
     best: float = 0.0
+    best_rate: float = 0.0  # msg/s of the highest passing step
     done: bool = False
     topped: bool = False  # passed the ramp's last step: the capacity is at least that
 
@@ -373,16 +452,18 @@ def capacity(bench: Bench) -> None:
             )
 
 
-def _step(bench: Bench, ramp: _Ramp, rate: float, n: int) -> None:
+def _step(
+    bench: Bench, ramp: _Ramp, rate: float, n: int, scenario: str = "1 capacity", tries: int = 2
+) -> None:
     seconds = bench.opts.step_seconds
     # A step that fails is tried once more before the ramp stops, so one hiccup of a
     # shared machine does not end it.
-    for attempt in range(2):
+    for attempt in range(tries):
         row, result = bench.phase(
             ramp.server,
             ramp.pub,
             ramp.first,
-            scenario="1 capacity",
+            scenario=scenario,
             phase=f"{rate:g} msg/s",
             subscribers=ramp.opened,
             rate=rate,
@@ -394,14 +475,16 @@ def _step(bench: Bench, ramp: _Ramp, rate: float, n: int) -> None:
             and row.dropped == 0
             and ramp.opened == n
             and row.p99_ms is not None
-            and row.p99_ms < 100
+            and row.p99_ms < TARGET_MS
             and result.sent >= round(rate * seconds)
+            and result.acked >= result.requests
         )
         if not row.passed and attempt == 0:
             row.phase += " (first try)"
         bench.add(row)
         if row.passed:
             ramp.best = max(ramp.best, row.deliveries_per_s)
+            ramp.best_rate = max(ramp.best_rate, rate)
             return
     ramp.done = True
     if not (bench.opts.pyspy and ramp.server.name == "aurigraph"):
@@ -735,6 +818,542 @@ def _serves_graphql(server: BenchServer) -> bool:
         conn.close()
 
 
+# -- scenario 7: the spec's throughput ---------------------------------------------------------
+CONSENSUS_RATE = 10.0  # consensus states/s published beside the transactions
+
+
+def throughput(bench: Bench) -> None:
+    """The spec's throughput: 50,000 transactions/s for 30 s to 10,000 subscribers each
+    filtering its own address (each transaction from one to another: two deliveries),
+    beside 100 unfiltered subscribers of /ws/metrics and 100 of /ws/consensus; then the
+    same at a rate the machine holds, for the server's CPU per event without overload.
+    The floor runs it too, with its address routing: the least a Python server can do."""
+    opts = bench.opts
+    names = [n for n in bench.servers() if n in ("aurigraph", "floor")]
+    if opts.quick and "floor" in names and "aurigraph" in names:
+        names.remove("floor")  # --quick stays within its minutes; the full run has it
+        bench.results.skipped["7 throughput (floor)"] = "quick run: the full run measures it"
+    if "aurigraph" in names:  # and the same on Redis
+        missing = RedisProcess.available()
+        if opts.quick or missing is not None:
+            reason = missing or "quick run: the full run measures it"
+            bench.results.skipped["7 throughput (Redis)"] = reason
+        else:
+            names.insert(1, "aurigraph-redis")
+    if not names:
+        return
+    n = opts.connections
+    seconds, steady = opts.throughput_seconds or ((2.0, 0.0) if opts.quick else (30.0, 15.0))
+    addrs = addresses_for(n)
+    watching = opts.watchers
+    for name in names:
+        bench.say(
+            f"scenario 7 throughput: {name}, {n} own-address subscribers, {watching} on "
+            f"/ws/metrics and {watching} on /ws/consensus, {opts.throughput_rate:g} tx/s"
+        )
+        with bench.running(name) as server:
+            _, opened = bench.connect(server, [f"/ws/transactions?address={a}" for a in addrs])
+            watchers = f"{server.name}-latest"
+            watched = bench.lg.connect(
+                HOST,
+                server.port,
+                [server.ws_path("metrics")] * watching + [server.ws_path("consensus")] * watching,
+                group=watchers,
+            )
+            with (
+                Publisher(server.publish_target("transactions")) as pub,
+                Publisher(server.publish_target("consensus")) as states,
+            ):
+                first = pub.prime()
+                states.prime("consensus")
+                phases = [("spec", opts.throughput_rate, seconds)]
+                if steady:
+                    phases.append(("steady", opts.throughput_steady_rate, steady))
+                else:
+                    bench.results.skipped["7 throughput (steady phase)"] = (
+                        "quick run: the full run measures the CPU per event at a rate kept up with"
+                    )
+                for label, rate, secs in phases:
+                    bench.lg.reset(0, watchers)
+                    states.start(CONSENSUS_RATE, secs, stream="consensus")
+                    prof = bench.profile(server, f"throughput {rate:g} tx/s", min(secs, 8.0))
+                    row, result = bench.phase(
+                        server,
+                        pub,
+                        first,
+                        scenario="7 throughput",
+                        phase=f"{label}: {rate:g} tx/s",
+                        subscribers=opened,
+                        rate=rate,
+                        seconds=secs,
+                        addresses=addrs,
+                        broadcast=False,
+                        pair=True,
+                        per_event=2,
+                    )
+                    states.result()
+                    bench.keep_profile(f"throughput {rate:g} tx/s", prof)
+                    first = result.last + 1
+                    side = bench.lg.snapshot(0, watchers)
+                    p99 = side.hist.percentile_us(0.99)
+                    row.note += (
+                        f"metrics+consensus watchers ({watched.opened}): "
+                        f"{side.deliveries} deliveries, p99 "
+                        f"{'-' if p99 is None else f'{p99 / 1000:.1f}'} ms, "
+                        f"seq jumps {side.gaps} (latest-wins: conflated, not lost) "
+                    )
+                    row.passed = (
+                        row.lost == 0
+                        and row.dropped == 0
+                        and opened == n
+                        and result.sent >= round(rate * secs)
+                        and row.p99_ms is not None
+                        and row.p99_ms < 75
+                        and (row.ack_p99_ms is None or row.ack_p99_ms < 50)
+                    )
+                    bench.add(row)
+
+
+# -- scenario 8: the flush governor --------------------------------------------------------------
+def governor(bench: Bench) -> None:
+    """Capacity for single-event requests pipelined on one connection, 1,000 subscribers:
+    our server with the flush governor on and off, and nchan, steps alternating as in
+    scenario 1. A step passes with every message delivered, every request answered, the
+    full rate published and p99 under the 100 ms target."""
+    bench.skip_floor("8 governor", "the bare uvloop loop takes no HTTP publishing requests")
+    selected = bench.servers()
+    names = (["aurigraph", "aurigraph-off"] if "aurigraph" in selected else []) + (
+        ["nchan"] if "nchan" in selected else []
+    )
+    if not names:
+        return
+    opts = bench.opts
+    n = opts.capacity_subscribers
+    rates = opts.governor_rates or (GOVERNOR_QUICK_RATES if opts.quick else GOVERNOR_RATES)
+    bench.say(
+        f"scenario 8 governor: {', '.join(names)}; {n} subscribers each, one event per "
+        "request, pipelined on one connection; steps alternate"
+    )
+    with contextlib.ExitStack() as stack:
+        ramps: list[_Ramp] = []
+        for name in names:
+            server = stack.enter_context(bench.running(name))
+            _, opened = bench.connect(server, [server.ws_path("transactions")] * n)
+            target = server.publish_target("transactions", pipelined=True)
+            pub = stack.enter_context(Publisher(target))
+            # First-use costs stay out of the steps.
+            warm = pub.run(rates[0], 0.5 if opts.quick else 1.0)
+            bench.lg.wait_delivered(last_seq=warm.last, timeout=5.0, group=name)
+            ramps.append(_Ramp(server, pub, opened, warm.last + 1))
+        for rate in rates:
+            for ramp in ramps:
+                if not ramp.done:  # quick: one try per step, to stay within its minutes
+                    _step(bench, ramp, rate, n, "8 governor", 1 if opts.quick else 2)
+            if all(r.done for r in ramps):
+                break
+        for ramp in ramps:
+            ramp.topped = not ramp.done
+            bench.add(
+                Row(
+                    scenario="8 governor",
+                    server=ramp.server.name,
+                    phase="capacity",
+                    subscribers=ramp.opened,
+                    rate=ramp.best_rate,
+                    deliveries_per_s=ramp.best,
+                    note="passed every step: at least this (the ramp ends here)"
+                    if ramp.topped
+                    else f"highest step with zero loss and p99 < {TARGET_MS:g} ms",
+                )
+            )
+
+
+# -- scenario 9: the soak -------------------------------------------------------------------------
+
+
+@dataclass
+class SoakFigures:
+    """What the soak measured, beside its row."""
+
+    rss_settled: int = 0  # bytes, soak_settle seconds in
+    rss_end: int = 0
+    fds_before: int = 0  # with every subscriber connected, before the churn began
+    fds_after: int = 0
+    reconnects: int = 0
+    reconnect_failures: int = 0
+    slow_readers: int = 0
+    slow_closed: int = 0  # closed by the server as slow consumers (4008)
+    longest_gc_ms: float = 0.0
+
+
+def soak(bench: Bench) -> None:
+    """Hours, not minutes: 5,000 subscribers of /ws/transactions in 50 groups, each group
+    filtering one address, 100 of them dropped and resumed with ``since`` every second,
+    200 events/s spread over the 50 addresses, and a reader of the whole stream that stops
+    reading every minute (the server must close it as slow), for ``--soak`` seconds, with
+    the memory broker and then on Redis. Targets: RSS after the first minute grows by
+    under 5 %, the open descriptors come back to their level before the soak, every
+    resume is recovered with no gap, and the collector's longest pause stays under 20 ms."""
+    opts = bench.opts
+    if opts.soak <= 0:
+        bench.results.skipped["9 soak"] = 'not asked for: make bench ARGS="--soak 600"'
+        return
+    bench.skip_floor("9 soak", "the bare uvloop loop has no history to resume from")
+    if "aurigraph" not in bench.servers():
+        return
+    names = ["aurigraph"]
+    missing = RedisProcess.available()
+    if missing is None:
+        names.append("aurigraph-redis")
+    else:
+        bench.results.skipped["9 soak (Redis)"] = missing
+    for name in names:
+        _soak_one(bench, name)
+
+
+def _soak_one(bench: Bench, name: str) -> None:
+    opts = bench.opts
+    n = opts.soak_subscribers
+    seconds = opts.soak
+    bench.say(
+        f"scenario 9 soak: {name}, {seconds:g} s, {n} subscribers, {opts.soak_churn}/s resumed "
+        f"with since, {opts.soak_rate:g} events/s, a slow reader every {opts.soak_slow_every:g} s"
+    )
+    groups = opts.soak_groups
+    addrs = addresses_for(groups) if groups else (SINK,)
+    with bench.running(name, gc_watch=True) as server:
+        group = server.name
+        base = server.ws_path("transactions")
+        # replay=0: a subscribed frame first, with the epoch a resume needs.
+        paths = (
+            [f"{base}?address={addrs[i % groups]}&replay=0" for i in range(n)]
+            if groups
+            else [f"{base}?replay=0"] * n
+        )
+        _, opened = bench.connect_control(server, paths, stride=max(1, groups))
+        with Publisher(server.publish_target("transactions")) as pub:
+            first = pub.prime()
+            figures = SoakFigures(fds_before=open_fds(server.pid))
+            bench.lg.reset(first, group)
+            wall0 = time.time()
+            t0 = time.monotonic()
+            cpu0, lg0 = server.cpu(), bench.lg.cpu_seconds()
+            pub.start(opts.soak_rate, seconds, addrs)
+            slow: list[socket.socket] = []
+            try:
+                _soak_loop(bench, server, figures, slow)
+                result = pub.result()
+                # Every connection has the last event of its address: one of the last ones.
+                last = result.last - max(1, groups) + 1
+                bench.lg.wait_delivered(last_seq=last, timeout=10.0, group=group)
+                t1 = time.monotonic()
+                cpu1, lg1 = server.cpu(), bench.lg.cpu_seconds()
+                snap = bench.lg.snapshot(0, group)
+            finally:
+                for sock in slow:
+                    sock.close()
+            stats = server_stats(server)
+            figures.slow_closed = (
+                int(stats["endpoints"]["transactions"]["slowConsumerDisconnects"])
+                if stats is not None
+                else -1
+            )
+            figures.rss_end = server.rss()
+            figures.fds_after = _settled_fds(server, figures.fds_before)
+            pauses = pauses_between(server.log_path, wall0, time.time())
+            figures.longest_gc_ms = max((ms for _, ms in pauses), default=0.0)
+        row = bench._row(
+            "9 soak", group, f"{seconds:g} s", opened, snap, t1 - t0, cpu1 - cpu0, lg1 - lg0
+        )
+        row.rate = opts.soak_rate
+        row.published = result.sent
+        row.deliveries_per_s = snap.deliveries / seconds
+        # Each event reaches every subscriber of its address, and each connection's seqs,
+        # across its resumes, follow one another (stride apart): both say what was lost.
+        row.lost = max(snap.gaps, _soak_expected(result.sent, n, groups) - snap.deliveries)
+        growth = (
+            (figures.rss_end - figures.rss_settled) / figures.rss_settled
+            if figures.rss_settled
+            else None
+        )
+        row.note += (
+            f"RSS {figures.rss_settled / MB:.1f} MB at {min(opts.soak_settle, seconds):g} s, "
+            f"{figures.rss_end / MB:.1f} MB at the end"
+            f" ({'-' if growth is None else f'{100 * growth:+.1f}%'}); "
+            f"fds {figures.fds_before} before, {figures.fds_after} after; "
+            f"resumes {figures.reconnects} ({figures.reconnect_failures} failed, "
+            f"{snap.unrecovered} not recovered); slow readers {figures.slow_readers}, "
+            f"closed as slow {figures.slow_closed}; longest GC pause "
+            f"{figures.longest_gc_ms:.1f} ms "
+        )
+        row.passed = (
+            row.lost == 0
+            and snap.out_of_order == 0
+            and snap.unrecovered == 0
+            and figures.reconnect_failures == 0
+            and growth is not None
+            and growth < 0.05
+            and figures.fds_after <= figures.fds_before
+            and figures.slow_closed >= figures.slow_readers
+            and figures.longest_gc_ms < 20.0
+        )
+        bench.results.soak[name] = figures
+        bench.add(row)
+
+
+def server_stats(server: BenchServer) -> dict[str, Any] | None:
+    """Our server's /api/v11/websocket/stats (None if it does not answer)."""
+    conn = http.client.HTTPConnection(HOST, server.port, timeout=10)
+    try:
+        conn.request("GET", "/api/v11/websocket/stats")
+        response = conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            return None
+        report: dict[str, Any] = orjson.loads(body)
+        return report
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    finally:
+        conn.close()
+
+
+def _soak_expected(events: int, subscribers: int, groups: int) -> int:
+    """Deliveries owed: event i goes to address i % groups, and subscriber j filters on
+    address j % groups (with no groups, every event to every subscriber)."""
+    if not groups:
+        return events * subscribers
+    return sum(
+        (events // groups + (k < events % groups))
+        * (subscribers // groups + (k < subscribers % groups))
+        for k in range(groups)
+    )
+
+
+def _soak_loop(
+    bench: Bench, server: BenchServer, figures: SoakFigures, slow: list[socket.socket]
+) -> None:
+    """Each second: resume ``soak_churn`` subscribers; read RSS once settled; and every
+    ``soak_slow_every`` seconds open a reader that never reads."""
+    opts = bench.opts
+    start = time.monotonic()
+    settle = min(opts.soak_settle, opts.soak)
+    next_slow = min(5.0, opts.soak / 4)
+    # A slow reader needs time to fall max_buffered_bytes behind: none opens in the last
+    # stretch, where the server could not have closed it before the publisher stops.
+    last_slow = opts.soak - max(opts.soak_slow_close, opts.soak / 4)
+    for second in range(1, int(opts.soak) + 1):
+        if opts.soak_churn:
+            churned = bench.lg.churn(HOST, server.port, opts.soak_churn, group=server.name)
+            figures.reconnects += churned.reconnected
+            figures.reconnect_failures += sum(churned.failed.values())
+        elapsed = time.monotonic() - start
+        if not figures.rss_settled and elapsed >= settle:
+            figures.rss_settled = server.rss()
+        if next_slow <= elapsed <= last_slow:
+            slow.append(_slow_reader(server))
+            figures.slow_readers += 1
+            next_slow += opts.soak_slow_every
+        time.sleep(max(0.0, start + second - time.monotonic()))
+    if not figures.rss_settled:
+        figures.rss_settled = server.rss()
+
+
+def _slow_reader(server: BenchServer) -> socket.socket:
+    """A subscriber that completes its handshake and then never reads."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+    sock.settimeout(10)
+    sock.connect((HOST, server.port))
+    sock.sendall(
+        f"GET {server.ws_path('transactions')} HTTP/1.1\r\nHost: {HOST}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: c2xvdyByZWFkZXIgaGVyZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    return sock
+
+
+def _settled_fds(server: BenchServer, before: int, timeout: float = 10.0) -> int:
+    """The server's open descriptors once closing connections are gone (bounded wait)."""
+    fds = open_fds(server.pid)
+    for _ in range(int(timeout / 0.2)):
+        if fds <= before:
+            break
+        time.sleep(0.2)
+        fds = open_fds(server.pid)
+    return fds
+
+
+# -- scenario 10: more than one core ------------------------------------------------------------
+FANOUT_PHASE = "fan-out of one event, clients not reading"
+# Single events, one at a time, for the server-side fan-out time (Options.fanout_events:
+# enough that the p99 is not the priming event's first-use costs), slow enough that each
+# fan-out ends long before the next event (and the flush governor never holds one).
+FANOUT_RATE = 5.0  # events/s
+
+
+def cores(bench: Bench) -> None:
+    """Scenario 2 with our server on Redis, one worker and two, beside nchan and the floor.
+
+    End to end as in scenario 2 (10,000 subscribers at 1 and 10 msg/s: p99 and loss);
+    and first, on our servers, the server-side fan-out time of single events while the
+    clients do not read (the kernel's buffers hold the few events, so the writes never
+    wait on a reader, and the load generator takes no CPU meanwhile): what the second
+    core gives a node, which end-to-end p99 cannot show on two cores that the readers
+    share. The server's own histogram (broadcastLatencyMs: from Redis accepting an event
+    to the last subscriber's socket handoff, every worker's merged) gives it.
+    """
+    opts = bench.opts
+    if opts.quick:
+        bench.results.skipped["10 cores"] = "quick run: the full run measures it"
+        return
+    missing = RedisProcess.available()
+    if missing is not None:
+        bench.results.skipped["10 cores"] = missing
+        return
+    selected = bench.servers()
+    names = (["aurigraph-redis", "aurigraph-redis-2w"] if "aurigraph" in selected else []) + [
+        name for name in ("nchan", "floor") if name in selected
+    ]
+    n = opts.connections
+    phases = opts.cores_phases
+    for name in names:
+        bench.say(f"scenario 10 more than one core: {name}, {n} subscribers")
+        with bench.running(name) as server:
+            path = server.ws_path("transactions")
+            _, opened = bench.connect(server, [path] * n)
+            with Publisher(server.publish_target("transactions")) as pub:
+                bench.lg.reset(0, server.name)
+                first = pub.prime()
+                bench.lg.wait_delivered(last_seq=first - 1, timeout=10.0, group=server.name)
+                if name.startswith("aurigraph"):
+                    row = _fanout(bench, server, pub, opened, first)
+                    first = row.published + first
+                    bench.add(row)
+                for rate, duration in phases:
+                    row, result = bench.phase(
+                        server,
+                        pub,
+                        first,
+                        scenario="10 cores",
+                        phase=f"{rate:g} msg/s",
+                        subscribers=opened,
+                        rate=rate,
+                        seconds=duration,
+                    )
+                    first = result.last + 1
+                    row.passed = row.lost == 0 and row.dropped == 0 and opened == n
+                    bench.add(row)
+
+
+def _fanout(bench: Bench, server: BenchServer, pub: Publisher, opened: int, first: int) -> Row:
+    """Single events while every subscriber's reads are paused; the server's own p50/p99
+    (its histogram also holds the priming event, one record per worker)."""
+    lg = bench.lg
+    group = server.name
+    workers = getattr(server, "workers", 1)
+    lg.reset(first, group)
+    lg.pause(group)
+    try:
+        result = pub.run(FANOUT_RATE, bench.opts.fanout_events / FANOUT_RATE)
+    finally:
+        lg.resume(group)
+    lg.wait_delivered(last_seq=result.last, timeout=20.0, group=group)
+    snap = lg.snapshot(result.last - result.first + 1, group)
+    # Each worker records each event it fanned out (when it holds subscribers); with
+    # several, the others' figures reach the one that answers once a second
+    # (ops/workers.py): read until the count has every event and stops growing.
+    latency: dict[str, Any] = {}
+    settled = 0
+    for _ in range(50):
+        stats = server_stats(server)
+        if stats is not None:
+            now = stats["endpoints"]["transactions"]["broadcastLatencyMs"]
+            grew = now["count"] != latency.get("count")
+            latency = now
+            full = now["count"] >= (result.sent + 1) * workers
+            settled = 0 if grew else settled + 1
+            if full or (now["count"] > result.sent and settled >= 8):
+                break
+        time.sleep(0.2)
+    row = Row(
+        scenario="10 cores",
+        server=server.name,
+        phase=FANOUT_PHASE,
+        subscribers=opened,
+        rate=FANOUT_RATE,
+        published=result.sent,
+        deliveries=snap.deliveries,
+        p50_ms=latency.get("p50"),
+        p99_ms=latency.get("p99"),
+        p999_ms=latency.get("p999"),
+        max_ms=latency.get("max"),
+        lost=snap.lost,
+        dropped=snap.dropped,
+    )
+    row.note = (
+        f"server side: from Redis accepting each event to its last subscriber's socket "
+        f"handoff, {latency.get('count', 0)} records over {workers} worker(s) "
+    )
+    row.passed = snap.lost == 0 and snap.dropped == 0
+    return row
+
+
+# -- scenario 11: what Redis costs -------------------------------------------------------------
+REDIS_RATE = 1000.0  # events/s
+REDIS_SUBSCRIBERS = 20  # few: the broker's part of the latency, not the fan-out's
+
+
+def redis_cost(bench: Bench) -> None:
+    """Publish-to-receipt p50 and p99 at 1,000 events/s, our server on the memory broker
+    against the same on Redis (one worker), both running, phases alternating. Target:
+    Redis adds at most 2 ms to p99."""
+    opts = bench.opts
+    if opts.quick:
+        bench.results.skipped["11 redis"] = "quick run: the full run measures it"
+        return
+    missing = RedisProcess.available()
+    if missing is not None:
+        bench.results.skipped["11 redis"] = missing
+        return
+    if "aurigraph" not in bench.servers():
+        return
+    seconds = opts.redis_seconds
+    bench.say(
+        f"scenario 11 what Redis costs: memory and Redis, {REDIS_SUBSCRIBERS} subscribers, "
+        f"{REDIS_RATE:g} events/s, {opts.redis_rounds} rounds alternating"
+    )
+    with contextlib.ExitStack() as stack:
+        runs: list[tuple[BenchServer, Publisher, int, int]] = []
+        for name in ("aurigraph", "aurigraph-redis"):
+            server = stack.enter_context(bench.running(name))
+            _, opened = bench.connect(server, [server.ws_path("transactions")] * REDIS_SUBSCRIBERS)
+            pub = stack.enter_context(Publisher(server.publish_target("transactions")))
+            warm = pub.run(REDIS_RATE, 1.0)  # first-use costs stay out of the rounds
+            bench.lg.wait_delivered(last_seq=warm.last, timeout=5.0, group=name)
+            runs.append((server, pub, opened, warm.last + 1))
+        for round_ in range(1, opts.redis_rounds + 1):
+            for i, (server, pub, opened, first) in enumerate(runs):
+                redis = getattr(server, "redis", None)
+                redis_cpu0 = redis.cpu() if redis is not None else 0.0
+                row, result = bench.phase(
+                    server,
+                    pub,
+                    first,
+                    scenario="11 redis",
+                    phase=f"round {round_}: {REDIS_RATE:g} events/s",
+                    subscribers=opened,
+                    rate=REDIS_RATE,
+                    seconds=seconds,
+                )
+                runs[i] = (server, pub, opened, result.last + 1)
+                if redis is not None and result.sent:
+                    us = 1e6 * (redis.cpu() - redis_cpu0) / result.sent
+                    row.note += f"redis-server CPU {us:.1f} us per event "
+                row.passed = row.lost == 0 and row.dropped == 0
+                bench.add(row)
+
+
 SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "1": capacity,
     "2": many,
@@ -742,4 +1361,9 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "4": filters,
     "5": mixed,
     "6": graphql,
+    "7": throughput,
+    "8": governor,
+    "9": soak,
+    "10": cores,
+    "11": redis_cost,
 }

@@ -1,7 +1,10 @@
 """The servers under test, each started as its own process on a free loopback port.
 
 * :class:`Aurigraph`: this repository's server (``aurigraph-stream serve``),
-  fed through its real ingest API.
+  fed through its real ingest API; :class:`AurigraphOff` the same with the
+  flush governor off (``--no-latency-governor``); :class:`AurigraphRedis` on a
+  Redis broker of its own (:class:`RedisProcess`), with one worker or
+  (:class:`AurigraphRedis2`) two.
 * :class:`WebsocketsRef`: :mod:`bench.refserver`, ``websockets.broadcast()``.
 * :class:`Nchan`: nginx with the nchan module, configured in a temporary
   directory and run in the foreground (``daemon off``) as our own process.
@@ -30,12 +33,25 @@ from bench.gcwatch import FREEZE_ENV
 from bench.procstat import tree_cpu, tree_rss
 from bench.publisher import Target
 
-__all__ = ["SERVERS", "Aurigraph", "BenchServer", "Floor", "Nchan", "WebsocketsRef", "free_port"]
+__all__ = [
+    "SERVERS",
+    "Aurigraph",
+    "AurigraphOff",
+    "AurigraphRedis",
+    "AurigraphRedis2",
+    "BenchServer",
+    "Floor",
+    "Nchan",
+    "RedisProcess",
+    "WebsocketsRef",
+    "free_port",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT = 30.0
 NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
+REDIS_BINARY = Path("/usr/bin/redis-server")  # Debian's redis-server (scripts/system-deps.sh)
 
 
 def free_port() -> int:
@@ -89,7 +105,10 @@ class BenchServer:
     def ws_path(self, stream: str) -> str:
         return f"/ws/{stream}"
 
-    def publish_target(self, stream: str) -> Target:
+    def publish_target(self, stream: str, *, pipelined: bool = False) -> Target:
+        """Where a publisher sends; ``pipelined``: one HTTP request per message, pipelined."""
+        if pipelined:
+            raise ValueError(f"{self.name} takes no HTTP publishing requests")
         return Target("ws", HOST, self.port, f"/publish/{stream}")
 
     def ready(self) -> bool:
@@ -216,8 +235,134 @@ class Aurigraph(BenchServer):
     def ready(self) -> bool:
         return _http_get_status(self.port, self.ready_path) == 200
 
-    def publish_target(self, stream: str) -> Target:
-        return Target("ingest", HOST, self.port, f"/api/v11/streams/{stream}/events")
+    def publish_target(self, stream: str, *, pipelined: bool = False) -> Target:
+        kind = "pipelined" if pipelined else "ingest"
+        return Target(kind, HOST, self.port, f"/api/v11/streams/{stream}/events")
+
+
+class AurigraphOff(Aurigraph):
+    """Our server with the flush governor off: every flush at the end of its tick."""
+
+    name = "aurigraph-off"
+    label = "aurigraph-stream, governor off"
+
+    def command(self, simulate: bool) -> list[str]:
+        return [*super().command(simulate), "--no-latency-governor"]
+
+
+class RedisProcess:
+    """A redis-server of the run's own: a free loopback port, no persistence, stopped by PID."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def available() -> str | None:
+        """Why Redis cannot run here, or None if it can."""
+        if not REDIS_BINARY.exists():
+            return f"{REDIS_BINARY} missing (Debian package redis-server)"
+        return None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        self.port = free_port()
+        directory = self.workdir / f"redis-{self.port}"
+        directory.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                str(REDIS_BINARY),
+                "--port", str(self.port),
+                "--bind", HOST,
+                "--dir", str(directory),
+                "--save", "",
+                "--appendonly", "no",
+                "--daemonize", "no",
+                "--logfile", str(directory / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        for _ in range(int(STARTUP_TIMEOUT / 0.02) + 1):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+            if self._pong():
+                return
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"redis-server not answering PING within {STARTUP_TIMEOUT}s")
+
+    def _pong(self) -> bool:
+        try:
+            with socket.create_connection((HOST, self.port), timeout=1.0) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def cpu(self) -> float:
+        return tree_cpu(self.pid) if self.proc is not None else 0.0
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+class AurigraphRedis(Aurigraph):
+    """Our server on a Redis broker of its own, with ``workers`` processes on one port."""
+
+    name = "aurigraph-redis"
+    label = "aurigraph-stream on Redis, 1 worker"
+    workers = 1
+
+    def __init__(self, workdir: Path, source: Path | None = None) -> None:
+        super().__init__(workdir, source)
+        self.redis = RedisProcess(workdir)
+
+    def command(self, simulate: bool) -> list[str]:
+        return [
+            *super().command(simulate),
+            "--broker-url",
+            self.redis.url,
+            "--workers",
+            str(self.workers),
+        ]
+
+    def start(self, *, simulate: bool = False) -> None:
+        self.redis.start()
+        try:
+            super().start(simulate=simulate)
+        except BaseException:
+            self.redis.stop()
+            raise
+
+    def stop(self) -> None:
+        super().stop()
+        self.redis.stop()
+
+
+class AurigraphRedis2(AurigraphRedis):
+    name = "aurigraph-redis-2w"
+    label = "aurigraph-stream on Redis, 2 workers"
+    workers = 2
 
 
 class WebsocketsRef(BenchServer):
@@ -266,6 +411,9 @@ http {{
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
     nchan_shared_memory_size 256m;
+    # One publisher connection carries every request of a run (nginx closes a
+    # keep-alive connection after 1,000 by default).
+    keepalive_requests 10000000;
     server {{
         listen {host}:{port} backlog=4096;
         location = / {{
@@ -304,6 +452,11 @@ class Nchan(BenchServer):
             return f"{NCHAN_MODULE} missing (Debian package libnginx-mod-nchan)"
         return None
 
+    def publish_target(self, stream: str, *, pipelined: bool = False) -> Target:
+        if pipelined:  # nchan_publisher http: one POST per message, numbered by the publisher
+            return Target("pipelined-post", HOST, self.port, f"/publish/{stream}")
+        return super().publish_target(stream)
+
     def command(self, simulate: bool) -> list[str]:
         conf_dir = self.workdir / "nginx"
         conf_dir.mkdir(exist_ok=True)
@@ -327,4 +480,8 @@ SERVERS: dict[str, type[BenchServer]] = {
     "websockets": WebsocketsRef,
     "nchan": Nchan,
     "floor": Floor,
+    # Not in the default --servers: the scenarios that compare them start them themselves.
+    "aurigraph-off": AurigraphOff,
+    "aurigraph-redis": AurigraphRedis,
+    "aurigraph-redis-2w": AurigraphRedis2,
 }

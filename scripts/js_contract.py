@@ -18,6 +18,7 @@ import orjson
 from aurigraph_stream.codecs import CODECS
 from aurigraph_stream.contract import (
     BEARER_PROTOCOL,
+    LATEST_WINS_STREAMS,
     MUX_PATH,
     STREAM_PATH_PREFIX,
     SUBPROTOCOL_PREFIX,
@@ -52,6 +53,7 @@ def contract() -> dict[str, Any]:
         "formats": list(CODECS),
         "streams": list(REGISTRY),
         "snapshotStreams": list(SNAPSHOT_STREAMS),
+        "latestWinsStreams": list(LATEST_WINS_STREAMS),
         "filterOptions": {
             name: sorted(set(params.get(name, {})) - _NOT_FILTERS) for name in REGISTRY
         },

@@ -51,7 +51,16 @@ class Settings:
     broadcast_enabled: bool = _opt(True, "broadcast events to WebSocket subscribers")
     metrics_interval: float = _opt(1.0, "seconds between /ws/metrics messages", min=0.05)
     latency_target_ms: float = _opt(
-        100.0, "broadcast latency target, ms (reported in stats)", min=0
+        100.0,
+        "broadcast latency target, ms: the flush governor holds it, and stats report the "
+        "share of events over it",
+        min=0,
+    )
+    latency_governor: bool = _opt(
+        True,
+        "under load, hold the next flush briefly so that queued events share one write per "
+        "subscriber, and conflate the latest-wins streams (metrics, consensus), keeping "
+        "broadcast latency under latency_target_ms (off: write at the end of every tick)",
     )
     max_buffered_bytes: int = _opt(
         1048576, "unsent bytes a subscriber may hold before it is closed as slow (4008)", min=1024

@@ -29,6 +29,7 @@ __all__ = [
     "GRAPHQL_PATH",
     "GRAPHQL_PROTOCOL",
     "GRAPHQL_SCHEMA_PATH",
+    "LATEST_WINS_STREAMS",
     "MAX_EPOCH_LENGTH",
     "MAX_ID_LENGTH",
     "MAX_REPLAY",
@@ -64,6 +65,15 @@ BEARER_PROTOCOL = SUBPROTOCOL_PREFIX + "bearer"
 GRAPHQL_PROTOCOL = "graphql-transport-ws"
 # subscriptions-transport-ws, the legacy protocol of the same name: refused before the upgrade.
 GRAPHQL_LEGACY_PROTOCOL = "graphql-ws"
+
+
+# -- delivery ------------------------------------------------------------------
+#: Streams whose messages are states, each one replacing the last. Under load the
+#: server sends a subscriber the newest state and skips those it replaced, so on
+#: these streams ``seq`` may grow by more than one between two messages without
+#: anything being lost: a client must not report such a jump as a gap (a gap is
+#: only what a ``subscribed`` reply with ``recovered: false`` announces).
+LATEST_WINS_STREAMS = ("metrics", "consensus")
 
 
 # -- positions -----------------------------------------------------------------

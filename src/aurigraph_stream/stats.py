@@ -26,6 +26,8 @@ class EndpointStats:
     keepalive_disconnects: int = 0
     protocol_errors: int = 0
     failed_sends: int = 0  # deliveries dropped because the connection was closing
+    # latest-wins deliveries left out because a newer event of the stream went instead
+    conflated: int = 0
 
 
 @dataclass(slots=True)

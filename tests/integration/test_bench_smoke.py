@@ -13,7 +13,19 @@ from bench.loadgen import LoadGenerator, Snapshot
 from bench.procstat import cpu_seconds, rss_bytes
 from bench.publisher import Publisher, Target
 from bench.report import verdicts
-from bench.scenarios import GRAPHQL_ALL, Bench, Options, graphql, graphql_payload
+from bench.scenarios import (
+    FANOUT_PHASE,
+    GRAPHQL_ALL,
+    Bench,
+    Options,
+    cores,
+    governor,
+    graphql,
+    graphql_payload,
+    redis_cost,
+    soak,
+    throughput,
+)
 from bench.sendcost import measure
 from bench.servers import HOST, Floor
 
@@ -117,6 +129,168 @@ def test_graphql_scenario_runs_at_small_scale(tmp_path: Path) -> None:
     found = [v for v in verdicts(rows, 20) if v.target.startswith("6:")]
     assert len(found) == 3
     assert all(v.ok is not None for v in found)
+
+
+def test_throughput_scenario_runs_at_small_scale(tmp_path: Path) -> None:
+    """Scenario 7 end to end with 20 own-address subscribers, ours (on both brokers) and the
+    floor's: each transaction reaches its two subscribers, the ingest acknowledgement and
+    the CPU per published event are measured, and the report states the verdicts."""
+    opts = Options(
+        servers=("aurigraph", "floor"),
+        workers=1,
+        connections=20,
+        throughput_rate=1000.0,
+        throughput_steady_rate=300.0,
+        throughput_seconds=(3.0, 2.0),
+        watchers=3,
+    )
+    with LoadGenerator(workers=1) as lg:
+        bench = Bench(opts, lg, tmp_path)
+        throughput(bench)
+    rows = bench.results.rows
+    assert [(r.server, r.phase) for r in rows] == [
+        (server, phase)
+        for server in ("aurigraph", "aurigraph-redis", "floor")
+        for phase in ("spec: 1000 tx/s", "steady: 300 tx/s")
+    ]
+    for row in rows:
+        assert (row.lost, row.dropped) == (0, 0), row
+        assert row.deliveries == 2 * row.published, row  # from one address to another
+        assert (row.cpu_us_per_event or 0) > 0, row
+        assert "metrics+consensus watchers (6)" in row.note, row
+    assert (rows[0].ack_p99_ms or 0) > 0  # ingest answers, with either broker
+    assert (rows[2].ack_p99_ms or 0) > 0
+    assert rows[4].ack_p99_ms is None  # the floor's publisher WebSocket is not answered
+    found = [v for v in verdicts(rows, 20) if v.target.startswith("7")]
+    assert len(found) == 6
+    assert all(v.ok is not None for v in found)
+
+
+def test_governor_scenario_runs_at_small_scale(tmp_path: Path) -> None:
+    """Scenario 8 end to end with 20 subscribers: our server with the governor on and off
+    take pipelined single-event requests step by step, every request answered, and the
+    report compares their capacities."""
+    opts = Options(
+        quick=True,
+        servers=("aurigraph",),
+        workers=1,
+        capacity_subscribers=20,
+        governor_rates=(50.0, 100.0),
+    )
+    with LoadGenerator(workers=1) as lg:
+        bench = Bench(opts, lg, tmp_path)
+        governor(bench)
+    rows = bench.results.rows
+    steps = [r for r in rows if r.phase != "capacity"]
+    assert {r.server for r in steps} == {"aurigraph", "aurigraph-off"}
+    for row in steps:
+        assert (row.lost, row.dropped) == (0, 0), row
+        assert row.ack_p99_ms is not None, row
+        assert "answered" not in row.note, row  # every request got its answer
+    caps = {r.server: r for r in rows if r.phase == "capacity"}
+    assert set(caps) == {"aurigraph", "aurigraph-off"}
+    assert all(r.rate in (0.0, 50.0, 100.0) for r in caps.values())
+    found = [v for v in verdicts(rows, 20) if v.target.startswith("8:")]
+    assert [v.ok is None for v in found] == [False, True]  # nchan was not run
+
+
+def test_soak_scenario_runs_at_small_scale(tmp_path: Path) -> None:
+    """Scenario 9 for 12 s with 100 subscribers, 10 resumed with since each second and a
+    reader that stops, on the memory broker and on Redis: every resume recovers with no
+    gap, the descriptors come back, the server closes the stopped reader as slow, and the
+    five verdicts of each are stated."""
+    opts = Options(
+        quick=True,
+        servers=("aurigraph",),
+        workers=1,
+        soak=12.0,
+        soak_subscribers=100,
+        soak_churn=10,
+        soak_rate=1500.0,  # fast enough for a stopped reader to fall behind in seconds
+        soak_slow_every=4.0,  # one reader that stops, 3 s in, with 9 s to be found slow
+        soak_settle=3.0,
+        soak_slow_close=6.0,
+        # The history reaches back further than a resume; a small cap finds the slow one.
+        server_args=("--history-size", "30000", "--max-buffered-bytes", "16384"),
+    )
+    with LoadGenerator(workers=1) as lg:
+        bench = Bench(opts, lg, tmp_path)
+        soak(bench)
+    rows = bench.results.rows
+    assert [r.server for r in rows] == ["aurigraph", "aurigraph-redis"]
+    for row in rows:
+        figures = bench.results.soak[row.server]
+        assert (row.lost, row.out_of_order, row.dropped) == (0, 0, 0), row
+        assert figures.reconnects >= 50, figures
+        assert figures.reconnect_failures == 0, figures
+        assert "0 not recovered" in row.note, row
+        assert figures.fds_after <= figures.fds_before, figures
+        assert figures.slow_readers == 1, figures
+        assert figures.slow_closed >= 1, figures
+        assert min(figures.rss_settled, figures.rss_end) > 0, figures
+    found = [v for v in verdicts(rows, 20, bench.results.soak) if v.target.startswith("9:")]
+    assert len(found) == 10
+    assert all(v.ok is not None for v in found)
+    # descriptors, resumes and the slow reader, for each broker
+    assert [v.ok for v in found[1:4] + found[6:9]] == [True] * 6, found
+
+
+def test_more_than_one_core_scenario_runs_at_small_scale(tmp_path: Path) -> None:
+    """Scenario 10 with 30 subscribers: our server on Redis with one worker and two takes
+    single events while its subscribers do not read, loses none, reports its own fan-out
+    time, and then delivers an end-to-end phase; the report compares the two."""
+    opts = Options(
+        servers=("aurigraph",),
+        workers=1,
+        connections=30,
+        cores_phases=((5.0, 2.0),),
+        fanout_events=10,
+    )
+    with LoadGenerator(workers=1) as lg:
+        bench = Bench(opts, lg, tmp_path)
+        cores(bench)
+    rows = bench.results.rows
+    assert [(r.server, r.phase) for r in rows] == [
+        ("aurigraph-redis", FANOUT_PHASE),
+        ("aurigraph-redis", "5 msg/s"),
+        ("aurigraph-redis-2w", FANOUT_PHASE),
+        ("aurigraph-redis-2w", "5 msg/s"),
+    ]
+    for row in rows:
+        assert (row.lost, row.dropped) == (0, 0), row
+        assert row.passed, row
+    for row in rows[0::2]:  # the server's own figures, every worker's
+        assert 0 < (row.p50_ms or 0) <= (row.p99_ms or 0), row
+        assert row.deliveries == 10 * 30, row
+    found = [v for v in verdicts(rows, 30) if v.target.startswith("10:")]
+    assert len(found) == 3
+    assert all(v.ok is not None for v in found)
+
+
+def test_redis_cost_scenario_runs_at_small_scale(tmp_path: Path) -> None:
+    """Scenario 11, one short round: the memory broker and Redis side by side at 1,000
+    events/s, every message delivered, and the added p99 stated."""
+    opts = Options(servers=("aurigraph",), workers=1, redis_seconds=2.0, redis_rounds=1)
+    with LoadGenerator(workers=1) as lg:
+        bench = Bench(opts, lg, tmp_path)
+        redis_cost(bench)
+    rows = bench.results.rows
+    assert [r.server for r in rows] == ["aurigraph", "aurigraph-redis"]
+    for row in rows:
+        assert (row.lost, row.dropped) == (0, 0), row
+        assert row.deliveries == 20 * row.published, row
+    assert "redis-server CPU" in rows[1].note
+    (found,) = [v for v in verdicts(rows, 20) if v.target.startswith("11:")]
+    assert found.ok is not None
+
+
+def test_soak_is_skipped_unless_asked_for(tmp_path: Path) -> None:
+    """Without --soak the scenario says so in the report's Skipped list and runs nothing."""
+    with LoadGenerator(workers=1) as lg:
+        bench = Bench(Options(quick=True, servers=("aurigraph",), workers=1), lg, tmp_path)
+        soak(bench)
+    assert bench.results.rows == []
+    assert "--soak" in bench.results.skipped["9 soak"]
 
 
 def test_floor_server_delivers_every_message(floor_server: Floor) -> None:

@@ -265,6 +265,31 @@ def test_a_request_pipelined_before_a_malformed_one_gets_its_seqs(server: Server
     assert _next_seq(server) == seq + 1
 
 
+def test_pipelined_requests_that_end_a_read_mid_head_are_not_a_large_head(
+    server: ServerProcess,
+) -> None:
+    """A publisher of single events pipelines many small requests: one read holds more than
+    max_head_size of whole requests and then the start of the next head. Only that head's
+    bytes count against the limit: every request is answered 200, the split one too."""
+    requests = []
+    for _ in range(80):  # about 32 KB of whole requests, over the 16 KB head limit
+        body = orjson.dumps(tx())
+        requests.append(
+            f"POST /api/v11/streams/transactions/events HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+    whole, last = b"".join(requests[:-1]), requests[-1]
+    assert len(whole) > 16384
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(whole + last[:40])  # ends inside the last request's head
+        answered = _read_responses(sock, len(requests) - 1)
+        assert [r[:12] for r in answered] == [b"HTTP/1.1 200"] * (len(requests) - 1), answered[-1]
+        sock.sendall(last[40:])
+        (final,) = _read_responses(sock, 1)
+    assert final.startswith(b"HTTP/1.1 200"), final
+
+
 # -- Idempotency-Key ------------------------------------------------------------------
 def test_a_retry_with_the_same_idempotency_key_publishes_nothing_new(
     server: ServerProcess,

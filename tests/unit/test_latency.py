@@ -83,3 +83,18 @@ def test_only_events_with_subscribers_are_recorded_once_each() -> None:
     assert math.isclose(tx.max, 5.0)
     assert math.isclose(tx.sum, 5.0 + 3.0)
     assert latency.streams["metrics"].count == 0
+
+
+def test_events_over_the_target_are_counted_exactly_per_stream() -> None:
+    """The SLO burn: events later than the target are counted, whatever bucket they fall
+    in; an event exactly at the target is within it."""
+    latency = BroadcastLatency(("transactions", "consensus"), lambda s: 1, target_ms=100.0)
+    latency.on_flush([Event("transactions", 1, {}, accepted_at=10.000)], 10.050)
+    latency.on_flush([Event("transactions", 2, {}, accepted_at=10.000)], 10.100)
+    latency.on_flush([Event("transactions", 3, {}, accepted_at=10.000)], 10.1003)
+    latency.on_flush([Event("consensus", 1, {}, accepted_at=10.000)], 10.010)
+    tx = latency.streams["transactions"]
+    assert (tx.count, tx.over_target) == (3, 1)
+    assert math.isclose(tx.burn, 1 / 3)
+    assert latency.streams["consensus"].burn == 0.0
+    assert BroadcastLatency(("metrics",), lambda s: 1).streams["metrics"].burn == 0.0

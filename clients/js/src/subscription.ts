@@ -4,7 +4,7 @@
 // and epoch delivered, drops what it has already delivered (a duplicate can
 // only come from a resume that overlaps), and turns `recovered: false` into a
 // Gap item before the next message.
-import type { StreamName } from "./generated/contract.js";
+import { LATEST_WINS_STREAMS, type StreamName } from "./generated/contract.js";
 import { SubscriptionError } from "./errors.js";
 import {
   type Gap,
@@ -29,7 +29,11 @@ export class Subscription<S extends StreamName> implements AsyncIterableIterator
   readonly id: string;
   readonly stream: S;
   private readonly options: SubscribeOptions<S>;
-  /** No filter that drops messages: every seq must arrive, so a skipped one is a gap. */
+  /**
+   * No filter that drops messages, on a stream the server never conflates: every seq
+   * must arrive, so a skipped one is a gap. On a latest-wins stream (metrics, consensus)
+   * the server skips replaced states under load, and only `recovered: false` is a gap.
+   */
   private readonly consecutive: boolean;
   private lastSeq: number | null = null;
   private epoch: string | null = null;
@@ -54,7 +58,8 @@ export class Subscription<S extends StreamName> implements AsyncIterableIterator
     this.options = options;
     this.onClose = onClose;
     const filterKeys = Object.keys(options.filter ?? {});
-    this.consecutive = filterKeys.every((key) => PROJECTIONS.has(key));
+    this.consecutive =
+      !LATEST_WINS_STREAMS.includes(stream) && filterKeys.every((key) => PROJECTIONS.has(key));
     if (options.since !== undefined) {
       const since = typeof options.since === "string" ? parsePosition(options.since) : options.since;
       if (since === undefined) throw new TypeError(`since must be SEQ:EPOCH, not ${String(options.since)}`);

@@ -2,8 +2,15 @@
 // subscription's bookkeeping (duplicates dropped, gaps announced before the next message).
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { Subscription, backoffDelay, parsePosition, parseRetryAfter, tokenExpiry } from "../src/index.js";
-import type { Item, TransactionMessage } from "../src/index.js";
+import {
+  LATEST_WINS_STREAMS,
+  Subscription,
+  backoffDelay,
+  parsePosition,
+  parseRetryAfter,
+  tokenExpiry,
+} from "../src/index.js";
+import type { ConsensusMessage, Item, TransactionMessage } from "../src/index.js";
 
 function tx(seq: number): TransactionMessage {
   return {
@@ -18,7 +25,21 @@ function tx(seq: number): TransactionMessage {
   };
 }
 
-function drain<S extends "transactions">(sub: Subscription<S>): Promise<Item<S>[]> {
+function state(seq: number): ConsensusMessage {
+  return {
+    timestamp: "2025-10-25T09:35:10Z",
+    leader: "0x" + "33".repeat(20),
+    epoch: 1,
+    round: seq,
+    term: 1,
+    state: "VOTING",
+    performanceScore: 0.9,
+    activeValidators: 21,
+    seq,
+  };
+}
+
+function drain<S extends "transactions" | "consensus">(sub: Subscription<S>): Promise<Item<S>[]> {
   const items: Item<S>[] = [];
   return (async () => {
     sub.end();
@@ -127,6 +148,19 @@ describe("a subscription's bookkeeping", () => {
       items.map((i) => (i.type === "gap" ? `gap ${i.missed}` : i.type === "message" ? i.seq : i.type)),
       [11, "gap 2", 14],
     );
+  });
+
+  test("on a latest-wins stream a seq that jumps is a conflated state, not a gap", async () => {
+    const sub = new Subscription("c", "consensus", {}, closed);
+    sub.subscribed({ position: { seq: 10, epoch: "e1" }, recovered: true });
+    sub.message(state(11));
+    sub.message(state(14)); // 12 and 13 were replaced by 14 under load
+    const items = await drain(sub);
+    assert.deepEqual(
+      items.map((i) => (i.type === "message" ? i.seq : i.type)),
+      [11, 14],
+    );
+    assert.ok(LATEST_WINS_STREAMS.includes("metrics"));
   });
 
   test("replay and snapshot are asked for once; a resume asks for since (snapshot as fallback)", () => {

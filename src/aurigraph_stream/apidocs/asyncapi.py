@@ -26,6 +26,7 @@ from aurigraph_stream.contract import (
     GRAPHQL_PATH,
     GRAPHQL_PROTOCOL,
     GRAPHQL_SCHEMA_PATH,
+    LATEST_WINS_STREAMS,
     MUX_ENDPOINT,
     MUX_PATH,
     CloseCode,
@@ -74,6 +75,14 @@ def _title(spec: StreamSpec) -> str:
     return str(spec.message_schema.get("title", spec.name.title() + "Message"))
 
 
+_LATEST_WINS = (
+    "; each message is a state that replaces the last, so under load the server sends "
+    "the newest state and skips those it replaced: `seq` may then jump by more than one "
+    "with nothing lost (a gap is only what a `subscribed` reply with `recovered: false` "
+    "announces). "
+)
+
+
 def _channel(spec: StreamSpec) -> Schema:
     title = _title(spec)
     refresh = _command_name("refresh")
@@ -81,8 +90,9 @@ def _channel(spec: StreamSpec) -> Schema:
         "address": spec.path,
         "title": f"{spec.name.title()} stream",
         "description": f"One JSON text frame per event, sent {spec.trigger}. "
-        "`seq` increases by one per message of this stream. The one command a client may "
-        "send here is `refresh` (any other message is ignored).",
+        "`seq` increases by one per message of this stream"
+        + (_LATEST_WINS if spec.name in LATEST_WINS_STREAMS else ". ")
+        + "The one command a client may send here is `refresh` (any other message is ignored).",
         "messages": {
             title: {"$ref": f"#/components/messages/{title}"},
             refresh: {"$ref": f"#/components/messages/{refresh}"},

@@ -12,7 +12,9 @@ bound. This subclass:
   request on a kept-alive connection begins); a request whose head and body
   have not fully arrived when it fires gets 408 and is closed (a slow body
   is just closed, as a response may have started);
-- answers a head larger than ``max_head_size`` with 431;
+- answers a head larger than ``max_head_size`` with 431, counting only that
+  head's bytes: a read that completes pipelined requests and then starts the
+  next head is not one large head;
 - answers unparsable requests with the JSON error body every other refusal has,
   and refuses upgrades over HTTP/1.0 (uvicorn hides the version from the
   WebSocket layer by rewriting the request line);
@@ -57,6 +59,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._head_too_large = False
+        self._completed = False  # a request was completed within the chunk being parsed
         # A refusal held back until the requests before it are answered.
         self._refusal: bytes | None = None
 
@@ -100,6 +103,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._disarm()
+        self._completed = True
         super().on_message_complete()
 
     def handle_websocket_upgrade(self) -> None:
@@ -129,11 +133,18 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None:  # the connection ends after the owed answers
             return
+        self._completed = False
         super().data_received(data)
         # Only bytes of a head still incomplete after this chunk are counted, so a
         # body that arrives with its head never counts against the head's limit.
         if self._in_head and self.transport is not None and not self.transport.is_closing():
-            self._head_bytes += len(data)
+            if self._completed:
+                # The head began after requests this chunk completed (a pipelining
+                # publisher's): what of it was parsed counts, not the whole chunk (a
+                # header still unfinished is counted from the next chunk on).
+                self._head_bytes = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+            else:  # the whole chunk belongs to the head
+                self._head_bytes += len(data)
             if self._head_bytes > self.max_head_size:
                 self._head_too_large = True
                 self.send_400_response("")

@@ -2,6 +2,7 @@
 
 from aurigraph_stream.hub.fanout import Hub, Job
 from aurigraph_stream.hub.frames import build_frame, control_frame, message_frame, payload_of
+from aurigraph_stream.hub.governor import Governor
 from aurigraph_stream.hub.members import (
     Subscriber,
     Subscription,
@@ -12,6 +13,7 @@ from aurigraph_stream.hub.members import (
 )
 
 __all__ = [
+    "Governor",
     "Hub",
     "Job",
     "Subscriber",

@@ -34,6 +34,17 @@ the next chunk is fanned out in a callback of its own, so other sockets are
 served in between and a subscriber that stopped reading is found slow (4008)
 after one chunk, not after the whole batch. The budget is counted per event
 and per variant, never per delivery.
+
+A governed flush. With a :class:`~.governor.Governor`, once events are
+published faster than flushes can be written one each (with half the loop to
+spare), a flush is held for a bounded time (``schedule_later``), so that the
+events arriving meanwhile share one write per subscriber; see :mod:`.governor`
+for when and how long. While a flush is held, events of the
+latest-wins streams (``conflate``: metrics and consensus) are not fanned out
+one by one: they wait for the flush, and each group of subscribers gets only
+the newest of them that passes its filter (the others are counted as
+conflated). Their subscribers see the freshest state, and the seqs they skip
+are not losses (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -48,7 +59,9 @@ from aurigraph_stream.contract import Position
 from aurigraph_stream.event import Event
 from aurigraph_stream.filters import Filter, everything
 from aurigraph_stream.hub.frames import control_frame, encode_payload, message_frame
+from aurigraph_stream.hub.governor import Governor
 from aurigraph_stream.hub.members import (
+    Group,
     Members,
     Subscriber,
     Subscription,
@@ -93,9 +106,23 @@ class Hub:
         on_flush: Callable[[list[Event], float], None] | None = None,
         clock: Callable[[], float] = time.perf_counter,
         tick_budget: int = DEFAULT_TICK_BUDGET,
+        schedule_later: Callable[[float, Callable[[], None]], object] | None = None,
+        governor: Governor | None = None,
+        conflate: frozenset[str] = frozenset(),
     ) -> None:
+        """
+        Args:
+            schedule: runs a callback at the end of this event-loop tick (``call_soon``).
+            schedule_later: runs a callback after a delay in seconds (``call_later``):
+                how a governed flush is held.
+            governor: decides when a flush is held; ``None`` flushes every tick.
+            conflate: the latest-wins streams, conflated while a flush is held.
+        """
         self._stats = stats
         self._schedule = schedule
+        self._later = schedule_later
+        self.governor = governor
+        self._conflate = conflate
         self._max_buffered = max_buffered
         self._level = compression_level
         self._on_flush = on_flush
@@ -111,6 +138,9 @@ class Hub:
         # Events accepted but not yet fanned out (a batch over one tick's budget), in order.
         self._backlog: list[Event] = []
         self._resume_scheduled = False
+        # A governed flush is being held; the latest-wins events waiting for it, in order.
+        self._holding = False
+        self._deferred: list[Event] = []
 
     # -- membership ---------------------------------------------------------------
     def subscribe(
@@ -197,11 +227,9 @@ class Hub:
         waiting for a seq of the old history join now; those still loading
         learn that their buffer no longer joins up.
         """
-        # Events of the old history still waiting for a tick go out first: the
-        # announcement must follow them, not overtake them.
-        while self._backlog:
-            waiting, self._backlog = self._backlog, []
-            self._fan_out(waiting, 0)
+        # Events of the old history still waiting for a tick (or, conflated, for a held
+        # flush) go out first: the announcement must follow them, not overtake them.
+        self._fan_out_waiting()
         st = self._streams.get(stream)
         if st is None:
             return
@@ -268,8 +296,7 @@ class Hub:
         else:
             sink.pending = [pending, *frames]
         if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._schedule(self.flush)
+            self._request_flush()
 
     def resume(self, sink: Subscriber) -> None:
         """The transport drained: queue what latest-wins subscriptions held back, and go on
@@ -320,25 +347,84 @@ class Hub:
         Events past this tick's budget, and every event while some wait, are kept
         in order and fanned out in the next ticks.
         """
+        if self.governor is not None:
+            self.governor.published(self._clock())
         if self._backlog:
             self._backlog.extend(events)
             return
+        if self._holding and self._conflate:
+            conflate = self._conflate
+            if any(event.stream in conflate for event in events):
+                self._deferred += [event for event in events if event.stream in conflate]
+                events = [event for event in events if event.stream not in conflate]
         self._fan_out(events, self._budget)
 
     def drain(self) -> None:
         """Fan out every waiting event and write everything now (the server is shutting down)."""
+        self._fan_out_waiting()
+        self.flush()
+
+    def _fan_out_waiting(self) -> None:
+        """Fan out, in order, what waits: held latest-wins states, then the backlog."""
+        if self._deferred:  # published before anything in the backlog
+            deferred, self._deferred = self._deferred, []
+            self._fan_out(deferred, 0, self._skips(deferred))
         while self._backlog:
             events, self._backlog = self._backlog, []
             self._fan_out(events, 0)
-        self.flush()
 
     def _resume(self) -> None:
         self._resume_scheduled = False
         events, self._backlog = self._backlog, []
         self._fan_out(events, self._budget)
 
-    def _fan_out(self, events: Sequence[Event], budget: int) -> None:
-        """Fan ``events`` out until ``budget`` units are spent (0: no limit); keep the rest."""
+    def _request_flush(self) -> None:
+        """Schedule the flush: at the end of this tick, or held when the governor says so."""
+        self._flush_scheduled = True
+        governor = self.governor
+        # A backlog is already a batch: its chunks are written as they are fanned out.
+        if governor is not None and self._later is not None and not self._backlog:
+            hold = governor.delay()
+            if hold > 0:
+                self._holding = True
+                self._later(hold, self.flush)
+                return
+        self._schedule(self.flush)
+
+    def _skips(self, events: Sequence[Event]) -> list[set[Group] | None]:
+        """Per event, the groups a later event of its stream in ``events`` reaches too.
+
+        Conflation: an older event skips them, so each group gets only the newest
+        event that passes its filter. Groups are matched before any joining
+        subscription is admitted, so a skip is never a group that a later event
+        could miss.
+        """
+        skips: list[set[Group] | None] = [None] * len(events)
+        reached: dict[str, set[Group]] = {}
+        for at in range(len(events) - 1, -1, -1):
+            event = events[at]
+            st = self._streams.get(event.stream)
+            if st is None:
+                continue
+            later = reached.get(event.stream)
+            matched = st.matching(event.data)
+            if later is None:
+                reached[event.stream] = set(matched)
+            else:
+                skips[at] = set(later)
+                later.update(matched)
+        return skips
+
+    def _fan_out(
+        self,
+        events: Sequence[Event],
+        budget: int,
+        skips: Sequence[set[Group] | None] | None = None,
+    ) -> None:
+        """Fan ``events`` out until ``budget`` units are spent (0: no limit); keep the rest.
+
+        ``skips``: per event, groups it does not go to (conflation, :meth:`_skips`).
+        """
         dirty = self._dirty
         level = self._level
         spent = 0
@@ -354,6 +440,8 @@ class Hub:
                 st.admit(event)
             data = event.data
             matched = st.matching(data)
+            if skips is not None and (skip := skips[at]):
+                matched = self._conflated(event.stream, matched, skip)
             if not matched:
                 continue
             payloads: dict[tuple[Any, str], bytes | None] = {}
@@ -428,8 +516,19 @@ class Hub:
             counters.bytes_wire += wire
             counters.failed_sends += failed
         if not self._flush_scheduled and self._flushed_events:
-            self._flush_scheduled = True
-            self._schedule(self.flush)
+            self._request_flush()
+
+    def _conflated(self, stream: str, matched: list[Group], skip: set[Group]) -> list[Group]:
+        """``matched`` without the groups in ``skip``, whose deliveries count as conflated."""
+        kept = []
+        conflated = 0
+        for group in matched:
+            if group in skip:
+                conflated += sum(len(members) for members in group.variants.values())
+            else:
+                kept.append(group)
+        self._stats.endpoints[stream].conflated += conflated
+        return kept
 
     def _deliver_latest(self, members: dict[Subscription, Subscriber], frame: bytes) -> None:
         """Latest-wins: a paused subscriber keeps only the newest frame, written on resume."""
@@ -441,6 +540,11 @@ class Hub:
 
     def flush(self) -> None:
         """Write every subscriber's pending frames: one write per subscriber."""
+        started = self._clock()
+        self._holding = False
+        if self._deferred:  # conflated: each group gets the newest event it passes
+            deferred, self._deferred = self._deferred, []
+            self._fan_out(deferred, 0, self._skips(deferred))
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
         events, self._flushed_events = self._flushed_events, []
@@ -461,8 +565,11 @@ class Hub:
                 continue
             sub.pending = None
             sub.write_frames(frames)
+        ended = self._clock()
+        if self.governor is not None:
+            self.governor.flushed(started, ended)
         if self._on_flush is not None and events:
-            self._on_flush(events, self._clock())
+            self._on_flush(events, ended)
         if self._backlog and not self._resume_scheduled:
             # The next chunk in a callback of its own: what the loop has waiting
             # (reads, other timers) runs between the chunks.

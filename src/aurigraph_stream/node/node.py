@@ -24,9 +24,14 @@ from typing import Any
 
 from aurigraph_stream.broker import Broker, create_broker
 from aurigraph_stream.config import Settings
-from aurigraph_stream.contract import GRAPHQL_ENDPOINT, MUX_ENDPOINT, Position
+from aurigraph_stream.contract import (
+    GRAPHQL_ENDPOINT,
+    LATEST_WINS_STREAMS,
+    MUX_ENDPOINT,
+    Position,
+)
 from aurigraph_stream.event import Event
-from aurigraph_stream.hub import Hub
+from aurigraph_stream.hub import Governor, Hub
 from aurigraph_stream.node.collector import freeze_survivors
 from aurigraph_stream.node.feeds import LEASE_TTL, sample_metrics, simulate, while_leased
 from aurigraph_stream.node.identity import WorkerIdentity
@@ -90,6 +95,9 @@ class Node:
             compression_level=settings.compression_level,
             on_flush=self._on_flush,
             tick_budget=settings.fanout_tick_budget,
+            schedule_later=loop.call_later,
+            governor=Governor(settings.latency_target_ms, enabled=settings.latency_governor),
+            conflate=frozenset(LATEST_WINS_STREAMS),
         )
         await self.broker.start(self._on_events, self._on_reset)
         if settings.gc_freeze_interval > 0:

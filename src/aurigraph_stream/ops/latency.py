@@ -11,6 +11,10 @@ Percentiles come from the buckets. Neighbouring bounds differ by at most
 the exact maximum, which is tracked beside them. The bounds include the
 round numbers Prometheus dashboards use (0.1, 0.25, ... 75, 100, ... ms),
 so the exported histogram is an exact coarsening of this one.
+
+The SLO burn: each histogram also counts the events over the latency target
+(``latency_target_ms``), exactly, whatever the target, so that the share of
+events delivered late is a count and not an interpolation between buckets.
 """
 
 from __future__ import annotations
@@ -46,15 +50,23 @@ _EXPORT_INDEX = tuple(_INDEX[b] for b in EXPORT_BOUNDS_MS)
 
 
 class LatencyHistogram:
-    """Counts of latencies (ms) per bucket, plus their count, sum and maximum."""
+    """Counts of latencies (ms) per bucket, plus their count, sum and maximum, and how
+    many were over ``target_ms`` (``over_target``)."""
 
-    __slots__ = ("buckets", "count", "max", "sum")
+    __slots__ = ("buckets", "count", "max", "over_target", "sum", "target_ms")
 
-    def __init__(self) -> None:
+    def __init__(self, target_ms: float = math.inf) -> None:
         self.buckets = [0] * (len(BOUNDS_MS) + 1)  # the last one is overflow (> 100 s)
         self.count = 0
         self.sum = 0.0
         self.max = 0.0
+        self.target_ms = target_ms
+        self.over_target = 0
+
+    @property
+    def burn(self) -> float:
+        """The share of recorded latencies over the target (0.0 when none was recorded)."""
+        return self.over_target / self.count if self.count else 0.0
 
     def record(self, ms: float) -> None:
         # bisect_left puts a value equal to a bound in that bound's bucket, as
@@ -64,6 +76,8 @@ class LatencyHistogram:
         self.sum += ms
         if ms > self.max:
             self.max = ms
+        if ms > self.target_ms:
+            self.over_target += 1
 
     def percentile(self, q: float) -> float:
         """The ``q``-quantile (0 < q <= 1) in ms; 0.0 when nothing was recorded.
@@ -99,15 +113,23 @@ class LatencyHistogram:
 
 
 class BroadcastLatency:
-    """One histogram per stream, fed by the hub after each flush.
+    """One histogram per stream, fed by the hub after each flush; ``target_ms`` is the
+    latency past which an event counts against the SLO.
 
     ``subscribers(stream)`` says whether anyone was subscribed: events nobody
     receives are not broadcasts, and would make the figures look better than
     what clients see.
     """
 
-    def __init__(self, streams: Iterable[str], subscribers: Callable[[str], int]) -> None:
-        self.streams: dict[str, LatencyHistogram] = {name: LatencyHistogram() for name in streams}
+    def __init__(
+        self,
+        streams: Iterable[str],
+        subscribers: Callable[[str], int],
+        target_ms: float = math.inf,
+    ) -> None:
+        self.streams: dict[str, LatencyHistogram] = {
+            name: LatencyHistogram(target_ms) for name in streams
+        }
         self._subscribers = subscribers
 
     def on_flush(self, events: Sequence[Event], now: float) -> None:

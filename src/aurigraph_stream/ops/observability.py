@@ -160,7 +160,9 @@ class Observability:
         self.connections = connections
         # One histogram per stats endpoint; the multiplexed /ws one stays empty,
         # since latency is recorded per stream.
-        self.latency = BroadcastLatency(node.stats.endpoints, self._subscribers)
+        self.latency = BroadcastLatency(
+            node.stats.endpoints, self._subscribers, node.settings.latency_target_ms
+        )
         self.loop = LoopMonitor(node.settings.loop_lag_interval)
         self.ingest = IngestCounters()
         node.flush_listeners.append(self.latency.on_flush)

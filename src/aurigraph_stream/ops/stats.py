@@ -43,6 +43,8 @@ class LatencyReport(BaseModel):
     max: float
     mean: float
     targetMs: float = Field(description="latency_target_ms in force")
+    overTarget: int = Field(description="events broadcast later than the target")
+    sloBurn: float = Field(description="share of events broadcast later than the target (0 to 1)")
 
 
 class BytesSent(BaseModel):
@@ -60,6 +62,10 @@ class EndpointReport(BaseModel):
     keepaliveDisconnects: int = Field(description="closed with 4009")
     protocolErrors: int
     failedSends: int = Field(description="deliveries dropped because the connection was closing")
+    conflated: int = Field(
+        description="latest-wins deliveries left out under load because a newer state "
+        "of the stream went instead"
+    )
     broadcastLatencyMs: LatencyReport
 
 
@@ -80,6 +86,7 @@ class Limits(BaseModel):
     broadcastEnabled: bool
     metricsInterval: float
     latencyTargetMs: float
+    latencyGovernor: bool
 
 
 class GraphqlReport(BaseModel):
@@ -89,6 +96,16 @@ class GraphqlReport(BaseModel):
     refused: dict[str, int] = Field(
         description="GraphQL operations refused before running, by error code"
     )
+
+
+class GovernorReport(BaseModel):
+    """The flush governor of this process (docs/operations.md)."""
+
+    enabled: bool = Field(description="latency_governor")
+    flushes: int = Field(description="flushes written since start")
+    heldFlushes: int = Field(description="flushes held for more events under load")
+    flushCostMs: float = Field(description="what a flush takes now, smoothed")
+    lastHoldMs: float = Field(description="the latest hold")
 
 
 class StatsReport(BaseModel):
@@ -103,6 +120,7 @@ class StatsReport(BaseModel):
     closes: dict[str, int] = Field(description="closed connections, per close code")
     ingest: IngestReport
     graphql: GraphqlReport
+    governor: GovernorReport
     limits: Limits
 
 
@@ -115,6 +133,8 @@ def _latency(h: LatencyHistogram, target: float) -> LatencyReport:
         max=round(h.max, 3),
         mean=round(h.sum / h.count, 3) if h.count else 0.0,
         targetMs=target,
+        overTarget=h.over_target,
+        sloBurn=round(h.burn, 6),
     )
 
 
@@ -137,6 +157,7 @@ def build_report(obs: Observability) -> StatsReport:
             keepaliveDisconnects=e.keepalive_disconnects,
             protocolErrors=e.protocol_errors,
             failedSends=e.failed_sends,
+            conflated=e.conflated,
             # /ws and /graphql carry the streams' events: no latency of their own.
             broadcastLatencyMs=_latency(view.latency.get(name, _NO_LATENCY), s.latency_target_ms),
         )
@@ -148,6 +169,7 @@ def build_report(obs: Observability) -> StatsReport:
     graphql: dict[str, dict[str, int]] = {"executed": {}, "refused": {}}
     for (outcome, what), n in sorted(stats.graphql.items()):
         graphql[outcome][what] = n
+    gov = node.hub.governor
     return StatsReport(
         version=__version__,
         profile=s.profile,
@@ -160,6 +182,13 @@ def build_report(obs: Observability) -> StatsReport:
         closes={str(code): n for code, n in sorted(stats.closes.items())},
         ingest=IngestReport(accepted=dict(view.accepted), rejected=rejected),
         graphql=GraphqlReport(**graphql),
+        governor=GovernorReport(
+            enabled=s.latency_governor,
+            flushes=gov.flushes if gov is not None else 0,
+            heldFlushes=gov.held if gov is not None else 0,
+            flushCostMs=round(gov.cost * 1000, 3) if gov is not None else 0.0,
+            lastHoldMs=round(gov.last_hold * 1000, 3) if gov is not None else 0.0,
+        ),
         limits=Limits(
             maxConnections=s.max_connections,
             maxFrameSize=s.max_frame_size,
@@ -172,6 +201,7 @@ def build_report(obs: Observability) -> StatsReport:
             broadcastEnabled=s.broadcast_enabled,
             metricsInterval=s.metrics_interval,
             latencyTargetMs=s.latency_target_ms,
+            latencyGovernor=s.latency_governor,
         ),
     )
 

@@ -110,6 +110,21 @@ class StreamCollector:
             "Deliveries dropped because the connection was closing.",
             labels=ep,
         )
+        conflated = CounterMetricFamily(
+            "aurigraph_websocket_conflated",
+            "Latest-wins deliveries left out under load because a newer state went instead.",
+            labels=ep,
+        )
+        over_target = CounterMetricFamily(
+            "aurigraph_websocket_broadcast_over_target",
+            "Events broadcast later than latency_target_ms (the SLO burn's numerator).",
+            labels=ep,
+        )
+        burn = GaugeMetricFamily(
+            "aurigraph_websocket_slo_burn_ratio",
+            "Share of events since start broadcast later than latency_target_ms.",
+            labels=ep,
+        )
         latency = HistogramMetricFamily(
             "aurigraph_websocket_broadcast_latency_ms",
             "Milliseconds from the broker accepting an event to its bytes being handed to "
@@ -126,14 +141,33 @@ class StreamCollector:
             keepalive.add_metric([name], e.keepalive_disconnects)
             protocol.add_metric([name], e.protocol_errors)
             failed.add_metric([name], e.failed_sends)
+            conflated.add_metric([name], e.conflated)
             h = view.latency.get(name)
             if h is not None:  # the multiplexed endpoint has none: its events are the streams'
+                over_target.add_metric([name], h.over_target)
+                burn.add_metric([name], h.burn)
                 buckets = [
                     ("+Inf" if le == math.inf else str(le), n) for le, n in h.export_buckets()
                 ]
                 latency.add_metric([name], buckets, h.sum)
         yield from (connections, opened, messages, payload, wire, latency)
-        yield from (slow, keepalive, protocol, failed)
+        yield from (slow, keepalive, protocol, failed, conflated, over_target, burn)
+
+        gov = node.hub.governor
+        if gov is not None:
+            yield CounterMetricFamily(
+                "aurigraph_hub_flushes", "Hub flushes written.", value=gov.flushes
+            )
+            yield CounterMetricFamily(
+                "aurigraph_hub_held_flushes",
+                "Hub flushes held for more events under load (the flush governor).",
+                value=gov.held,
+            )
+            yield GaugeMetricFamily(
+                "aurigraph_hub_flush_cost_ms",
+                "What one hub flush takes now, smoothed.",
+                value=gov.cost * 1000,
+            )
 
         closes = CounterMetricFamily(
             "aurigraph_websocket_disconnects",

@@ -6,7 +6,8 @@ writes its counters and latency buckets to Redis once a second (a key per
 worker that expires after :data:`TTL`, so a dead worker's figures leave) and
 reads the others'. The endpoints then add them to their own live figures:
 counters and connections summed, latency histograms merged bucket by bucket
-(the buckets are the same everywhere, so the merge is exact). The other
+(the buckets are the same everywhere, so the merge is exact), and the events
+over the latency target (the SLO burn) summed. The other
 workers' part is at most one :data:`INTERVAL` old.
 """
 
@@ -47,7 +48,13 @@ def snapshot(stats: Stats, latency: dict[str, LatencyHistogram], ingest: Any) ->
         "task_restarts": stats.task_restarts,
         "started_at": stats.started_at,
         "latency": {
-            name: {"buckets": h.buckets, "count": h.count, "sum": h.sum, "max": h.max}
+            name: {
+                "buckets": h.buckets,
+                "count": h.count,
+                "sum": h.sum,
+                "max": h.max,
+                "over": h.over_target,
+            }
             for name, h in latency.items()
         },
         "accepted": dict(ingest.accepted),
@@ -85,6 +92,7 @@ def merge(
             merged.count += h["count"]
             merged.sum += h["sum"]
             merged.max = max(merged.max, h["max"])
+            merged.over_target += int(h.get("over", 0))  # the SLO burn's numerator
         if figures is not own:
             accepted.update(figures["accepted"])
             for stream, reason, n in figures["rejected"]:

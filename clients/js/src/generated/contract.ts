@@ -72,6 +72,11 @@ export type StreamName = (typeof STREAMS)[number];
 /** Streams that offer `snapshot`: the current set first, then changes. */
 export const SNAPSHOT_STREAMS = ["validators","network"] as const;
 export type SnapshotStream = (typeof SNAPSHOT_STREAMS)[number];
+/**
+ * Streams of states, each message replacing the last: under load the server sends the
+ * newest and skips those it replaced, so their seq may jump with nothing lost.
+ */
+export const LATEST_WINS_STREAMS: readonly StreamName[] = ["metrics","consensus"];
 
 /** The filter options of each stream (docs/protocol.md, "Filters"). */
 export const FILTER_OPTIONS = {
