@@ -18,6 +18,8 @@ from tests.support.rawws import OP_TEXT, server_frames
 
 __all__ = ["Recorder", "running_node"]
 
+WAIT = 10.0  # seconds a recorder waits for a write at most
+
 
 @asynccontextmanager
 async def running_node(**overrides: Any) -> AsyncIterator[Node]:
@@ -34,14 +36,16 @@ async def running_node(**overrides: Any) -> AsyncIterator[Node]:
 class Recorder(Subscriber):
     """Keeps every frame written to it, as the hub's flush hands them over."""
 
-    __slots__ = ("frames",)
+    __slots__ = ("frames", "wrote")
 
     def __init__(self, counters: EndpointStats | None = None) -> None:
         super().__init__(counters or EndpointStats())
         self.frames: list[bytes] = []
+        self.wrote = asyncio.Event()  # set by each write
 
     def write_frames(self, frames: bytes | list[bytes]) -> None:
         self.frames.extend([frames] if isinstance(frames, bytes) else frames)
+        self.wrote.set()
 
     def buffered_size(self) -> int:
         return 0
@@ -50,8 +54,28 @@ class Recorder(Subscriber):
         raise AssertionError("a recorder never falls behind")
 
     async def flushed(self) -> list[Any]:
-        """Let the hub's scheduled flush run, then take the JSON text frames written so far."""
-        await asyncio.sleep(0)  # the flush is one call_soon away
+        """Wait for the hub's flush of what is queued for this subscriber, then take the JSON
+        text frames written so far.
+
+        The flush runs at the end of the tick (one ``call_soon`` away), or, when the
+        governor holds it, up to half the latency target later: then this waits for the
+        write (at most :data:`WAIT` seconds).
+        """
+        await asyncio.sleep(0)  # let a flush at the end of this tick run
+        if self.pending is not None:  # held: wait for the write
+            self.wrote.clear()
+            await asyncio.wait_for(self.wrote.wait(), WAIT)
+        return self._take()
+
+    async def written(self) -> list[Any]:
+        """Wait until something was written (at most :data:`WAIT` seconds), then take the
+        JSON text frames: for what is queued later than now (a running operation's result)."""
+        if not self.frames:
+            self.wrote.clear()
+            await asyncio.wait_for(self.wrote.wait(), WAIT)
+        return self._take()
+
+    def _take(self) -> list[Any]:
         messages = []
         for frame in server_frames(b"".join(self.frames)):
             assert frame.opcode == OP_TEXT

@@ -16,6 +16,7 @@ from aurigraph_stream.access.tokens import ANONYMOUS, UNRESTRICTED, Principal
 from aurigraph_stream.contract import CloseCode
 from aurigraph_stream.gql.service import GraphqlService
 from aurigraph_stream.gql.transport import GraphqlSocket
+from aurigraph_stream.hub import Governor
 from aurigraph_stream.node import Node
 from tests.support.nodes import Recorder, running_node
 from tests.support.streamtools import address, example_event, tx
@@ -51,8 +52,19 @@ class Client:
         self.socket.handle(message if isinstance(message, str) else orjson.dumps(message).decode())
 
     async def received(self) -> list[dict[str, Any]]:
+        """What the hub's flush has written to this client so far."""
         messages: list[dict[str, Any]] = await self.sink.flushed()
         return messages
+
+    async def until(self, done: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
+        """What is written up to the first write after which ``done`` holds (a running
+        operation's result comes in a later write): at most ten writes of 10 s each."""
+        got = await self.received()
+        for _ in range(10):
+            if done(got):
+                return got
+            got += await self.sink.written()
+        raise AssertionError(f"not done after ten writes: {got}")
 
     async def init(self, payload: dict[str, Any] | None = None) -> None:
         self.send({"type": "connection_init", **({"payload": payload} if payload else {})})
@@ -290,10 +302,7 @@ def test_publish_mutation_over_the_socket() -> None:
             f'"{address(9)}", status: JAILED, votingPower: 5, uptime: 50.5, '
             "lastBlockProposed: 1}]) { stream accepted seqs } }",
         )
-        deadline = time.monotonic() + 10
-        answered: list[dict[str, Any]] = []
-        while len(answered) < 2 and time.monotonic() < deadline:
-            answered += await client.received()
+        answered = await client.until(lambda got: len(got) >= 2)
         assert answered == [
             {
                 "id": "p",
@@ -338,11 +347,7 @@ def test_tokens_in_connection_init_decide_what_is_allowed() -> None:
         reader.subscribe("m", "subscription { metrics { seq } }")
         reader.subscribe("q", "{ validators { seq } }")
         reader.subscribe("p", "mutation { publish(metrics: []) { seqs } }")
-        got: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 10
-        while not any(m == {"id": "p", "type": "complete"} for m in got):
-            assert time.monotonic() < deadline, got
-            got += await reader.received()
+        got = await reader.until(lambda got: {"id": "p", "type": "complete"} in got)
         first = {m["id"]: m for m in reversed(got)}  # each id's first message
         assert first["t"]["type"] == "error"
         assert first["t"]["payload"][0]["extensions"]["code"] == "forbidden"
@@ -357,3 +362,27 @@ def test_tokens_in_connection_init_decide_what_is_allowed() -> None:
         assert token.authorized[0].can_publish
 
     run(scenario, jwt_secret=SECRET, auth="jwt")
+
+
+class Holding(Governor):
+    """A governor that holds every flush for 20 ms, as one does under load."""
+
+    def delay(self) -> float:
+        return 0.02
+
+
+def test_received_waits_for_a_flush_the_governor_holds() -> None:
+    """Under a governor hold the flush comes a timer later, not at the end of the tick: what
+    a client is sent is still what received() returns."""
+
+    async def scenario(node: Node) -> None:
+        node.hub.governor = Holding(100)
+        client = Client(node)
+        client.send({"type": "connection_init"})
+        assert await client.received() == [{"type": "connection_ack"}]
+        client.subscribe("s", "subscription { consensus { seq } }")
+        await node.publish("consensus", [example_event("consensus")])
+        (result,) = await client.received()
+        assert result["payload"]["data"] == {"consensus": {"seq": 1}}
+
+    run(scenario)
