@@ -137,3 +137,6 @@ def test_leaving_empties_the_group_and_the_index() -> None:
     hub.publish([_tx(1, "0x" + "11" * 20)])
     loop.run()
     assert (view.calls, sub.writes, hub.subscribers("transactions")) == (0, [], 0)
+    members = hub._streams["transactions"]
+    assert (members.groups, members.index, members.valuesets) == ({}, {}, {})
+    assert (members.scanned, members.joining, members.loading) == ([], [], {})
