@@ -217,7 +217,9 @@ def test_subscriptions_share_the_connection_memory_budget(tmp_path: Path) -> Non
             assert refused, "the budget never refused a subscription"
             assert "s0" not in refused
             client.send({"id": "s0", "type": "complete"})
-            client.subscribe("again", document, {"a": [mine]})
+            # As large as s0: it fits only in the share s0 gave back.
+            again = [mine] + [address(21 * 500 + k) for k in range(499)]
+            client.subscribe("again", document, {"a": again})
             (seq,) = publish(server, "transactions", [tx(1, mine, address(99_999), "1")])
             assert client.next("again")["data"] == {"transactions": {"seq": seq["seq"]}}
         finally:
