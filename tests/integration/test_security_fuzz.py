@@ -821,6 +821,49 @@ def test_a_batch_of_big_replays_is_paced_not_buffered(target: Target) -> None:
             client.close()
 
 
+def test_a_batch_of_big_graphql_replays_is_paced_not_rendered_at_once(target: Target) -> None:
+    """Ten /graphql clients that read nothing each start 100 subscriptions ``since`` 500
+    messages back, in one write.
+
+    The replayed results are rendered a step at a time, as the clients' buffers allow:
+    the control client is not held up (the ``healthy`` fixture), where rendering and
+    queuing each replay whole at subscribe (half a million executions) held the loop for
+    seconds, and the server's memory stays within the bound the /ws replays keep.
+    """
+    query = "{ position(stream: transactions) { seq epoch } }"
+    where = target.http.post("/graphql", json={"query": query}).json()["data"]["position"]
+    since = f"{max(0, where['seq'] - 500)}:{where['epoch']}"
+    document = (
+        "subscription($s: String) { transactions(since: $s) "
+        "{ timestamp txHash from to value status gasUsed seq } }"
+    )
+    before = rss_kib(target.server.proc.pid)
+    clients = []
+    try:
+        for _ in range(10):
+            client = RawClient(target.server.port, rcvbuf=4096)
+            response = client.upgrade(
+                "/graphql", headers=(("Sec-WebSocket-Protocol", "graphql-transport-ws"),)
+            )
+            assert response.status == 101
+            messages = [{"type": "connection_init"}] + [
+                {
+                    "id": f"r{n}",
+                    "type": "subscribe",
+                    "payload": {"query": document, "variables": {"s": since}},
+                }
+                for n in range(100)
+            ]
+            client.send(b"".join(client_frame(OP_TEXT, orjson.dumps(m)) for m in messages))
+            clients.append(client)
+        target.control.wait_for(len(target.control.seqs) + 50)  # others are served meanwhile
+        grown = rss_kib(target.server.proc.pid) - before
+        assert grown < 16 * 1024, f"RSS grew {grown} KiB while the replays waited"
+    finally:
+        for client in clients:
+            client.close()
+
+
 # -- property-based: frames ---------------------------------------------------
 @dataclass(frozen=True)
 class Frame:

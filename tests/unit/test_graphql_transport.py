@@ -18,6 +18,7 @@ from aurigraph_stream.gql.service import GraphqlService
 from aurigraph_stream.gql.transport import GraphqlSocket
 from aurigraph_stream.hub import Governor
 from aurigraph_stream.node import Node
+from aurigraph_stream.node.replay import STEP_RENDERS
 from tests.support.nodes import Recorder, running_node
 from tests.support.streamtools import address, example_event, tx
 
@@ -362,6 +363,75 @@ def test_tokens_in_connection_init_decide_what_is_allowed() -> None:
         assert token.authorized[0].can_publish
 
     run(scenario, jwt_secret=SECRET, auth="jwt")
+
+
+async def _turns(until: Callable[[], bool], limit: int = 10_000) -> None:
+    """Let the event loop turn (bounded) until ``until()``."""
+    for _ in range(limit):
+        if until():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"not done after {limit} turns")
+
+
+def _queued(sink: Recorder) -> int:
+    pending = sink.pending
+    return 0 if pending is None else 1 if isinstance(pending, bytes) else len(pending)
+
+
+def test_a_long_since_replay_is_rendered_paced_then_live_follows() -> None:
+    """since 3000 messages back: the subscribe renders and queues one step (STEP_RENDERS
+    results), the rest follows a step per turn of the loop, as on /ws; the first result
+    says where it started, and live results follow the last replayed one with no gap."""
+
+    async def scenario(node: Node) -> None:
+        a, b = address(1), address(2)
+        await node.publish("transactions", [tx(i, a, b, "1") for i in range(1, 3001)])
+        current = epoch(node, "transactions")
+        client = Client(node)
+        await client.init()
+        client.subscribe(
+            "r",
+            "subscription($s: String) { transactions(since: $s) { seq } }",
+            {"s": f"0:{current}"},
+        )
+        assert 0 < _queued(client.sink) <= STEP_RENDERS  # one step, not 3000 results at once
+        await _turns(lambda: len(client.sink.frames) >= 3000 and client.sink.pending is None)
+        await node.publish("transactions", [tx(3001, a, b, "1")])
+        messages = await client.received()
+        assert [m["payload"]["data"]["transactions"]["seq"] for m in messages] == list(
+            range(1, 3002)
+        )
+        assert messages[0]["payload"]["extensions"]["stream"] == {
+            "position": {"seq": 3000, "epoch": current},
+            "recovered": True,
+            "replayed": 3000,
+        }
+        assert all("extensions" not in m["payload"] for m in messages[1:])
+
+    run(scenario, history_size=5000)
+
+
+def test_a_since_replay_waits_while_the_transport_is_full() -> None:
+    """While the connection's transport is over its high-water mark no step runs, so what a
+    replay queues stays within the connection's buffer bound; resume goes on."""
+
+    async def scenario(node: Node) -> None:
+        a, b = address(1), address(2)
+        await node.publish("transactions", [tx(i, a, b, "1") for i in range(1, 2001)])
+        client = Client(node)
+        await client.init()
+        client.subscribe("r", 'subscription { transactions(since: "0") { seq } }')
+        client.sink.paused = True
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert len(client.sink.frames) <= STEP_RENDERS
+        node.hub.resume(client.sink)
+        await _turns(lambda: len(client.sink.frames) >= 2000 and client.sink.pending is None)
+        seqs = [m["payload"]["data"]["transactions"]["seq"] for m in await client.received()]
+        assert seqs == list(range(1, 2001))
+
+    run(scenario, history_size=5000)
 
 
 class Holding(Governor):

@@ -36,8 +36,9 @@ from graphql import ExecutionResult, Executor, execute_subscription_event
 
 from aurigraph_stream.event import Event
 from aurigraph_stream.gql.operations import Operation, RequestError
-from aurigraph_stream.hub import Subscriber, Subscription, message_frame
+from aurigraph_stream.hub import Subscriber, Subscription
 from aurigraph_stream.node import Node
+from aurigraph_stream.node.replay import replay
 from aurigraph_stream.subscription import SubscribeRequest, history_since, starting_point
 
 __all__ = ["ResultView", "attach", "next_prefix", "open_result", "result_view"]
@@ -113,16 +114,16 @@ def attach(
     """Join ``sink`` to the hub for ``request``, rendering with ``view``, as operation ``op_id``.
 
     Like the WebSocket endpoints' ``attach``: the history is read (for
-    ``since``), replayed messages queued, and the subscription joined in one
-    synchronous step, so the last replayed message and the first live one are
-    consecutive. The first message carries ``extensions.stream``.
+    ``since``) and the subscription starts where it says. Replayed results are
+    rendered and sent paced (:mod:`aurigraph_stream.node.replay`: a bounded step
+    per turn of the loop, while the connection has room), then the subscription
+    joins live delivery with no gap. The first result carries ``extensions.stream``.
 
     Raises:
         RequestError: ``history_unavailable`` for ``since`` on a broker that
             cannot read its history synchronously.
     """
     hub = node.hub
-    level = node.settings.compression_level
     envelope = (next_prefix(op_id), SUFFIX)
     variant = ("json", bits)
     read = node.broker.history_now(request.stream, history_since(request))
@@ -143,30 +144,36 @@ def attach(
         )
     start = starting_point(request, read)
     position = start.position
-    payloads = [p for p in (view.render(e) for e in start.replayed) if p is not None]
     opening = _opening(
         {
             "position": {"seq": position.seq, "epoch": position.epoch},
             "recovered": start.recovered,
-            "replayed": len(payloads),
+            "replayed": len(start.replayed),
         }
     )
+    if not start.replayed:
+        return hub.subscribe(
+            sink,
+            request.stream,
+            variant,
+            request.filter,
+            after=position.seq,
+            view=view,
+            envelope=envelope,
+            opening=opening,
+        )
+    # Held while its replay goes out, paced; the first replayed result takes the opening.
     sub = hub.subscribe(
         sink,
         request.stream,
         variant,
         request.filter,
-        after=position.seq,
+        live=False,
         view=view,
         envelope=envelope,
-        opening=None if payloads else opening,
+        opening=opening,
     )
-    prefix = envelope[0]
-    frames = [
-        message_frame(payload, "json", bits, prefix, opening if i == 0 else SUFFIX, level)
-        for i, payload in enumerate(payloads)
-    ]
-    hub.enqueue(sink, frames)
+    replay(node, sub, start.replayed[0].seq - 1)
     return sub
 
 
