@@ -9,7 +9,11 @@ import orjson
 
 from aurigraph_stream.event import Event
 from aurigraph_stream.filters import everything, parse_filter
-from tests.unit.test_hub import PLAIN, Recorder, _hub, _text
+from aurigraph_stream.hub import Hub
+from aurigraph_stream.hub.fanout import ENVELOPE_COST, FRAME_COST, RENDER_COST
+from aurigraph_stream.stats import Stats
+from aurigraph_stream.streams import NAMES
+from tests.unit.test_hub import PLAIN, Loop, Recorder, _hub, _text
 
 
 class CountingView:
@@ -140,3 +144,31 @@ def test_leaving_empties_the_group_and_the_index() -> None:
     members = hub._streams["transactions"]
     assert (members.groups, members.index, members.valuesets) == ({}, {}, {})
     assert (members.scanned, members.joining, members.loading) == ([], [], {})
+
+
+def test_envelopes_of_their_own_cost_an_envelope_each_when_several_groups_match() -> None:
+    """Two documents, 100 subscribers each with an operation id of its own, one event
+    matching both: each envelope is charged ENVELOPE_COST (a join), not FRAME_COST, so
+    three events fit one tick of a budget that three times the frame cost would not."""
+    loop = Loop()
+    per_event = 2 * RENDER_COST + 200 * ENVELOPE_COST + 200  # renders, envelopes, deliveries
+    hub = Hub(
+        Stats.for_streams(NAMES),
+        schedule=loop.schedule,
+        max_buffered=1 << 20,
+        tick_budget=3 * per_event + 1,
+    )
+    assert 3 * per_event < 200 * FRAME_COST  # what the frame cost would have charged
+    subs = []
+    for name in ("a", "b"):
+        view = CountingView(name)
+        for n in range(100):
+            sub = Recorder()
+            prefix = b'{"id":"' + f"{name}{n}".encode() + b'","payload":'
+            hub.subscribe(sub, "metrics", PLAIN, view=view, envelope=(prefix, b"}}"))
+            subs.append(sub)
+    hub.publish([Event("metrics", seq, {"seq": seq}, 0.0) for seq in (1, 2, 3)])
+    assert hub.backlog == 0  # all three in this tick
+    loop.run()
+    assert all(len(sub.writes) == 1 and len(sub.writes[0]) == 3 for sub in subs)
+    assert orjson.loads(_text(subs[150].writes[0][2])) == {"id": "b50", "payload": {"seq": 3}}

@@ -473,9 +473,10 @@ class Hub:
                     if payload is None:  # this format cannot carry the event
                         failed += len(members)
                         continue
-                    if frames is None and prefix and not bits:
-                        # An envelope per subscriber (/ws ids, GraphQL operation ids): the
-                        # one step that runs once per member, so no wrapper.
+                    if prefix and not bits:
+                        # An envelope per subscriber (/ws ids, GraphQL operation ids), joined
+                        # around the shared payload, whatever else matched: the one step that
+                        # runs once per member, so no wrapper.
                         frame = encode_frame_parts(opcode, prefix, payload, suffix)
                         spent += ENVELOPE_COST
                     elif frames is None:
