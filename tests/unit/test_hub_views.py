@@ -3,17 +3,21 @@ an envelope built by concatenation, and an opening suffix on the first message o
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Hashable
 
 import orjson
+import pytest
 
 from aurigraph_stream.event import Event
 from aurigraph_stream.filters import everything, parse_filter
 from aurigraph_stream.hub import Hub
+from aurigraph_stream.hub import fanout as fanout_module
 from aurigraph_stream.hub.fanout import ENVELOPE_COST, FRAME_COST, RENDER_COST
 from aurigraph_stream.stats import Stats
 from aurigraph_stream.streams import NAMES
-from tests.unit.test_hub import PLAIN, Loop, Recorder, _hub, _text
+from aurigraph_stream.wire.deflate import compress
+from tests.unit.test_hub import DEFLATE, PLAIN, Loop, Recorder, _hub, _text
 
 
 class CountingView:
@@ -146,6 +150,14 @@ def test_leaving_empties_the_group_and_the_index() -> None:
     assert (members.scanned, members.joining, members.loading) == ([], [], {})
 
 
+def _inflated(frame: bytes) -> bytes:
+    """The message of a server frame, inflated when it is compressed (RSV1)."""
+    body = _text(frame)
+    if frame[0] & 0x40:
+        return zlib.decompressobj(-15).decompress(body + b"\x00\x00\xff\xff")
+    return body
+
+
 def test_envelopes_of_their_own_cost_an_envelope_each_when_several_groups_match() -> None:
     """Two documents, 100 subscribers each with an operation id of its own, one event
     matching both: each envelope is charged ENVELOPE_COST (a join), not FRAME_COST, so
@@ -172,3 +184,40 @@ def test_envelopes_of_their_own_cost_an_envelope_each_when_several_groups_match(
     loop.run()
     assert all(len(sub.writes) == 1 and len(sub.writes[0]) == 3 for sub in subs)
     assert orjson.loads(_text(subs[150].writes[0][2])) == {"id": "b50", "payload": {"seq": 3}}
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_compressed_envelopes_share_one_compression_per_group(
+    groups: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """permessage-deflate and an operation id per subscriber: the rendered payload is
+    compressed once per group, not once per subscriber, and each frame inflates to its
+    own whole message (the envelope joined around it as stored blocks); the first message
+    of a subscription with an opening carries it."""
+    calls: list[int] = []
+
+    def counting(payload: bytes, level: int, bits: int = 15) -> bytes:
+        calls.append(bits)
+        return compress(payload, level, bits)
+
+    monkeypatch.setattr(fanout_module, "compress", counting)
+    hub, loop, _ = _hub()
+    subs = []
+    for g in range(groups):
+        view = CountingView(f"doc{g}")
+        for n in range(50):
+            sub = Recorder()
+            prefix = b'{"id":"' + f"{g}-{n}".encode() + b'","payload":['
+            hub.subscribe(
+                sub, "metrics", DEFLATE, view=view, envelope=(prefix, b"}]}"), opening=b',"o":1}]}'
+            )
+            subs.append(sub)
+    hub.publish([Event("metrics", 1, {"seq": 1}, 0.0), Event("metrics", 2, {"seq": 2}, 0.0)])
+    loop.run()
+    assert calls == [15] * (2 * groups)  # once per event and group
+    for i, sub in enumerate(subs):
+        first, second = (orjson.loads(_inflated(f)) for f in sub.writes[0])
+        op_id = f"{i // 50}-{i % 50}"
+        assert first == {"id": op_id, "payload": [{"seq": 1, "o": 1}]}
+        assert second == {"id": op_id, "payload": [{"seq": 2}]}
+        assert all(f[0] & 0x40 for f in sub.writes[0])  # RSV1: compressed

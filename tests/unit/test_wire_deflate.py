@@ -8,7 +8,7 @@ import zlib
 import pytest
 
 from aurigraph_stream.errors import MessageTooBig, ProtocolError
-from aurigraph_stream.wire.deflate import compress, decompress, negotiate
+from aurigraph_stream.wire.deflate import compress, decompress, envelope, negotiate
 
 BASE = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
 
@@ -93,3 +93,42 @@ def test_decompress_limits_and_errors() -> None:
         decompress(data, 1000)
     with pytest.raises(ProtocolError, match="invalid deflate"):
         decompress(b"\xff\xfe\xfd\xfc", 1000)
+
+
+@pytest.mark.parametrize("bits", [9, 12, 15])
+@pytest.mark.parametrize(
+    ("prefix", "suffix"),
+    [
+        (b"", b""),
+        (b'{"id":"1","type":"next","payload":', b"}}"),
+        (b'{"id":"1","type":"next","payload":', b',"extensions":{"stream":{}}}}'),
+        (b"[", b""),
+        (b"", b"]"),
+        (b"p" * 70_000, b"s" * 140_000),  # more than one stored block each
+    ],
+)
+@pytest.mark.parametrize("size", [0, 1, 300, 100_000])
+def test_an_envelope_around_a_compressed_payload_inflates_to_the_whole_message(
+    bits: int, prefix: bytes, suffix: bytes, size: int
+) -> None:
+    """head + compress(payload) + tail is prefix + payload + suffix for a receiver that
+    inflates with the negotiated window, and for one that keeps its window between
+    messages (the payload refers to nothing before it)."""
+    payload = (b'{"data":{"seq":1234,"value":"1000000000000000000"}' * 3000)[: size // 2]
+    payload += os.urandom(size - len(payload))
+    head, tail = envelope(prefix, suffix)
+    message = head + compress(payload, 6, bits) + tail
+    assert zlib.decompressobj(-bits).decompress(message + b"\x00\x00\xff\xff") == (
+        prefix + payload + suffix
+    )
+    kept = zlib.decompressobj(-15)
+    for _ in range(2):
+        assert kept.decompress(message + b"\x00\x00\xff\xff") == prefix + payload + suffix
+
+
+def test_an_envelope_costs_its_bytes_and_a_few_headers() -> None:
+    """The envelope is stored, not compressed: five bytes per stored block around it, and
+    one for the receiver to complete."""
+    head, tail = envelope(b"x" * 36, b"}}")
+    assert (len(head), len(tail)) == (5 + 36, 4 + 2 + 1)
+    assert envelope(b"", b"") == (b"", b"")

@@ -22,7 +22,11 @@ and a frame built and compressed once per (projection, format, deflate,
 envelope), whatever the number of groups that match: subscribers that share a
 filter and format share the very same ``bytes`` object. A group with a view
 (:class:`~.members.View`) is rendered once per view key in place of the
-encoding, and framed the same way.
+encoding, and framed the same way. An envelope of its own per subscriber (a
+``/ws`` subscription id, a GraphQL operation id) is joined around the shared
+payload, which is compressed once for all of them: the envelope goes around
+it as deflate stored blocks (:func:`~aurigraph_stream.wire.deflate.envelope`),
+so a thousand operation ids cost a thousand joins, never a thousand compressions.
 
 A bounded tick. One huge batch (thousands of events to thousands of
 subscribers) must not hold the event loop for seconds, nor pile a whole batch
@@ -58,7 +62,12 @@ from aurigraph_stream.codecs import CODECS
 from aurigraph_stream.contract import Position
 from aurigraph_stream.event import Event
 from aurigraph_stream.filters import Filter, everything
-from aurigraph_stream.hub.frames import control_frame, encode_payload, message_frame
+from aurigraph_stream.hub.frames import (
+    control_frame,
+    deflated_frame,
+    encode_payload,
+    message_frame,
+)
 from aurigraph_stream.hub.governor import Governor
 from aurigraph_stream.hub.members import (
     Group,
@@ -70,6 +79,7 @@ from aurigraph_stream.hub.members import (
     count_frames,
 )
 from aurigraph_stream.stats import Stats
+from aurigraph_stream.wire.deflate import compress
 from aurigraph_stream.wire.frames import encode_frame_parts
 
 __all__ = ["DEFAULT_TICK_BUDGET", "ENVELOPE_COST", "FRAME_COST", "RENDER_COST", "Hub", "Job"]
@@ -445,6 +455,8 @@ class Hub:
             if not matched:
                 continue
             payloads: dict[tuple[Any, str], bytes | None] = {}
+            # Payloads compressed for envelopes, by (shape, format, window bits).
+            bodies: dict[tuple[Any, str, int], bytes] = {}
             # A frame is kept for other groups only when there are others: within a
             # group every variant is a different frame.
             frames: dict[tuple[Any, ...], bytes] | None = {} if len(matched) > 1 else None
@@ -473,11 +485,20 @@ class Hub:
                     if payload is None:  # this format cannot carry the event
                         failed += len(members)
                         continue
-                    if prefix and not bits:
+                    if prefix:
                         # An envelope per subscriber (/ws ids, GraphQL operation ids), joined
                         # around the shared payload, whatever else matched: the one step that
-                        # runs once per member, so no wrapper.
-                        frame = encode_frame_parts(opcode, prefix, payload, suffix)
+                        # runs once per member, so no wrapper. Compressed, the payload is
+                        # compressed once and the envelope joined as stored blocks.
+                        if bits:
+                            bkey = (shape, codec_name, bits)
+                            body = bodies.get(bkey)
+                            if body is None:
+                                body = bodies[bkey] = compress(payload, level, bits)
+                                spent += FRAME_COST
+                            frame = deflated_frame(opcode, prefix, body, suffix)
+                        else:
+                            frame = encode_frame_parts(opcode, prefix, payload, suffix)
                         spent += ENVELOPE_COST
                     elif frames is None:
                         frame = message_frame(payload, codec_name, bits, prefix, suffix, level)

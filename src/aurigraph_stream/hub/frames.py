@@ -14,12 +14,13 @@ from aurigraph_stream.codecs import CODECS
 from aurigraph_stream.event import Event
 from aurigraph_stream.filters import Filter
 from aurigraph_stream.hub.members import Subscription
-from aurigraph_stream.wire.deflate import compress
+from aurigraph_stream.wire.deflate import compress, envelope
 from aurigraph_stream.wire.frames import encode_frame, encode_frame_parts
 
 __all__ = [
     "build_frame",
     "control_frame",
+    "deflated_frame",
     "encode_payload",
     "message_frame",
     "payload_of",
@@ -62,6 +63,14 @@ def message_frame(
     if prefix:
         return encode_frame_parts(opcode, prefix, payload, suffix)
     return encode_frame(opcode, payload)
+
+
+def deflated_frame(opcode: int, prefix: bytes, body: bytes, suffix: bytes) -> bytes:
+    """A compressed message in its envelope, framed: ``body`` is the payload as
+    :func:`~aurigraph_stream.wire.deflate.compress` made it (once, for every envelope),
+    and the envelope is joined around it as stored blocks (:func:`.deflate.envelope`)."""
+    head, tail = envelope(prefix, suffix)
+    return encode_frame_parts(opcode, head, body, tail, rsv1=True)
 
 
 def control_frame(codec: str, bits: int, level: int, frame: Mapping[str, Any]) -> bytes:

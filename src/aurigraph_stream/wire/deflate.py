@@ -21,14 +21,17 @@ Negotiation, per offer, first acceptable wins::
 from __future__ import annotations
 
 import functools
+import struct
 import zlib
 
 from aurigraph_stream.errors import MessageTooBig, ProtocolError
 
-__all__ = ["compress", "decompress", "negotiate"]
+__all__ = ["compress", "decompress", "envelope", "negotiate"]
 
 _TAIL = b"\x00\x00\xff\xff"
 _DEFAULT_BITS = 15
+_STORED_MAX = 65535  # bytes one stored block holds
+_LENGTHS = struct.Struct("<HH")  # a stored block's LEN and NLEN
 
 
 # Clients of one kind send the same header every time (a browser's is always
@@ -91,6 +94,43 @@ def compress(payload: bytes, level: int, window_bits: int = _DEFAULT_BITS) -> by
     compressor = zlib.compressobj(level, zlib.DEFLATED, -window_bits)
     data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
     return data[:-4] if data.endswith(_TAIL) else data
+
+
+def envelope(prefix: bytes, suffix: bytes) -> tuple[bytes, bytes]:
+    """``(head, tail)`` such that ``head + compress(payload) + tail`` is a message of
+    ``prefix + payload + suffix``, compressed as :func:`compress` would take it.
+
+    So a payload shared by subscribers with envelopes of their own (GraphQL
+    operation ids, ``/ws`` subscription ids) is compressed once, and each
+    envelope is joined around it as deflate *stored* blocks (RFC 1951 3.2.4:
+    bytes as they are, behind a 5-byte header). The compressed payload
+    refers to nothing before it (it was compressed from an empty window), so
+    the message inflates whatever the blocks around it hold:
+
+        head  00 LEN NLEN prefix                 a stored block, at the message's start
+        body  compress(payload)                  ends with the header of an empty stored
+                                                 block (the sync flush) whose LEN NLEN
+                                                 (00 00 ff ff) compress() cut off
+        tail  LEN NLEN suffix 00                 that block, now holding the suffix, then
+                                                 the header of another, for the receiver
+                                                 to complete with 00 00 ff ff (RFC 7692 7.2.2)
+    """
+    head = b"".join(_stored(prefix, first=True)) if prefix else b""
+    tail = b"".join(_stored(suffix, first=False)) + b"\x00" if suffix else b""
+    return head, tail
+
+
+def _stored(data: bytes, *, first: bool) -> list[bytes]:
+    """``data`` as stored blocks; ``first``: with the first block's header byte (else it
+    continues a block whose header is already written)."""
+    parts = []
+    for start in range(0, len(data), _STORED_MAX):
+        chunk = data[start : start + _STORED_MAX]
+        if start or first:
+            parts.append(b"\x00")  # BFINAL 0, BTYPE 00 (stored), padded to the byte
+        parts.append(_LENGTHS.pack(len(chunk), len(chunk) ^ 0xFFFF))
+        parts.append(chunk)
+    return parts
 
 
 def decompress(data: bytes, max_size: int) -> bytes:

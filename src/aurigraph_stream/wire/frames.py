@@ -61,13 +61,15 @@ def encode_frame(opcode: int, payload: bytes, *, rsv1: bool = False) -> bytes:
     return _H64.pack(first, 127, n) + payload
 
 
-def encode_frame_parts(opcode: int, prefix: bytes, payload: bytes, suffix: bytes) -> bytes:
+def encode_frame_parts(
+    opcode: int, prefix: bytes, payload: bytes, suffix: bytes, *, rsv1: bool = False
+) -> bytes:
     """:func:`encode_frame` of ``prefix + payload + suffix``, copying each part once.
 
     An envelope around a shared payload (``/ws``, GraphQL) is built per
     subscriber: one join instead of two concatenations and a third for the header.
     """
-    first = 0x80 | opcode
+    first = 0x80 | opcode | (0x40 if rsv1 else 0)
     n = len(prefix) + len(payload) + len(suffix)
     if n < 126:
         head = bytes((first, n))
