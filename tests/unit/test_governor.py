@@ -351,3 +351,23 @@ def test_a_reset_during_a_hold_comes_after_the_held_states() -> None:
     assert [f["data"]["seq"] for f in frames[:-1]] == [1, 2, 4]
     assert (frames[-1]["type"], frames[-1]["recovered"]) == ("subscribed", False)
     assert all(s.seqs() == [[1], [2, 4]] for s in sinks)
+
+
+def test_a_subscription_joining_during_a_hold_gets_the_newest_state_after_its_join() -> None:
+    """A subscription waiting for a seq (its replay ended there) that is admitted while the
+    held states are fanned out, into a group of its own, gets the states after that seq,
+    the newest included (its group was not there to be conflated when the hold began)."""
+    hub, loop, clock, sinks, _ = _governed(10, "consensus")
+    joining = Sink(clock)
+    hub.publish([_tx(1, "consensus", state="VOTING")])
+    loop.run_soon()
+    hub.publish([_tx(2, "consensus", state="VOTING")])  # fanned out, its flush held
+    loop.run_soon()
+    assert len(loop.later) == 1
+    flt = parse_filter("consensus", {"state": "VOTING"})
+    hub.subscribe(joining, "consensus", PLAIN, flt, after=3)  # has everything up to 3
+    for seq in (3, 4, 5):
+        hub.publish([_tx(seq, "consensus", state="VOTING")])
+    loop.advance(0.2)
+    assert all(s.seqs() == [[1], [2, 5]] for s in sinks)  # 3 and 4 conflated
+    assert joining.seqs() == [[4, 5]]

@@ -105,6 +105,23 @@ class Job(Protocol):
         ...
 
 
+class Conflation:
+    """Latest-wins states held for a flush, matched once, newest first (:meth:`Hub._conflation`).
+
+    ``matched``: per event, the groups it matches; ``newest``: per group, the index
+    of the newest event that reaches it, the only one it gets. ``stale``: streams
+    where a joining subscription was admitted during the fan-out (it may have made
+    a group none of them was matched against): their events are matched again.
+    """
+
+    __slots__ = ("matched", "newest", "stale")
+
+    def __init__(self, matched: list[list[Group] | None], newest: dict[Group, int]) -> None:
+        self.matched = matched
+        self.newest = newest
+        self.stale: set[str] = set()
+
+
 class Hub:
     def __init__(
         self,
@@ -378,7 +395,7 @@ class Hub:
         """Fan out, in order, what waits: held latest-wins states, then the backlog."""
         if self._deferred:  # published before anything in the backlog
             deferred, self._deferred = self._deferred, []
-            self._fan_out(deferred, 0, self._skips(deferred))
+            self._fan_out(deferred, 0, self._conflation(deferred))
         while self._backlog:
             events, self._backlog = self._backlog, []
             self._fan_out(events, 0)
@@ -401,39 +418,35 @@ class Hub:
                 return
         self._schedule(self.flush)
 
-    def _skips(self, events: Sequence[Event]) -> list[set[Group] | None]:
-        """Per event, the groups a later event of its stream in ``events`` reaches too.
+    def _conflation(self, events: Sequence[Event]) -> Conflation:
+        """Latest-wins states held for a flush: per event, the groups it matches, and per
+        group, the index of the newest of ``events`` that reaches it (one pass, newest first).
 
-        Conflation: an older event skips them, so each group gets only the newest
-        event that passes its filter. Groups are matched before any joining
-        subscription is admitted, so a skip is never a group that a later event
-        could miss.
+        Conflation: each group gets only that event, the newest that passes its
+        filter. Groups are matched before any joining subscription is admitted; a
+        group made by one admitted while they are fanned out is in none of them,
+        and gets every event from its join on, so no group misses its newest state.
         """
-        skips: list[set[Group] | None] = [None] * len(events)
-        reached: dict[str, set[Group]] = {}
+        matched: list[list[Group] | None] = [None] * len(events)
+        newest: dict[Group, int] = {}
         for at in range(len(events) - 1, -1, -1):
             event = events[at]
             st = self._streams.get(event.stream)
             if st is None:
                 continue
-            later = reached.get(event.stream)
-            matched = st.matching(event.data)
-            if later is None:
-                reached[event.stream] = set(matched)
-            else:
-                skips[at] = set(later)
-                later.update(matched)
-        return skips
+            groups = matched[at] = st.matching(event.data)
+            for group in groups:
+                if group not in newest:
+                    newest[group] = at
+        return Conflation(matched, newest)
 
     def _fan_out(
-        self,
-        events: Sequence[Event],
-        budget: int,
-        skips: Sequence[set[Group] | None] | None = None,
+        self, events: Sequence[Event], budget: int, conflation: Conflation | None = None
     ) -> None:
         """Fan ``events`` out until ``budget`` units are spent (0: no limit); keep the rest.
 
-        ``skips``: per event, groups it does not go to (conflation, :meth:`_skips`).
+        ``conflation``: each group gets only the newest event that reaches it
+        (:meth:`_conflation`).
         """
         dirty = self._dirty
         level = self._level
@@ -448,10 +461,13 @@ class Hub:
                 continue
             if st.joining:
                 st.admit(event)
+                if conflation is not None:  # a joining subscription may have made a group
+                    conflation.stale.add(event.stream)
             data = event.data
-            matched = st.matching(data)
-            if skips is not None and (skip := skips[at]):
-                matched = self._conflated(event.stream, matched, skip)
+            if conflation is None:
+                matched = st.matching(data)
+            else:
+                matched = self._conflated(st, event, at, conflation)
             if not matched:
                 continue
             payloads: dict[tuple[Any, str], bytes | None] = {}
@@ -540,16 +556,22 @@ class Hub:
         if not self._flush_scheduled and self._flushed_events:
             self._request_flush()
 
-    def _conflated(self, stream: str, matched: list[Group], skip: set[Group]) -> list[Group]:
-        """``matched`` without the groups in ``skip``, whose deliveries count as conflated."""
+    def _conflated(self, st: Members, event: Event, at: int, conflation: Conflation) -> list[Group]:
+        """The groups ``events[at]`` goes to: those it is the newest event of; the
+        deliveries to the others count as conflated."""
+        newest = conflation.newest
+        matched = conflation.matched[at]
+        if matched is None or event.stream in conflation.stale:
+            matched = st.matching(event.data)
         kept = []
         conflated = 0
         for group in matched:
-            if group in skip:
-                conflated += sum(len(members) for members in group.variants.values())
-            else:
+            if newest.get(group, at) == at:
                 kept.append(group)
-        self._stats.endpoints[stream].conflated += conflated
+            else:
+                conflated += sum(len(members) for members in group.variants.values())
+        if conflated:
+            self._stats.endpoints[event.stream].conflated += conflated
         return kept
 
     def _deliver_latest(self, members: dict[Subscription, Subscriber], frame: bytes) -> None:
@@ -566,7 +588,7 @@ class Hub:
         self._holding = False
         if self._deferred:  # conflated: each group gets the newest event it passes
             deferred, self._deferred = self._deferred, []
-            self._fan_out(deferred, 0, self._skips(deferred))
+            self._fan_out(deferred, 0, self._conflation(deferred))
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
         events, self._flushed_events = self._flushed_events, []
