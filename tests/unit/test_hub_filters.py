@@ -122,6 +122,23 @@ def test_latest_wins_holds_only_the_newest_frame_while_paused() -> None:
     assert [_payload(f) for f in latest.frames] == [{"seq": 5}]
 
 
+def test_latest_wins_subscribers_that_keep_up_get_every_frame_in_one_write() -> None:
+    """Latest-wins subscribers that are not paused get every frame, in order, the bytes a
+    plain subscriber gets."""
+    hub, run = _hub()
+    latest = [Sink() for _ in range(3)]
+    plain = Sink()
+    flt = parse_filter("consensus", {"latest": True})
+    for sink in latest:
+        hub.subscribe(sink, "consensus", ("json", 0), flt)
+    hub.subscribe(plain, "consensus", ("json", 0))
+    hub.publish([Event("consensus", seq, {"seq": seq}, 0.0) for seq in range(1, 4)])
+    run()
+    for sink in latest:
+        assert [_payload(f) for f in sink.frames] == [{"seq": 1}, {"seq": 2}, {"seq": 3}]
+        assert sink.frames == plain.frames
+
+
 def _per_event_seconds(subscribers: int) -> float:
     hub, run = _hub()
     for n in range(subscribers):

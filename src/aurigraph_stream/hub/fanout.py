@@ -529,7 +529,7 @@ class Hub:
                             spent += FRAME_COST
                         frame = cached
                     if latest:
-                        self._deliver_latest(members, frame)
+                        self._deliver_latest(members, frame, dirty)
                     else:
                         # The hot loop: one frame, queued for every member.
                         for sink in members.values():
@@ -574,13 +574,24 @@ class Hub:
             self._stats.endpoints[event.stream].conflated += conflated
         return kept
 
-    def _deliver_latest(self, members: dict[Subscription, Subscriber], frame: bytes) -> None:
-        """Latest-wins: a paused subscriber keeps only the newest frame, written on resume."""
+    @staticmethod
+    def _deliver_latest(
+        members: dict[Subscription, Subscriber], frame: bytes, dirty: list[Subscriber]
+    ) -> None:
+        """Latest-wins: a paused subscriber keeps only the newest frame, written on resume;
+        the others get it queued as in the hot loop (the fan-out requests the flush)."""
         for sub, sink in members.items():
             if sink.paused:
                 sub.held = frame
+                continue
+            pending = sink.pending
+            if pending is None:
+                sink.pending = frame
+                dirty.append(sink)
+            elif isinstance(pending, list):
+                pending.append(frame)
             else:
-                self.enqueue(sink, [frame])
+                sink.pending = [pending, frame]
 
     def flush(self) -> None:
         """Write every subscriber's pending frames: one write per subscriber."""
