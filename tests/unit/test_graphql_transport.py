@@ -434,6 +434,38 @@ def test_a_since_replay_waits_while_the_transport_is_full() -> None:
     run(scenario, history_size=5000)
 
 
+def test_a_completed_subscriptions_queued_results_are_not_sent() -> None:
+    """complete: the results the hub queued for the subscription and not yet written are
+    dropped, so a subscribe that reuses the id at once gets only its own; a query's result
+    under that id, queued before, and other operations' results stay."""
+
+    async def scenario(node: Node) -> None:
+        mine = address(1)
+        client = Client(node)
+        await client.init()
+        client.subscribe("s", "{ position(stream: transactions) { seq } }")  # done at once
+        client.subscribe("s", "subscription { transactions { txHash } }")
+        client.subscribe("t", "subscription { transactions { seq } }")
+        await node.publish("transactions", [tx(1, mine, mine, "1"), tx(2, mine, mine, "2")])
+        assert _queued(client.sink) > 2  # queued, not yet written
+        client.send({"id": "s", "type": "complete"})
+        client.subscribe("s", "subscription { transactions { value } }")
+        await node.publish("transactions", [tx(3, mine, mine, "3")])
+        got = [
+            (m["id"], m["type"], m.get("payload", {}).get("data")) for m in await client.received()
+        ]
+        assert got == [
+            ("s", "next", {"position": {"seq": 0}}),
+            ("s", "complete", None),
+            ("t", "next", {"transactions": {"seq": 1}}),
+            ("t", "next", {"transactions": {"seq": 2}}),
+            ("t", "next", {"transactions": {"seq": 3}}),
+            ("s", "next", {"transactions": {"value": "3"}}),
+        ]
+
+    run(scenario, latency_governor=False)
+
+
 class Holding(Governor):
     """A governor that holds every flush for 20 ms, as one does under load."""
 

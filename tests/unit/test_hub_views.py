@@ -11,7 +11,7 @@ import pytest
 
 from aurigraph_stream.event import Event
 from aurigraph_stream.filters import everything, parse_filter
-from aurigraph_stream.hub import Hub
+from aurigraph_stream.hub import Hub, build_frame
 from aurigraph_stream.hub import fanout as fanout_module
 from aurigraph_stream.hub.fanout import ENVELOPE_COST, FRAME_COST, RENDER_COST
 from aurigraph_stream.stats import Stats
@@ -221,3 +221,31 @@ def test_compressed_envelopes_share_one_compression_per_group(
         assert first == {"id": op_id, "payload": [{"seq": 1, "o": 1}]}
         assert second == {"id": op_id, "payload": [{"seq": 2}]}
         assert all(f[0] & 0x40 for f in sub.writes[0])  # RSV1: compressed
+
+
+@pytest.mark.parametrize("variant", [PLAIN, DEFLATE])
+def test_removing_with_drop_queued_takes_only_that_subscriptions_frames(
+    variant: tuple[str, int],
+) -> None:
+    """remove(drop_queued=True): the frames queued for the subscription and not yet written
+    (its envelope's prefix, compressed or not) are dropped; the subscriber's other frames,
+    queued before and after, are written in order."""
+    hub, loop, _ = _hub()
+    view = CountingView("doc")
+    sink = Recorder()
+    one, two = (b'{"id":"' + n + b'","type":"next","payload":' for n in (b"1", b"2"))
+    gone = hub.subscribe(sink, "metrics", variant, view=view, envelope=(one, b"}}"))
+    hub.subscribe(sink, "metrics", variant, view=view, envelope=(two, b"}}"))
+    reply = b'{"type":"next","id":"1","payload":{}}'  # another operation's, that had id 1
+    hub.enqueue(sink, [build_frame(1, reply, 6, variant[1])])
+    hub.publish([Event("metrics", 1, {"seq": 1}, 0.0), Event("metrics", 2, {"seq": 2}, 0.0)])
+    hub.remove(gone, drop_queued=True)
+    hub.publish([Event("metrics", 3, {"seq": 3}, 0.0)])
+    loop.run()
+    (written,) = sink.writes
+    assert [_inflated(frame) for frame in written] == [
+        reply,
+        two + b'{"seq":1}}',
+        two + b'{"seq":2}}',
+        two + b'{"seq":3}}',
+    ]

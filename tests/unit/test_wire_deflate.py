@@ -8,7 +8,7 @@ import zlib
 import pytest
 
 from aurigraph_stream.errors import MessageTooBig, ProtocolError
-from aurigraph_stream.wire.deflate import compress, decompress, envelope, negotiate
+from aurigraph_stream.wire.deflate import compress, decompress, envelope, inflate_head, negotiate
 
 BASE = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
 
@@ -124,6 +124,7 @@ def test_an_envelope_around_a_compressed_payload_inflates_to_the_whole_message(
     kept = zlib.decompressobj(-15)
     for _ in range(2):
         assert kept.decompress(message + b"\x00\x00\xff\xff") == prefix + payload + suffix
+    assert inflate_head(message, 40) == (prefix + payload + suffix)[:40]
 
 
 def test_an_envelope_costs_its_bytes_and_a_few_headers() -> None:

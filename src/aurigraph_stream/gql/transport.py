@@ -304,7 +304,9 @@ class GraphqlSocket:
         operation = self.operations.pop(op_id)
         if isinstance(operation, Subscription):
             self.held -= subscription_bytes(operation.filter)
-            self.service.node.hub.remove(operation)
+            # Its results still queued go too: nothing is sent for it after the complete,
+            # and a subscribe reusing the id at once must not get them.
+            self.service.node.hub.remove(operation, drop_queued=True)
         # A query or mutation runs to its end (a publish is not half done); its result is
         # not sent.
 
@@ -316,10 +318,12 @@ class GraphqlSocket:
 
 
 def _message(kind: str, op_id: str | None = None, payload: Any = None) -> bytes:
-    message: dict[str, Any] = {}
+    # "type" first: a subscription's results begin {"id":...,"type":"next" (its envelope,
+    # subscriptions.next_prefix), and completing it drops its queued results by that prefix;
+    # a query's result under the same id, finished just before, is not one of them.
+    message: dict[str, Any] = {"type": kind}
     if op_id is not None:
         message["id"] = op_id
-    message["type"] = kind
     if payload is not None:
         message["payload"] = payload
     return orjson.dumps(message)

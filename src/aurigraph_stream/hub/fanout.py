@@ -63,6 +63,7 @@ from aurigraph_stream.contract import Position
 from aurigraph_stream.event import Event
 from aurigraph_stream.filters import Filter, everything
 from aurigraph_stream.hub.frames import (
+    begins_with,
     control_frame,
     deflated_frame,
     encode_payload,
@@ -284,8 +285,15 @@ class Hub:
         sub.after = after
         self._streams[sub.stream].joining.append(sub)
 
-    def remove(self, sub: Subscription) -> None:
-        """End one subscription; frames already queued for its subscriber stay queued."""
+    def remove(self, sub: Subscription, *, drop_queued: bool = False) -> None:
+        """End one subscription; frames already queued for its subscriber stay queued.
+
+        Args:
+            drop_queued: drop the frames queued for this subscription that the
+                flush has not written yet: those whose message begins with its
+                envelope's prefix (GraphQL: ``complete`` has no reply to put after
+                them, and the client may reuse the id at once).
+        """
         sink = sub.sink
         if sub not in sink.subscriptions:
             return
@@ -294,6 +302,16 @@ class Hub:
         st = self._streams[sub.stream]
         st.count -= 1
         st.leave(sub)
+        if drop_queued and sub.prefix and sink.pending is not None:
+            pending = sink.pending
+            prefix = sub.prefix
+            kept = [
+                frame
+                for frame in ([pending] if isinstance(pending, bytes) else pending)
+                if not begins_with(frame, prefix)
+            ]
+            # Emptied, it stays on the dirty list: the flush passes over it.
+            sink.pending = None if not kept else kept[0] if len(kept) == 1 else kept
 
     def unsubscribe(self, sink: Subscriber) -> None:
         """Remove every subscription of ``sink``; frames it has pending are dropped. Idempotent."""

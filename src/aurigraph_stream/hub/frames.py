@@ -14,10 +14,11 @@ from aurigraph_stream.codecs import CODECS
 from aurigraph_stream.event import Event
 from aurigraph_stream.filters import Filter
 from aurigraph_stream.hub.members import Subscription
-from aurigraph_stream.wire.deflate import compress, envelope
-from aurigraph_stream.wire.frames import encode_frame, encode_frame_parts
+from aurigraph_stream.wire.deflate import compress, envelope, inflate_head
+from aurigraph_stream.wire.frames import encode_frame, encode_frame_parts, server_payload
 
 __all__ = [
+    "begins_with",
     "build_frame",
     "control_frame",
     "deflated_frame",
@@ -71,6 +72,14 @@ def deflated_frame(opcode: int, prefix: bytes, body: bytes, suffix: bytes) -> by
     and the envelope is joined around it as stored blocks (:func:`.deflate.envelope`)."""
     head, tail = envelope(prefix, suffix)
     return encode_frame_parts(opcode, head, body, tail, rsv1=True)
+
+
+def begins_with(frame: bytes, prefix: bytes) -> bool:
+    """Whether the message a server frame carries (compressed or not) begins with ``prefix``."""
+    payload = server_payload(frame)
+    if frame[0] & 0x40:  # RSV1: compressed, each message from an empty window
+        return inflate_head(payload, len(prefix)) == prefix
+    return payload[: len(prefix)] == prefix
 
 
 def control_frame(codec: str, bits: int, level: int, frame: Mapping[str, Any]) -> bytes:

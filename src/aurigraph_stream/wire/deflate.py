@@ -26,7 +26,7 @@ import zlib
 
 from aurigraph_stream.errors import MessageTooBig, ProtocolError
 
-__all__ = ["compress", "decompress", "envelope", "negotiate"]
+__all__ = ["compress", "decompress", "envelope", "inflate_head", "negotiate"]
 
 _TAIL = b"\x00\x00\xff\xff"
 _DEFAULT_BITS = 15
@@ -131,6 +131,14 @@ def _stored(data: bytes, *, first: bool) -> list[bytes]:
         parts.append(_LENGTHS.pack(len(chunk), len(chunk) ^ 0xFFFF))
         parts.append(chunk)
     return parts
+
+
+def inflate_head(data: bytes | memoryview, size: int) -> bytes:
+    """The first ``size`` bytes a compressed message inflates to (fewer if it is shorter)."""
+    try:
+        return zlib.decompressobj(-15).decompress(data, size)
+    except zlib.error:
+        return b""
 
 
 def decompress(data: bytes, max_size: int) -> bytes:

@@ -20,6 +20,7 @@ __all__ = [
     "encode_frame_parts",
     "parse_close",
     "parse_frame",
+    "server_payload",
     "unmask",
 ]
 
@@ -78,6 +79,12 @@ def encode_frame_parts(
     else:
         head = _H64.pack(first, 127, n)
     return b"".join((head, prefix, payload, suffix))
+
+
+def server_payload(frame: bytes) -> memoryview:
+    """The payload of a whole unmasked frame as :func:`encode_frame` builds it (no copy)."""
+    size = frame[1] & 0x7F
+    return memoryview(frame)[2 if size < 126 else 4 if size == 126 else 10 :]
 
 
 def close_frame(code: int, reason: str = "") -> bytes:
