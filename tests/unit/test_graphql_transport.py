@@ -4,12 +4,16 @@ every message type, every close code, subscriptions joined to the hub, since and
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import jwt
 import orjson
+import pytest
+from graphql import ExecutionResult
 
 from aurigraph_stream.access.guard import Guard
 from aurigraph_stream.access.tokens import ANONYMOUS, UNRESTRICTED, Principal
@@ -464,6 +468,74 @@ def test_a_completed_subscriptions_queued_results_are_not_sent() -> None:
         ]
 
     run(scenario, latency_governor=False)
+
+
+def test_a_mutation_runs_to_its_end_after_a_complete_or_a_close() -> None:
+    """A running publish is never half done: neither complete nor the connection closing
+    cancels it, and no result is sent for it."""
+
+    async def scenario(node: Node) -> None:
+        mutation = (
+            'mutation { publish(validators: [{timestamp: "2025-10-25T09:35:05Z", validator: '
+            f'"{address(9)}", status: JAILED, votingPower: 5, uptime: 50.5, '
+            "lastBlockProposed: 1}]) { seqs } }"
+        )
+        completed = Client(node)
+        await completed.init()
+        completed.subscribe("p", mutation)
+        completed.send({"id": "p", "type": "complete"})
+        closed = Client(node)
+        await closed.init()
+        closed.subscribe("p", mutation)
+        closed.socket.stop()
+        (task,) = closed.socket.mutations
+        await asyncio.wait_for(task, 10)
+        await _turns(lambda: not completed.socket.mutations)
+        assert [v["seq"] for v in node.snapshots.items("validators")] == [2]
+        assert await completed.received() == []
+        assert await closed.received() == []
+
+    run(scenario)
+
+
+def test_a_completed_operation_that_fails_leaves_no_unretrieved_exception(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A mutation the client completed that then fails is logged, and its exception does
+    not surface as 'Task exception was never retrieved'; a completed query is cancelled."""
+    unretrieved: list[dict[str, Any]] = []
+
+    async def scenario(node: Node) -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: unretrieved.append(ctx))
+        gate = asyncio.Event()
+        client = Client(node)
+        await client.init()
+        service = client.socket.service
+
+        async def failing() -> ExecutionResult:
+            await gate.wait()
+            raise RuntimeError("the broker broke")
+
+        monkeypatch.setattr(service, "execute", lambda *args: failing())
+        client.subscribe("m", "mutation { publish(metrics: []) { seqs } }")
+        client.subscribe("q", "{ position(stream: metrics) { seq } }")
+        (mutation,) = client.socket.mutations
+        query = client.socket.operations["q"]
+        assert isinstance(query, asyncio.Future)
+        client.send({"id": "m", "type": "complete"})
+        client.send({"id": "q", "type": "complete"})
+        gate.set()
+        await _turns(mutation.done)
+        await _turns(query.done)
+        assert query.cancelled()
+        del mutation, query
+        gc.collect()
+        assert await client.received() == []
+
+    with caplog.at_level(logging.ERROR, logger="aurigraph_stream.graphql"):
+        run(scenario)
+    assert unretrieved == []
+    assert "a GraphQL operation failed" in caplog.text
 
 
 class Holding(Governor):

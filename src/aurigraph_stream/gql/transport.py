@@ -100,6 +100,7 @@ class GraphqlSocket:
         "done",
         "headers",
         "held",
+        "mutations",
         "operations",
         "principal",
         "service",
@@ -130,6 +131,9 @@ class GraphqlSocket:
         self.context: Context | None = None
         # id -> the hub subscription, or the task of a query or mutation still running.
         self.operations: dict[str, Subscription | asyncio.Future[ExecutionResult]] = {}
+        # Mutations still running, completed or not: they run to their end (a publish is
+        # never half done), and this holds them until they do.
+        self.mutations: set[asyncio.Future[ExecutionResult]] = set()
         self.held = 0  # bytes the subscriptions hold in the hub (max_connection_memory)
         loop = asyncio.get_running_loop()
         self.timer: asyncio.TimerHandle | None = loop.call_later(
@@ -171,14 +175,15 @@ class GraphqlSocket:
         return message
 
     def stop(self) -> None:
-        """The connection is closing: stop the timer and the running queries."""
+        """The connection is closing: stop the timer and the running queries (a running
+        mutation runs to its end; nothing is sent for it)."""
         self.done = True
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         for operation in self.operations.values():
             if isinstance(operation, asyncio.Future):
-                operation.cancel()
+                self._abandon(operation)
         self.operations.clear()
         self.held = 0
 
@@ -278,17 +283,23 @@ class GraphqlSocket:
             return
         if isawaitable(result):
             task = self.operations[op_id] = asyncio.ensure_future(result)
+            if operation.kind == "mutation":
+                self.mutations.add(task)
             task.add_done_callback(functools.partial(self._finished, op_id))
             return
         self._result(op_id, result)
 
     def _finished(self, op_id: str, task: asyncio.Future[ExecutionResult]) -> None:
-        if task.cancelled() or self.operations.get(op_id) is not task:
-            return  # the connection closed, or the client completed the operation
-        del self.operations[op_id]
-        error = task.exception()
+        self.mutations.discard(task)
+        if task.cancelled():
+            return  # a query the client completed, or whose connection closed
+        error = task.exception()  # retrieved whether or not anyone waits for the result
         if error is not None:
             logger.error("a GraphQL operation failed", exc_info=error)
+        if self.operations.get(op_id) is not task:
+            return  # the client completed the operation, or the connection closed
+        del self.operations[op_id]
+        if error is not None:
             failure = GraphQLError("internal error", extensions={"code": "internal_error"})
             self._send(_message("error", op_id, [failure.formatted]))
             return
@@ -307,8 +318,14 @@ class GraphqlSocket:
             # Its results still queued go too: nothing is sent for it after the complete,
             # and a subscribe reusing the id at once must not get them.
             self.service.node.hub.remove(operation, drop_queued=True)
-        # A query or mutation runs to its end (a publish is not half done); its result is
-        # not sent.
+        else:
+            self._abandon(operation)
+
+    def _abandon(self, task: asyncio.Future[ExecutionResult]) -> None:
+        """A running operation nobody waits for: a query is cancelled (it changes nothing);
+        a mutation runs to its end (a publish is never half done). No result is sent."""
+        if task not in self.mutations:
+            task.cancel()
 
     # -- out ---------------------------------------------------------------------------------
     def _send(self, body: bytes) -> None:
