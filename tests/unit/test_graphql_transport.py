@@ -470,6 +470,31 @@ def test_a_completed_subscriptions_queued_results_are_not_sent() -> None:
     run(scenario, latency_governor=False)
 
 
+def test_the_same_subscription_in_equivalent_variables_shares_one_group() -> None:
+    """The view is keyed by the variables as coerced: a single value for a list, an omitted
+    variable with a default, a variable the operation does not use make the same results,
+    so their subscribers share one group (one execution per event)."""
+
+    async def scenario(node: Node) -> None:
+        mine = address(1)
+        document = (
+            'subscription($a: [String!], $v: String = "1") '
+            "{ transactions(address: $a, minValue: $v) { seq } }"
+        )
+        for variables in ({"a": mine}, {"a": [mine], "v": "1"}, {"a": [mine], "other": 5}):
+            client = Client(node)
+            await client.init()
+            client.subscribe("s", document, variables)
+            assert await client.received() == []
+        await node.publish("transactions", [tx(1, mine, mine, "1")])  # they join at the first
+        members = node.hub._streams["transactions"]
+        assert len(members.groups) == 1
+        (group,) = members.groups.values()
+        assert sum(len(m) for m in group.variants.values()) == 3
+
+    run(scenario)
+
+
 def test_a_mutation_runs_to_its_end_after_a_complete_or_a_close() -> None:
     """A running publish is never half done: neither complete nor the connection closing
     cancels it, and no result is sent for it."""

@@ -144,7 +144,7 @@ class GraphqlService:
         if not isinstance(source, StreamPlan):  # pragma: no cover - our resolvers return plans
             raise TypeError(f"unexpected subscription source {type(source).__name__}")
         self.count("executed", "subscription")
-        return source, result_view(operation, variables, executor)
+        return source, result_view(operation, executor)
 
     # -- counting ---------------------------------------------------------------------------
     def count(self, outcome: str, what: str) -> None:

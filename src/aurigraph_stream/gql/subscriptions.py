@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable
 from inspect import isawaitable
 from typing import Any
 
@@ -88,14 +88,17 @@ class ResultView:
 _VIEWS: weakref.WeakValueDictionary[Hashable, ResultView] = weakref.WeakValueDictionary()
 
 
-def result_view(
-    operation: Operation, variables: Mapping[str, Any] | None, executor: Executor[Any]
-) -> ResultView:
-    """The view of ``operation`` with ``variables``, shared with every equal one in use."""
+def result_view(operation: Operation, executor: Executor[Any]) -> ResultView:
+    """The view of ``operation`` as ``executor`` runs it, shared with every equal one in use.
+
+    Keyed by the variables as the executor coerced them, not as sent: ``"0x1…"`` and
+    ``["0x1…"]`` for a list, an omitted variable and its default, or a variable the
+    operation does not define, make the same results, so their subscribers share a group.
+    """
     key = (
         operation.canonical,
         operation.name,
-        orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS),
+        orjson.dumps(executor.variable_values.coerced, option=orjson.OPT_SORT_KEYS),
     )
     view = _VIEWS.get(key)
     if view is None:
