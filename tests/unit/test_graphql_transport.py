@@ -17,7 +17,7 @@ from graphql import ExecutionResult
 
 from aurigraph_stream.access.guard import Guard
 from aurigraph_stream.access.tokens import ANONYMOUS, UNRESTRICTED, Principal
-from aurigraph_stream.contract import CloseCode
+from aurigraph_stream.contract import CloseCode, Position
 from aurigraph_stream.gql.service import GraphqlService
 from aurigraph_stream.gql.transport import GraphqlSocket
 from aurigraph_stream.hub import Governor
@@ -491,6 +491,61 @@ def test_the_same_subscription_in_equivalent_variables_shares_one_group() -> Non
         assert len(members.groups) == 1
         (group,) = members.groups.values()
         assert sum(len(m) for m in group.variants.values()) == 3
+
+    run(scenario)
+
+
+def test_on_a_networked_broker_the_first_result_says_the_position(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broker that cannot read its history at once (Redis): the first result still says
+    where the subscription started, the last event this node delivered, as on /ws."""
+
+    async def scenario(node: Node) -> None:
+        mine = address(1)
+        await node.publish("transactions", [tx(1, mine, mine, "1"), tx(2, mine, mine, "2")])
+        current = epoch(node, "transactions")
+        monkeypatch.setattr(node.broker, "history_now", lambda stream, since: None)
+        client = Client(node)
+        await client.init()
+        client.subscribe("s", TX_SUB)
+        await node.publish("transactions", [tx(3, mine, mine, "3")])
+        (first,) = await client.received()
+        assert first["payload"]["extensions"]["stream"] == {
+            "position": {"seq": 2, "epoch": current},
+            "recovered": True,
+            "replayed": 0,
+        }
+        client.subscribe("r", 'subscription { transactions(since: "1") { seq } }')
+        (refused,) = await client.received()
+        assert refused["payload"][0]["extensions"]["code"] == "history_unavailable"
+
+    run(scenario)
+
+
+def test_a_lost_history_is_announced_in_the_next_result() -> None:
+    """The broker lost the stream's history (a reset): a GraphQL subscriber's next result
+    carries extensions.stream again, recovered false with the new position, as /ws gets a
+    subscribed frame; the results after it carry none."""
+
+    async def scenario(node: Node) -> None:
+        mine = address(1)
+        client = Client(node)
+        await client.init()
+        client.subscribe("s", TX_SUB)
+        await node.publish("transactions", [tx(1, mine, mine, "1")])
+        (first,) = await client.received()
+        assert first["payload"]["extensions"]["stream"]["recovered"] is True
+        node.hub.reset("transactions", Position(0, "c0ffee01"))
+        await node.publish("transactions", [tx(2, mine, mine, "2"), tx(3, mine, mine, "3")])
+        announced, after = await client.received()
+        assert announced["payload"]["extensions"]["stream"] == {
+            "position": {"seq": 0, "epoch": "c0ffee01"},
+            "recovered": False,
+            "replayed": 0,
+        }
+        assert announced["payload"]["data"]["transactions"]["seq"] == 2
+        assert "extensions" not in after["payload"]
 
     run(scenario)
 

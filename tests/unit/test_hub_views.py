@@ -4,11 +4,13 @@ an envelope built by concatenation, and an opening suffix on the first message o
 from __future__ import annotations
 
 import zlib
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
+from typing import Any
 
 import orjson
 import pytest
 
+from aurigraph_stream.contract import Position
 from aurigraph_stream.event import Event
 from aurigraph_stream.filters import everything, parse_filter
 from aurigraph_stream.hub import Hub, build_frame
@@ -30,6 +32,9 @@ class CountingView:
     def render(self, event: Event) -> bytes | None:
         self.calls += 1
         return b'{"seq":' + str(event.seq).encode()
+
+    def opening(self, start: Mapping[str, Any]) -> bytes:
+        return b',"start":' + orjson.dumps(start) + b"}]"
 
 
 def _tx(seq: int, sender: str) -> Event:
@@ -248,4 +253,27 @@ def test_removing_with_drop_queued_takes_only_that_subscriptions_frames(
         two + b'{"seq":1}}',
         two + b'{"seq":2}}',
         two + b'{"seq":3}}',
+    ]
+
+
+def test_a_reset_gives_view_subscriptions_a_new_opening() -> None:
+    """reset(): a subscription with a view gets ``view.opening`` of the new position with
+    recovered false on its next message (it has no control frame), then its usual suffix."""
+    hub, loop, _ = _hub()
+    view = CountingView("doc")
+    sink = Recorder()
+    hub.subscribe(sink, "metrics", PLAIN, view=view, envelope=(b"[", b"}]"))
+    hub.publish([Event("metrics", 1, {"seq": 1}, 0.0)])
+    hub.reset("metrics", Position(0, "e2"))
+    hub.publish([Event("metrics", 1, {"seq": 1}, 0.0), Event("metrics", 2, {"seq": 2}, 0.0)])
+    loop.run()
+    assert [orjson.loads(_text(f)) for w in sink.writes for f in w] == [
+        [{"seq": 1}],
+        [
+            {
+                "seq": 1,
+                "start": {"position": {"seq": 0, "epoch": "e2"}, "recovered": False, "replayed": 0},
+            }
+        ],
+        [{"seq": 2}],
     ]

@@ -20,14 +20,17 @@ concatenation, never by a second encoding::
 
 The payload is left open so that the first message of a subscription can
 carry where it started, ``"extensions":{"stream":{...}}``, in its own suffix
-(its *opening*): on a replayed message, or on the first live one.
+(its *opening*, :meth:`ResultView.opening`): on a replayed message, or on the
+first live one. When the broker loses the stream's history (a reset), the hub
+gives every subscription a new opening, ``recovered: false`` with the new
+position, so the next result says so, as ``/ws`` sends a ``subscribed`` frame.
 """
 
 from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from inspect import isawaitable
 from typing import Any
 
@@ -39,7 +42,7 @@ from aurigraph_stream.gql.operations import Operation, RequestError
 from aurigraph_stream.hub import Subscriber, Subscription
 from aurigraph_stream.node import Node
 from aurigraph_stream.node.replay import replay
-from aurigraph_stream.subscription import SubscribeRequest, history_since, starting_point
+from aurigraph_stream.subscription import Start, SubscribeRequest, history_since, starting_point
 
 __all__ = ["ResultView", "attach", "next_prefix", "open_result", "result_view"]
 
@@ -84,6 +87,10 @@ class ResultView:
             logger.exception("cannot execute a subscription on %s seq=%d", event.stream, event.seq)
             return None
 
+    def opening(self, start: Mapping[str, Any]) -> bytes:
+        """The suffix of a first result: ``extensions.stream`` is ``start``, then the braces."""
+        return b',"extensions":{"stream":' + orjson.dumps(start) + b"}" + SUFFIX
+
 
 _VIEWS: weakref.WeakValueDictionary[Hashable, ResultView] = weakref.WeakValueDictionary()
 
@@ -127,27 +134,21 @@ def attach(
             cannot read its history synchronously.
     """
     hub = node.hub
+    stream = request.stream
     envelope = (next_prefix(op_id), SUFFIX)
     variant = ("json", bits)
-    read = node.broker.history_now(request.stream, history_since(request))
+    read = node.broker.history_now(stream, history_since(request))
     if read is None:
         if request.since is not None:
             raise RequestError.single(
                 "this broker cannot resume subscriptions (since)", "history_unavailable"
             )
-        opening = _opening({"recovered": True, "replayed": 0})
-        return hub.subscribe(
-            sink,
-            request.stream,
-            variant,
-            request.filter,
-            view=view,
-            envelope=envelope,
-            opening=opening,
-        )
-    start = starting_point(request, read)
+        # A networked broker: live from the last event this node delivered, as on /ws.
+        start = Start(node.broker.delivered(stream), True, [], False)
+    else:
+        start = starting_point(request, read)
     position = start.position
-    opening = _opening(
+    opening = view.opening(
         {
             "position": {"seq": position.seq, "epoch": position.epoch},
             "recovered": start.recovered,
@@ -157,7 +158,7 @@ def attach(
     if not start.replayed:
         return hub.subscribe(
             sink,
-            request.stream,
+            stream,
             variant,
             request.filter,
             after=position.seq,
@@ -168,7 +169,7 @@ def attach(
     # Held while its replay goes out, paced; the first replayed result takes the opening.
     sub = hub.subscribe(
         sink,
-        request.stream,
+        stream,
         variant,
         request.filter,
         live=False,
@@ -178,7 +179,3 @@ def attach(
     )
     replay(node, sub, start.replayed[0].seq - 1)
     return sub
-
-
-def _opening(stream: dict[str, Any]) -> bytes:
-    return b',"extensions":{"stream":' + orjson.dumps(stream) + b"}" + SUFFIX

@@ -251,9 +251,11 @@ class Hub:
         """The broker lost the stream's history (or events) and continues after ``position``.
 
         Subscriptions that get control frames are told with a ``subscribed``
-        frame saying ``recovered: false`` and the new position; subscriptions
-        waiting for a seq of the old history join now; those still loading
-        learn that their buffer no longer joins up.
+        frame saying ``recovered: false`` and the new position; those with a
+        view (GraphQL) get it in their next message, as their first one says
+        where they started (:meth:`View.opening`); subscriptions waiting for a
+        seq of the old history join now; those still loading learn that their
+        buffer no longer joins up.
         """
         # Events of the old history still waiting for a tick (or, conflated, for a held
         # flush) go out first: the announcement must follow them, not overtake them.
@@ -269,13 +271,20 @@ class Hub:
             elif sub in st.loading:
                 st.loading[sub] = None
         where = {"seq": position.seq, "epoch": position.epoch}
+        start = {"position": where, "recovered": False, "replayed": 0}
         for sub in st.subscriptions():
+            group = sub.group
+            if sub.view is not None and group is not None:
+                group.discard(sub)  # out of its variant before the variant's suffix changes
+                sub.opening = sub.view.opening(start)
+                group.add(sub)
+                continue
             if sub.id is None and sub not in st.control:
                 continue
             frame: dict[str, Any] = {"type": "subscribed"}
             if sub.id is not None:
                 frame["id"] = sub.id
-            frame |= {"stream": stream, "position": where, "recovered": False, "replayed": 0}
+            frame |= {"stream": stream, **start}
             self.enqueue(sub.sink, [control_frame(sub.codec, sub.bits, self._level, frame)])
 
     def go_live(self, sub: Subscription, after: int) -> None:

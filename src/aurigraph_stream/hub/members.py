@@ -26,7 +26,7 @@ view agree share one rendering per event, as the others share one encoding.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -65,12 +65,18 @@ class View(Protocol):
     every event, so their subscribers (with equal filters) share a group, and
     the hub renders an event once per key. ``render`` returns the payload the
     envelope goes around, or ``None`` when the event cannot be rendered.
+    ``opening`` is the suffix of a first message that says where the
+    subscription (re)starts: ``start`` holds what a ``subscribed`` frame says
+    (``position``, ``recovered``, ``replayed``); the hub asks for one when the
+    stream's history was lost (:meth:`Hub.reset`).
     """
 
     @property
     def key(self) -> Hashable: ...
 
     def render(self, event: Event) -> bytes | None: ...
+
+    def opening(self, start: Mapping[str, Any]) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
