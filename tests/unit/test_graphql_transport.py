@@ -259,6 +259,29 @@ def test_since_replays_what_was_missed_and_says_recovered() -> None:
     run(scenario)
 
 
+def test_the_history_query_since_follows_the_subscriptions_rules() -> None:
+    """transactions(since:) answers what a subscription with that since would replay, and
+    not_recovered where it would say recovered false: another epoch, a seq ahead of the
+    stream, or messages after it no longer kept."""
+
+    async def scenario(node: Node) -> None:
+        mine = address(1)
+        await node.publish("transactions", [tx(n, mine, mine, str(n)) for n in range(1, 9)])
+        current = epoch(node, "transactions")
+        client = Client(node)
+        await client.init()
+        query = "query($s: String) { transactions(since: $s) { seq } }"
+        for n, since in enumerate((f"5:{current}", "6", "5:0000dead", "9", "1")):
+            client.subscribe(str(n), query, {"s": since})
+        answers = [m for m in await client.received() if m["type"] == "next"]
+        assert answers[0]["payload"]["data"]["transactions"] == [{"seq": 6}, {"seq": 7}, {"seq": 8}]
+        assert answers[1]["payload"]["data"]["transactions"] == [{"seq": 7}, {"seq": 8}]
+        for answer in answers[2:]:  # another epoch, ahead, no longer kept (history_size 5)
+            assert answer["payload"]["errors"][0]["extensions"]["code"] == "not_recovered"
+
+    run(scenario, history_size=5)
+
+
 def test_an_id_in_use_closes_4409_and_a_finished_one_is_free() -> None:
     async def scenario(node: Node) -> None:
         client = Client(node)

@@ -29,7 +29,7 @@ from aurigraph_stream.contract import MAX_REPLAY
 from aurigraph_stream.errors import BrokerUnavailable, SubscriptionError, ValidationError
 from aurigraph_stream.filters import OPTIONS, Filter, everything, parse_filter
 from aurigraph_stream.node import Node
-from aurigraph_stream.subscription import SubscribeRequest, parse_since
+from aurigraph_stream.subscription import SubscribeRequest, parse_since, starting_point
 
 T = TypeVar("T")
 
@@ -162,18 +162,17 @@ def history(stream: str) -> Any:
             fail(f"last must be from 0 to {MAX_REPLAY}", "invalid_replay")
 
         def answer(read: HistoryRead) -> list[dict[str, Any]]:
-            position = read.position
-            if seq is not None and (
-                read.events is None
-                or seq > position.seq
-                or (epoch is not None and epoch != position.epoch)
-            ):
-                fail(
-                    f"cannot resume after {seq}: the epoch changed, or messages after it are "
-                    f"no longer kept (now {position.text()}); reload instead",
-                    "not_recovered",
-                )
-            found = [e.data for e in read.events or () if flt.matches(e.data)]
+            if seq is None:
+                found = [e.data for e in read.events or () if flt.matches(e.data)]
+            else:  # what a subscription with this since would replay, by the same rules
+                start = starting_point(SubscribeRequest(stream, flt, since=seq, epoch=epoch), read)
+                if not start.recovered:
+                    fail(
+                        f"cannot resume after {seq}: the epoch changed, or messages after it "
+                        f"are no longer kept (now {read.position.text()}); reload instead",
+                        "not_recovered",
+                    )
+                found = [e.data for e in start.replayed]
             if last is not None:
                 found = found[len(found) - last :] if last else []
             return found
