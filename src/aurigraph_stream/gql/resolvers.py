@@ -10,7 +10,7 @@ Subscriptions are not run by a resolver per subscriber. The root field's
 :class:`StreamPlan` (the stream, the compiled filter, where to start); the
 transport (:mod:`.transport`) turns the plan into a hub subscription, and the
 hub executes the document once per group of subscribers per event
-(:mod:`.views`). The root field's ``resolve`` hands the event on to its
+(:mod:`.subscriptions`). The root field's ``resolve`` hands the event on to its
 selection set.
 """
 

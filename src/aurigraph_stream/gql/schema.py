@@ -23,8 +23,8 @@ The SDL is served at ``/graphql/schema.graphql`` and committed as
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from graphql import (
     GraphQLArgument,
@@ -53,6 +53,8 @@ from aurigraph_stream.gql import resolvers
 from aurigraph_stream.streams import REGISTRY
 
 __all__ = ["ENUM_NAMES", "SCHEMA", "TYPE_NAMES", "sdl"]
+
+F = TypeVar("F", GraphQLField, GraphQLInputField)
 
 #: The object type of each stream's messages.
 TYPE_NAMES = {
@@ -127,38 +129,33 @@ def _scalar(stream: str, field: str, schema: Mapping[str, Any]) -> Any:
     raise TypeError(f"{stream}.{field}: no GraphQL type for JSON Schema type {kind!r}")
 
 
-def _object_type(stream: str) -> GraphQLObjectType:
-    spec = REGISTRY[stream]
-    schema = spec.message_schema
+def _fields(stream: str, schema: Mapping[str, Any], field: Callable[..., F]) -> dict[str, F]:
+    """The fields of an object or input type: one per property of the JSON Schema."""
     required = set(schema["required"])
     fields = {}
     for name, prop in schema["properties"].items():
         kind = _scalar(stream, name, prop)
-        fields[name] = GraphQLField(
+        fields[name] = field(
             GraphQLNonNull(kind) if name in required else kind,
             description=prop.get("description"),
         )
+    return fields
+
+
+def _object_type(stream: str) -> GraphQLObjectType:
+    spec = REGISTRY[stream]
     return GraphQLObjectType(
         TYPE_NAMES[stream],
-        fields,
+        _fields(stream, spec.message_schema, GraphQLField),
         description=f"A message of the {stream} stream ({spec.path}), sent {spec.trigger}.",
     )
 
 
 def _input_type(stream: str) -> GraphQLInputObjectType:
     spec = REGISTRY[stream]
-    schema = spec.event_schema
-    required = set(schema["required"])
-    fields = {}
-    for name, prop in schema["properties"].items():
-        kind = _scalar(stream, name, prop)
-        fields[name] = GraphQLInputField(
-            GraphQLNonNull(kind) if name in required else kind,
-            description=prop.get("description"),
-        )
     return GraphQLInputObjectType(
         f"{TYPE_NAMES[stream]}Input",
-        fields,
+        _fields(stream, spec.event_schema, GraphQLInputField),
         description=f"An event to publish on the {stream} stream: a message without seq, "
         "which the server assigns. Checked against the same JSON Schema as the ingest API.",
     )

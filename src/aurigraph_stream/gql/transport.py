@@ -92,7 +92,6 @@ class GraphqlSocket:
     """
 
     __slots__ = (
-        "acked",
         "authorized",
         "bits",
         "close",
@@ -126,9 +125,8 @@ class GraphqlSocket:
         self.headers = headers
         self.close = close
         self.authorized = authorized
-        self.acked = False
         self.done = False
-        self.context: Context | None = None
+        self.context: Context | None = None  # set by connection_init: the connection is acked
         # id -> the hub subscription, or the task of a query or mutation still running.
         self.operations: dict[str, Subscription | asyncio.Future[ExecutionResult]] = {}
         # Mutations still running, completed or not: they run to their end (a publish is
@@ -194,11 +192,11 @@ class GraphqlSocket:
 
     def _init_timeout(self) -> None:
         self.timer = None
-        if not self.acked:
+        if self.context is None:
             self._close(CloseCode.GRAPHQL_INIT_TIMEOUT)
 
     def _init(self, payload: dict[str, Any] | None) -> None:
-        if self.acked:
+        if self.context is not None:
             self._close(CloseCode.GRAPHQL_TOO_MANY_INITS)
             return
         # The payload, read as headers: {"Authorization": "Bearer ..."}, {"token": ...}.
@@ -227,7 +225,6 @@ class GraphqlSocket:
             self.timer = None
         self.principal = principal
         self.context = self.service.context(principal, {**self.headers, **headers}, {})
-        self.acked = True
         self.authorized(principal)
         self._send(_ACK)
 
@@ -245,7 +242,7 @@ class GraphqlSocket:
         name = payload.get("operationName")
         if name is not None and not isinstance(name, str):
             raise _Invalid("operationName must be a string or null")
-        if not self.acked or self.context is None:
+        if self.context is None:  # not acknowledged
             self._close(CloseCode.GRAPHQL_UNAUTHORIZED)
             return
         if op_id in self.operations:

@@ -79,9 +79,11 @@ def _json(body: Any, status: int, request: Request) -> Response:
     return Response(orjson.dumps(body), status, media_type=media)
 
 
-def _refused(service: GraphqlService, exc: RequestError, request: Request) -> Response:
+def _refused(
+    service: GraphqlService, exc: RequestError, request: Request, status: int = 400
+) -> Response:
     service.count("refused", exc.code)
-    return _json({"errors": [e.formatted for e in exc.errors]}, 400, request)
+    return _json({"errors": [e.formatted for e in exc.errors]}, status, request)
 
 
 async def _run(
@@ -101,13 +103,8 @@ async def _run(
                 "subscription_over_http",
             )
         if get and operation.kind == "mutation":
-            service.count("refused", "method_not_allowed")
-            body = {
-                "errors": [
-                    {"message": "mutations need POST", "extensions": {"code": "method_not_allowed"}}
-                ]
-            }
-            response = _json(body, 405, request)
+            refusal = RequestError.single("mutations need POST", "method_not_allowed")
+            response = _refused(service, refusal, request, 405)
             response.headers["Allow"] = "POST"
             return response
         context = service.context(principal, request.headers, request.query_params)
