@@ -461,6 +461,34 @@ def test_a_since_replay_waits_while_the_transport_is_full() -> None:
     run(scenario, history_size=5000)
 
 
+def test_replays_started_while_the_transport_is_full_queue_nothing_until_it_drains() -> None:
+    """A client that reads nothing and starts replay after replay: once its transport is
+    full, a new replay queues nothing, not even its first step, until the transport
+    drains; then every replay goes out, each in order."""
+
+    async def scenario(node: Node) -> None:
+        a, b = address(1), address(2)
+        await node.publish("transactions", [tx(i, a, b, "1") for i in range(1, 201)])
+        client = Client(node)
+        await client.init()
+        client.sink.paused = True
+        for n in range(5):
+            client.subscribe(str(n), 'subscription { transactions(since: "0") { seq } }')
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert (client.sink.pending, client.sink.frames) == (None, [])
+        node.hub.resume(client.sink)
+        await _turns(lambda: len(client.sink.frames) >= 1000 and client.sink.pending is None)
+        messages = await client.received()
+        for n in range(5):
+            seqs = [
+                m["payload"]["data"]["transactions"]["seq"] for m in messages if m["id"] == str(n)
+            ]
+            assert seqs == list(range(1, 201))
+
+    run(scenario)
+
+
 def test_a_completed_subscriptions_queued_results_are_not_sent() -> None:
     """complete: the results the hub queued for the subscription and not yet written are
     dropped, so a subscribe that reuses the id at once gets only its own; a query's result

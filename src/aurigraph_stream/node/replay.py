@@ -110,8 +110,11 @@ def replay(node: Node, sub: Subscription, after: int) -> None:
     """Send held ``sub`` the history after seq ``after``, paced, then let it go live.
 
     The first step runs now (a short replay is all queued at once), the rest a
-    step per turn of the event loop, in turn with the other jobs.
+    step per turn of the event loop, in turn with the other jobs. A subscriber
+    whose transport is already full gets none now: its replay waits for it to
+    drain, so a client that reads nothing and starts replay after replay makes
+    the server hold no more than its buffer bound.
     """
     job = CatchUp(node, sub, after)
-    if job.step():
+    if sub.sink.paused or job.step():
         node.hub.pace(job)
