@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from graphql import ExecutionResult, Executor, create_source_event_stream, execute
+from graphql import ExecutionResult, create_source_event_stream, execute
 from graphql.pyutils import AwaitableOrValue
 
 from aurigraph_stream.access.guard import Guard, authorize_publish
@@ -20,7 +20,7 @@ from aurigraph_stream.errors import AuthError
 from aurigraph_stream.gql.operations import Limits, Operation, RequestError, prepare
 from aurigraph_stream.gql.resolvers import Context, StreamPlan
 from aurigraph_stream.gql.schema import SCHEMA
-from aurigraph_stream.gql.subscriptions import ResultView, result_view
+from aurigraph_stream.gql.subscriptions import EventExecutor, ResultView, result_view
 from aurigraph_stream.node import Node
 
 __all__ = ["GraphqlService"]
@@ -129,7 +129,7 @@ class GraphqlService:
         Raises:
             RequestError: a bad variable, a refused stream, filter or position.
         """
-        executor = Executor.build(
+        executor = EventExecutor.build(
             self.schema,
             operation.document,
             context_value=context,
