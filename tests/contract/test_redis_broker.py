@@ -13,7 +13,7 @@ import pytest
 
 from aurigraph_stream.broker.base import BrokerUnavailable
 from aurigraph_stream.broker.history import HistoryPolicy
-from aurigraph_stream.broker.redis import RedisBroker
+from aurigraph_stream.broker.redis import POOL_SIZE, RedisBroker
 from aurigraph_stream.contract import Position
 from tests.contract.test_broker import Received, msgs, run
 from tests.support.redisserver import RedisServer, redis_server
@@ -220,5 +220,28 @@ def test_the_snapshot_set_lives_in_redis_for_nodes_that_start_later(server: Redi
         assert sorted((i["peerId"], i["seq"]) for i in items or ()) == [("p2", 2), ("p3", 4)]
         await first.close()
         await later.close()
+
+    run(scenario)
+
+
+def test_a_burst_of_reads_shares_a_bounded_pool_of_connections(server: RedisServer) -> None:
+    """200 history reads at once (a crowd resuming after a restart) are all answered,
+    over at most POOL_SIZE connections: the process does not open one per read and keep
+    them all open afterwards."""
+
+    async def scenario() -> None:
+        broker, received, _ = await started(server)
+        await broker.publish("b", msgs(10))
+        await received.wait_for(10)
+        reads = await asyncio.gather(*(broker.history("b", 5) for _ in range(200)))
+        assert all(
+            read.events is not None and [e.seq for e in read.events] == [6, 7, 8, 9, 10]
+            for read in reads
+        )
+        with server.client() as admin:
+            clients = admin.client_list()
+        # The broker's command pool, its reader, and the admin connection asking.
+        assert len(clients) <= POOL_SIZE + 2, len(clients)
+        await broker.close()
 
     run(scenario)

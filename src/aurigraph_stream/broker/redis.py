@@ -61,6 +61,7 @@ KEY_PREFIX = "aurigraph:"
 COMMAND_TIMEOUT = 3.0  # seconds: a publish or read slower than this answers 503
 PING_TIMEOUT = 1.0  # seconds: readiness goes DOWN within this of Redis hanging
 CONNECT_TIMEOUT = 1.0
+POOL_SIZE = 16  # connections for commands, per process (the reader has one of its own)
 # The reader's XREAD BLOCK: how long an idle reader waits before it asks again,
 # and so how long close() waits for it (a cancelled XREAD can leave redis-py's
 # connection hanging, so the reader is asked to stop instead).
@@ -199,12 +200,18 @@ class RedisBroker:
 
     def __init__(self, url: str, policies: Mapping[str, HistoryPolicy]) -> None:
         self._policies = dict(policies)
-        # No retries: a publish retried after a timeout could be stored twice.
-        self._client: redis.Redis = redis.Redis.from_url(
-            url,
-            socket_timeout=COMMAND_TIMEOUT,
-            socket_connect_timeout=CONNECT_TIMEOUT,
-            retry=Retry(NoBackoff(), 0),
+        # No retries: a publish retried after a timeout could be stored twice. A bounded
+        # pool: a burst of resumes (each a history read) waits for a connection rather
+        # than opening one each and keeping them all open afterwards.
+        self._client: redis.Redis = redis.Redis.from_pool(
+            redis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=POOL_SIZE,
+                timeout=COMMAND_TIMEOUT,
+                socket_timeout=COMMAND_TIMEOUT,
+                socket_connect_timeout=CONNECT_TIMEOUT,
+                retry=Retry(NoBackoff(), 0),
+            )
         )
         # The reader's own pool (one connection in use): its XREAD blocks.
         self._reader: redis.Redis = redis.Redis.from_url(
