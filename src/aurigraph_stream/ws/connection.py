@@ -254,6 +254,11 @@ class Connection(asyncio.Protocol, Subscriber):
         self.counters.slow_disconnects += 1
         self.close(CloseCode.SLOW_CONSUMER)
 
+    def _slow(self) -> None:
+        """Over ``max_buffered_bytes`` unsent: closed as the hub closes a slow subscriber."""
+        self.ctx.node.hub.unsubscribe(self)  # drops its pending frames, counted as failed
+        self.overflow()
+
     # -- keepalive (ws/keepalive.py) -------------------------------------------
     def ping(self) -> bool:
         sent = self.session.ping()
@@ -379,6 +384,15 @@ class Connection(asyncio.Protocol, Subscriber):
             return
         out = session.data_to_send()
         if out:
+            if (
+                self.paused
+                and session.state is _OPEN
+                and transport.get_write_buffer_size() > self.ctx.settings.max_buffered_bytes
+            ):
+                # Pongs (and pings) to a client that reads nothing: the bound the hub's
+                # flush keeps for frames, kept for the session's own output too.
+                self._slow()
+                return
             if len(out) == 1:
                 transport.write(out[0])
             else:
