@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from aurigraph_stream.access.guard import Guard
+from aurigraph_stream.broker import HistoryRead
 from aurigraph_stream.ws.connection import Connection
 from aurigraph_stream.ws.context import WsContext
 from aurigraph_stream.ws.session import State
@@ -227,5 +228,26 @@ def test_pongs_to_a_client_that_reads_nothing_are_bounded_like_frames() -> None:
                 assert ctx.node.stats.closes[4008] == 1
             finally:
                 theirs.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_starting_point_that_fails_to_load_closes_a_stream_endpoint_with_1011() -> None:
+    """/ws/{stream} with a replay on a broker whose history read fails otherwise than by
+    being away: close 1011 (internal error), not 1013 (try again later), and out of the
+    hub."""
+
+    async def broken(stream: str, since: int | None) -> HistoryRead:
+        raise RuntimeError("a reply this server cannot read")
+
+    async def scenario() -> None:
+        async with connected(simulate=False) as (ctx, _, reader, writer):
+            ctx.node.broker.history_now = lambda stream, since: None  # type: ignore[method-assign]
+            ctx.node.broker.history = broken  # type: ignore[method-assign]
+            writer.write(upgrade_head("/ws/transactions?replay=5"))
+            assert (await read_head(reader)).startswith(b"HTTP/1.1 101 ")
+            close = await read_frame(reader)
+            assert (close.opcode, close.close_code()) == (OP_CLOSE, 1011)
+            assert ctx.node.hub.subscribers("transactions") == 0
 
     asyncio.run(scenario())

@@ -285,9 +285,11 @@ class Connection(asyncio.Protocol, Subscriber):
         self.session.close(code, reason)
         self._pump()
 
-    def _unavailable(self, exc: Exception) -> None:
-        """The starting point could not be read from the broker: the client retries later."""
-        self.close(CloseCode.TRY_AGAIN_LATER)
+    def _unavailable(self, exc: SubscriptionError) -> None:
+        """The starting point could not be loaded: the broker did not answer, and the client
+        retries later (1013), or the server failed to load it (1011)."""
+        internal = exc.error == "internal_error"
+        self.close(CloseCode.INTERNAL_ERROR if internal else CloseCode.TRY_AGAIN_LATER)
 
     def _client_label(self) -> str:
         """The client as logs name it: the address the limits count (behind a trusted
