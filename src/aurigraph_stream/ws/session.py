@@ -24,7 +24,8 @@ After each call, the caller must:
 
 Inbound work is budgeted. Every frame, data or control, takes a token from the
 frame budget (``frame_rate``/``frame_burst``) and every message one from the
-message budget; over either, the connection is closed with 4029. One call parses
+message budget; over either, the connection is closed with 4029. The pong that
+answers our keepalive ping is the exception: it costs neither. One call parses
 at most :data:`TURN_FRAMES` frames and :data:`TURN_MESSAGES` data messages and
 keeps the rest for :meth:`resume_input`, so one client's read, however full of
 tiny frames or commands, costs the event loop a bounded slice of time.
@@ -54,7 +55,7 @@ from aurigraph_stream.wire.handshake import (
     parse_request,
     request_timeout,
 )
-from aurigraph_stream.wire.reader import Reader
+from aurigraph_stream.wire.reader import Message, Reader
 
 __all__ = [
     "Action",
@@ -360,15 +361,19 @@ class Session:
         except ProtocolError as exc:
             self.fail(exc.code, exc.reason, "protocol_error")
             return
-        if frames is not None and reader.frames and frames.take(now, reader.frames):
+        # The pong that answers our keepalive ping costs nothing here either, wherever it
+        # is in the read; another pong is a frame and a message like any other.
+        answered = 1 if self.awaiting_pong and _answers(messages) else 0
+        charged = reader.frames - answered
+        if frames is not None and charged and frames.take(now, charged):
             self.fail(CloseCode.TOO_MANY_MESSAGES, "too many frames", "rate")
             return
         budget = inbound.messages
         if (
-            messages
+            len(messages) > answered
             and budget is not None
             and self.state is _OPEN
-            and budget.take(now, len(messages))
+            and budget.take(now, len(messages) - answered)
         ):
             self.fail(CloseCode.TOO_MANY_MESSAGES, None, "rate")
             return
@@ -449,6 +454,11 @@ class Session:
             self.close(CloseCode.KEEPALIVE_TIMEOUT)
             return True
         return False
+
+
+def _answers(messages: list[Message]) -> bool:
+    """Whether ``messages`` hold a pong (the answer to the keepalive ping outstanding)."""
+    return any(opcode == Opcode.PONG for opcode, _ in messages)
 
 
 def _is_lone_pong(data: bytes) -> bool:
