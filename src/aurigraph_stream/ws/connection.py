@@ -24,7 +24,9 @@ session parses in one call, the connection stops reading the socket and gives
 the rest a turn of its own on a later pass of the event loop (``call_soon``),
 so every other connection and timer runs in between; while the client does not
 read what it is sent (writing paused), its input waits. Once the session has
-decided to close, nothing more is read.
+failed the connection (a protocol error, the inbound budgets), nothing more is
+read; after a close it started otherwise, the socket is read until the client's
+close reply (up to ``close_timeout``), its data messages dropped unhandled.
 """
 
 from __future__ import annotations
