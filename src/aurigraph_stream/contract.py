@@ -39,6 +39,7 @@ __all__ = [
     "MAX_SEQ",
     "MUX_ENDPOINT",
     "MUX_PATH",
+    "SINCE_PATTERN",
     "STREAM_PATH_PREFIX",
     "SUBPROTOCOL_PREFIX",
     "CloseCode",
@@ -110,7 +111,7 @@ _ID: dict[str, Any] = {
     "description": "The client's name for the subscription, unique on the connection.",
 }
 # A seq has at most 19 digits (it fits 63 bits); more is refused before int() reads it.
-_SINCE_TEXT = r"^[0-9]{1,19}(:[^:]{1,64})?$"
+SINCE_PATTERN = r"^[0-9]{1,19}(:[^:]{1,64})?$"
 MAX_SEQ = 2**63 - 1
 
 #: Every command a client may send on ``/ws``; ``$defs`` holds one schema per
@@ -159,7 +160,7 @@ COMMAND_SCHEMA: dict[str, Any] = {
                     "{seq, epoch}; the subscribed reply says recovered true or false.",
                     "anyOf": [
                         {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
-                        {"type": "string", "pattern": _SINCE_TEXT},
+                        {"type": "string", "pattern": SINCE_PATTERN},
                         {
                             "type": "object",
                             "required": ["seq"],
