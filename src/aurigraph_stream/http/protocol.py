@@ -122,9 +122,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         del self.parser
 
     # -- the head size --------------------------------------------------------
+    def _parsed_head_size(self) -> int:
+        """The size of the head parsed so far: its target and header lines."""
+        return len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+
     def on_headers_complete(self) -> None:
-        size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
-        if size > self.max_head_size:
+        if self._parsed_head_size() > self.max_head_size:
             self._head_too_large = True
             raise _HeadTooLarge  # httptools turns it into a parser error: send_400_response
         self._in_head = False
@@ -142,7 +145,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 # The head began after requests this chunk completed (a pipelining
                 # publisher's): what of it was parsed counts, not the whole chunk (a
                 # header still unfinished is counted from the next chunk on).
-                self._head_bytes = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+                self._head_bytes = self._parsed_head_size()
             else:  # the whole chunk belongs to the head
                 self._head_bytes += len(data)
             if self._head_bytes > self.max_head_size:
