@@ -47,11 +47,15 @@ def _refusal(status: int, error: str, detail: str) -> bytes:
     return http_error(HandshakeRejected(status, error, detail))
 
 
-class GuardedHttpProtocol(HttpToolsProtocol):
-    """Set ``request_timeout`` and ``max_head_size`` on a subclass (:func:`http_protocol`)."""
+_DEFAULTS = Settings()
 
-    request_timeout = 10.0
-    max_head_size = 16384
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """Set ``request_timeout`` and ``max_head_size`` on a subclass (:func:`http_protocol`);
+    unset, they are the settings' defaults."""
+
+    request_timeout = _DEFAULTS.handshake_timeout
+    max_head_size = _DEFAULTS.max_head_size
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

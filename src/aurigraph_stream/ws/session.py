@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from aurigraph_stream.access.ratelimit import TokenBucket
+from aurigraph_stream.config import Settings
 from aurigraph_stream.contract import CloseCode
 from aurigraph_stream.errors import HandshakeRejected, ProtocolError
 from aurigraph_stream.wire.frames import Opcode, close_frame, encode_frame, parse_close
@@ -96,19 +97,36 @@ _CONNECTING, _OPEN, _CLOSING, _CLOSED = State
 _NONE, _CLOSE_TRANSPORT, _ABORT = Action
 
 
+_DEFAULTS = Settings()
+
+
 @dataclass(frozen=True, slots=True)
 class SessionLimits:
-    """The limits one session enforces (from Settings)."""
+    """The limits one session enforces: :meth:`from_settings`; unset, the settings' defaults."""
 
-    max_frame: int = 65536
-    max_message: int = 1048576
-    max_fragments: int = 64  # frames in one message
-    inbound_rate: float = 50.0  # messages per second; 0: no limit
-    inbound_burst: int = 100
-    frame_rate: float = 200.0  # frames (data and control) per second; 0: no limit
-    frame_burst: int = 400
-    close_timeout: float = 5.0  # seconds to wait for the peer's close reply
-    handshake_timeout: float = 10.0  # seconds for the whole head to arrive
+    max_frame: int = _DEFAULTS.max_frame_size
+    max_message: int = _DEFAULTS.max_message_size
+    max_fragments: int = _DEFAULTS.max_fragments  # frames in one message
+    inbound_rate: float = _DEFAULTS.inbound_message_rate  # messages per second; 0: no limit
+    inbound_burst: int = _DEFAULTS.inbound_message_burst
+    frame_rate: float = _DEFAULTS.inbound_frame_rate  # frames (data, control) per second; 0: none
+    frame_burst: int = _DEFAULTS.inbound_frame_burst
+    close_timeout: float = _DEFAULTS.close_timeout  # seconds to wait for the peer's close reply
+    handshake_timeout: float = _DEFAULTS.handshake_timeout  # seconds for the whole head
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SessionLimits:
+        return cls(
+            max_frame=settings.max_frame_size,
+            max_message=settings.max_message_size,
+            max_fragments=settings.max_fragments,
+            inbound_rate=settings.inbound_message_rate,
+            inbound_burst=settings.inbound_message_burst,
+            frame_rate=settings.inbound_frame_rate,
+            frame_burst=settings.inbound_frame_burst,
+            close_timeout=settings.close_timeout,
+            handshake_timeout=settings.handshake_timeout,
+        )
 
 
 # -- events (tuples: one is made per connect and per command) -------------------------
