@@ -172,8 +172,7 @@ class Connection(asyncio.Protocol, Subscriber):
             else:
                 session.receive_head(request)
         except Exception:
-            logger.exception("connection failed", extra={"client": self.peer})
-            session.fail_internal()
+            self._failed()
         self._pump()
         if session.input_pending:
             self._hold_input()
@@ -376,9 +375,7 @@ class Connection(asyncio.Protocol, Subscriber):
                     self._handle(event)
                 events = session.events_received()
         except Exception:
-            # A bug costs this one client an answer, not a silently dropped socket.
-            logger.exception("connection failed", extra={"client": self.peer})
-            session.fail_internal()
+            self._failed()
             for event in session.events_received():
                 self._handle(event)
         finally:
@@ -420,6 +417,12 @@ class Connection(asyncio.Protocol, Subscriber):
                 self.ctx.limits.close_timeout, transport.abort
             )
 
+    def _failed(self) -> None:
+        """A bug while serving this connection (call it from an ``except`` block): logged,
+        it costs this one client an answer, not a silently dropped socket."""
+        logger.exception("connection failed", extra={"client": self.peer})
+        self.session.fail_internal()
+
     def _hold_input(self) -> None:
         """Stop reading the socket; input already read gets a turn of its own, later."""
         transport = self.transport
@@ -435,8 +438,7 @@ class Connection(asyncio.Protocol, Subscriber):
         try:
             session.resume_input()
         except Exception:
-            logger.exception("connection failed", extra={"client": self.peer})
-            session.fail_internal()
+            self._failed()
         self._pump()
         transport = self.transport
         if transport is None or transport.is_closing():
@@ -515,26 +517,23 @@ class Connection(asyncio.Protocol, Subscriber):
         ctx = self.ctx
         session = self.session
         request = event.request
+        settings = ctx.settings
         try:
             route = route_upgrade(ctx.guard, request, self.peer, ctx.admit)
+            wanted = route.subscription
+            if wanted is not None:
+                cost = subscription_bytes(wanted.filter)
+                if cost > settings.max_connection_memory:  # a query string as long as a head
+                    raise HandshakeRejected(
+                        400,
+                        "memory_budget_exceeded",
+                        f"this subscription would hold about {cost} bytes; a connection's "
+                        f"subscriptions may hold {settings.max_connection_memory}",
+                    )
         except HandshakeRejected as exc:
             session.reject(exc)
             self._refused(exc)
             return
-        settings = ctx.settings
-        wanted = route.subscription
-        if wanted is not None:
-            cost = subscription_bytes(wanted.filter)
-            if cost > settings.max_connection_memory:  # a query string as long as a head
-                refusal = HandshakeRejected(
-                    400,
-                    "memory_budget_exceeded",
-                    f"this subscription would hold about {cost} bytes; a connection's "
-                    f"subscriptions may hold {settings.max_connection_memory}",
-                )
-                session.reject(refusal)
-                self._refused(refusal)
-                return
         offer = request.header("sec-websocket-extensions")
         negotiated = negotiate(offer) if settings.compression else None
         bits = negotiated[0] if negotiated else 0

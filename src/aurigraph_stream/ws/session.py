@@ -312,9 +312,7 @@ class Session:
         try:
             request = parse_request(data)
         except HandshakeRejected as exc:
-            self.deadline = None
-            self.reject(exc)
-            self._emit(HandshakeFailed(exc))
+            self._refuse(exc)
             return
         self.receive_head(request)
 
@@ -326,10 +324,14 @@ class Session:
         try:
             key = check_upgrade(request)
         except HandshakeRejected as exc:
-            self.reject(exc)
-            self._emit(HandshakeFailed(exc))
+            self._refuse(exc)
             return
         self._emit(UpgradeRequest(request, key))
+
+    def _refuse(self, rejected: HandshakeRejected) -> None:
+        """The head itself is refused: answer it, close, and tell the caller."""
+        self.reject(rejected)  # its deadline ends with it
+        self._emit(HandshakeFailed(rejected))
 
     def accept(self, response: bytes, *, deflate: bool) -> None:
         """Send the 101 ``response``: the connection is OPEN."""
