@@ -30,6 +30,7 @@ read: the node's snapshot set is exactly as of the last event it delivered
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -45,6 +46,8 @@ from aurigraph_stream.subscription import Start, SubscribeRequest, history_since
 __all__ = ["HISTORY_WAIT", "CatchUp", "attach", "reply"]
 
 HISTORY_WAIT = 10.0  # seconds a subscription waits for an unreachable broker's history
+
+logger = logging.getLogger("aurigraph_stream.subscribe")
 
 Failed = Callable[[SubscriptionError], None]
 
@@ -133,7 +136,8 @@ def attach(
 
     Args:
         failed: called (after the subscription was removed) when a networked
-            broker's history could not be read within :data:`HISTORY_WAIT`.
+            broker's history could not be read within :data:`HISTORY_WAIT`
+            (``history_unavailable``), or its loading failed (``internal_error``).
     """
     hub = node.hub
     stream, flt = request.stream, request.filter
@@ -146,7 +150,7 @@ def attach(
             sub = hub.subscribe(
                 sink, stream, (codec, bits), flt, sub_id=sub_id, loading=True, control=control
             )
-            node.load(_load(node, sub, request, failed))
+            node.load(_load_or_fail(node, sub, request, failed))
             return sub
         start = _from_delivered(node, request)
     else:
@@ -213,6 +217,25 @@ async def _read_history(node: Node, sub: Subscription, since: int | None) -> His
                 return None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+
+async def _load_or_fail(
+    node: Node, sub: Subscription, request: SubscribeRequest, failed: Failed | None
+) -> None:
+    """:func:`_load`; if it fails, the subscription ends and the client is told.
+
+    Not the broker being away (:func:`_read_history` retries that) but an answer it
+    could not read, or a bug: without this the subscription would stay loading, the
+    hub keeping its live events for ever, and the client would wait for a reply.
+    """
+    try:
+        await _load(node, sub, request, failed)
+    except Exception:
+        logger.exception("subscription failed to load", extra={"stream": sub.stream})
+        if sub in sub.sink.subscriptions:
+            node.hub.remove(sub)
+            if failed is not None:
+                failed(SubscriptionError("internal_error", "the server failed to load the history"))
 
 
 async def _load(
