@@ -532,7 +532,7 @@ class Client:
                 self._stop(exc, exc.code, exc.reason)
                 return
             except (OSError, TimeoutError, InvalidHandshake) as exc:
-                decision = Decision(retry=True)
+                decision = Decision()
                 code, reason = ABNORMAL, str(exc) or type(exc).__name__
             else:
                 code, reason = await self._session(ws, attempt)
