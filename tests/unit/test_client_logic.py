@@ -151,13 +151,50 @@ def test_a_since_without_epoch_that_fails_is_a_gap_too() -> None:
 
 
 def test_a_replay_is_delivered_and_then_tracked() -> None:
-    """replay=N: the replayed seqs (below the position) are delivered; before the first one
-    there is nothing to resume from, so the SDK asks for the replay again."""
+    """replay=N: the replayed seqs (up to the position) are delivered, then live ones."""
     tracker = SeqTracker("transactions")
     tracker.on_subscribed(Position(50, "e1"), recovered=True, replayed=3)
-    assert tracker.since() is None
     assert [tracker.accept(s) for s in (48, 49, 50, 51)] == [True, True, True, True]
     assert tracker.since() == "51:e1"
+
+
+def test_a_replay_cut_before_its_first_message_resumes_from_just_before_it() -> None:
+    """Without a filter the replay is the last `replayed` seqs: a drop before the first one
+    resumes from just before them, so neither they nor the live ones after are lost."""
+    tracker = SeqTracker("transactions")
+    tracker.on_subscribed(Position(50, "e1"), recovered=True, replayed=3)
+    assert tracker.since() == "47:e1"
+    assert tracker.on_subscribed(Position(60, "e1"), recovered=True, replayed=13) is None
+    assert [tracker.accept(s) for s in range(48, 61)] == [True] * 13
+
+
+def test_a_filtered_replay_cut_before_its_first_message_is_a_gap() -> None:
+    """With a filter that drops messages the replayed seqs cannot be known: the resume asks
+    for everything after the position the replay ended at, and the replay is a gap."""
+    tracker = SeqTracker("transactions", filtered=True)
+    tracker.on_subscribed(Position(50, "e1"), recovered=True, replayed=3)
+    assert tracker.since() == "50:e1"
+    gap = tracker.on_subscribed(Position(60, "e1"), recovered=True, replayed=4)
+    assert gap == Gap("transactions", None, "e1", "e1", 50, None)
+    assert tracker.accept(50) is False
+    assert tracker.accept(55) is True
+    assert tracker.since() == "55:e1"
+
+
+def test_a_filtered_replay_that_began_resumes_from_its_last_message() -> None:
+    tracker = SeqTracker("transactions", filtered=True)
+    tracker.on_subscribed(Position(50, "e1"), recovered=True, replayed=3)
+    assert tracker.accept(20) is True
+    assert tracker.since() == "20:e1"
+    assert tracker.on_subscribed(Position(60, "e1"), recovered=True, replayed=5) is None
+
+
+def test_a_filtered_replay_cut_and_not_recovered_is_one_gap() -> None:
+    tracker = SeqTracker("transactions", filtered=True)
+    tracker.on_subscribed(Position(50, "e1"), recovered=True, replayed=3)
+    gap = tracker.on_subscribed(Position(4, "e2"), recovered=False, replayed=0)
+    assert gap == Gap("transactions", None, "e1", "e2", 4, None)
+    assert tracker.since() == "4:e2"
 
 
 def test_a_snapshot_stands_for_everything_up_to_its_position() -> None:

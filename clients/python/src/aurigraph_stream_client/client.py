@@ -76,6 +76,8 @@ FilterValue = str | int | bool | Sequence[str]
 
 T = TypeVar("T")
 _MIN_REFRESH_PAUSE = 1.0  # seconds between two refreshes, whatever the tokens say
+# Filter options that only project (drop fields, never messages): seqs stay consecutive.
+_PROJECTIONS = frozenset(("fields", "detail"))
 
 
 class _Inbox(Generic[T]):
@@ -162,7 +164,8 @@ class Subscription(Generic[T]):
         self._filter = flt
         self._replay = replay
         self._snapshot = snapshot
-        self._tracker = SeqTracker(stream, since)
+        filtered = any(key not in _PROJECTIONS for key in flt)
+        self._tracker = SeqTracker(stream, since, filtered=filtered)
         self._inbox: _Inbox[T | Gap | Snapshot[T]] = _Inbox(maxsize)
         self._sent_on: ClientConnection | None = None  # the connection it was last sent on
 
@@ -596,7 +599,7 @@ class Client:
         elif kind == "subscribed":
             if sub is None:
                 return
-            position = _position(data["position"])
+            position = Position.from_json(data["position"])
             gap = sub._tracker.on_subscribed(
                 position, bool(data["recovered"]), int(data.get("replayed", 0))
             )
@@ -606,7 +609,7 @@ class Client:
                 await sub._inbox.put(gap)
         elif kind == "snapshot":
             if sub is not None:
-                position = _position(data["position"])
+                position = Position.from_json(data["position"])
                 sub._tracker.on_snapshot(position)
                 await sub._inbox.put(Snapshot(sub.stream, position, list(data["items"])))
         elif kind == "unsubscribed":
@@ -707,10 +710,6 @@ def _since(value: Position | str | int | None) -> Position | int | None:
     if isinstance(value, str):
         return Position.parse(value) if ":" in value else int(value)
     return value
-
-
-def _position(value: Mapping[str, Any]) -> Position:
-    return Position(int(value["seq"]), str(value["epoch"]))
 
 
 def _refusal(body: bytes | bytearray | None) -> tuple[str, str]:
