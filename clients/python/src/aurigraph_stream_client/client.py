@@ -75,7 +75,7 @@ TokenSource = str | Callable[[], str | Awaitable[str]] | None
 FilterValue = str | int | bool | Sequence[str]
 
 T = TypeVar("T")
-_MIN_REFRESH_PAUSE = 1.0  # seconds between two refreshes, whatever the tokens say
+_MIN_REFRESH_PAUSE = 1.0  # seconds between two refreshes (or tries), whatever the tokens say
 # Filter options that only project (drop fields, never messages): seqs stay consecutive.
 _PROJECTIONS = frozenset(("fields", "detail"))
 
@@ -665,13 +665,15 @@ class Client:
         if not self._can_renew():
             return
         sent = 0
+        pause = 0.0  # after a try, failed or not, at least _MIN_REFRESH_PAUSE to the next
         while True:
             exp = token_expiry(self._token) if self._token else None
             if exp is None:
                 return
             remaining = exp - time.time()
             delay = remaining - min(self._refresh_margin, remaining / 2)
-            await asyncio.sleep(max(_MIN_REFRESH_PAUSE if sent else 0.0, delay))
+            await asyncio.sleep(max(pause, delay))
+            pause = _MIN_REFRESH_PAUSE
             try:
                 token = await self._call_token()
             except Exception:
