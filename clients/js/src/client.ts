@@ -349,16 +349,20 @@ export class Client {
   }
 
   private async refresh(source: () => string | Promise<string>): Promise<void> {
+    const socket = this.socket;
     let token: string;
     try {
       token = await source();
     } catch (error) {
+      // Closed meanwhile, or a new connection, which keeps its own schedule: nothing to do.
+      if (this.closing || this.socket !== socket) return;
       this.report(error); // the token still in use is valid a while longer: try again
       this.refreshTimer = setTimeout(() => void this.refresh(source), 1000);
       return;
     }
+    if (this.closing || this.socket !== socket) return;
     this.token = token;
-    if (isOpen(this.socket)) this.send({ op: "refresh", id: REFRESH_ID, token });
+    if (isOpen(socket)) this.send({ op: "refresh", id: REFRESH_ID, token });
   }
 
   /** Reconnect now with the current token (and resume every subscription). */

@@ -1,0 +1,151 @@
+// The client's connection logic without a network: a scripted WebSocket hands it the
+// frames a test writes and records the commands it sends, and node:test's mock timers
+// stand in for the back-off. The real server's side of the same paths: client.test.ts.
+import assert from "node:assert/strict";
+import { describe, test, type TestContext } from "node:test";
+import {
+  Client,
+  type ClientEvent,
+  type ClientOptions,
+  type Item,
+  type StreamName,
+  type Subscription,
+} from "../src/index.js";
+
+/** A WebSocket whose server is the test: it opens, sends frames and closes when told. */
+class Scripted {
+  readyState = 0;
+  onopen: ((event: unknown) => void) | null = null;
+  onmessage: ((event: { data: unknown }) => void) | null = null;
+  onclose: ((event: { code: number; reason: string }) => void) | null = null;
+  onerror: ((event: unknown) => void) | null = null;
+  readonly sent: Record<string, unknown>[] = [];
+  /** The close this client started: [code, reason]. */
+  closedWith: [number | undefined, string | undefined] | undefined;
+
+  constructor(
+    readonly url: string,
+    readonly protocols?: string | string[],
+  ) {}
+
+  send(data: string): void {
+    this.sent.push(JSON.parse(data) as Record<string, unknown>);
+  }
+
+  close(code?: number, reason?: string): void {
+    this.closedWith ??= [code, reason];
+    if (this.readyState < 2) this.readyState = 2;
+  }
+
+  // -- the server's side
+  open(): void {
+    this.readyState = 1;
+    this.onopen?.({});
+  }
+
+  frame(frame: unknown): void {
+    this.onmessage?.({ data: typeof frame === "string" ? frame : JSON.stringify(frame) });
+  }
+
+  /** The server closes (or answers the client's close, echoing its code). */
+  serverClose(code: number, reason = ""): void {
+    this.readyState = 3;
+    this.onclose?.({ code, reason });
+  }
+
+  echoClose(): void {
+    const [code, reason] = this.closedWith ?? [1005, ""];
+    this.serverClose(code ?? 1005, reason ?? "");
+  }
+}
+
+/** A client on scripted sockets; `sockets` lists them in the order it opened them. */
+function scripted(options: ClientOptions = {}): { client: Client; sockets: Scripted[]; events: ClientEvent[] } {
+  const sockets: Scripted[] = [];
+  class Impl extends Scripted {
+    constructor(url: string, protocols?: string | string[]) {
+      super(url, protocols);
+      sockets.push(this);
+    }
+  }
+  const client = new Client("ws://127.0.0.1:1", { WebSocket: Impl, backoff: { initial: 100, max: 1000 }, ...options });
+  const events: ClientEvent[] = [];
+  client.on((event) => events.push(event));
+  return { client, sockets, events };
+}
+
+function socket(sockets: Scripted[], n: number): Scripted {
+  const found = sockets[n];
+  assert.ok(found !== undefined, `socket ${n} was never opened (${sockets.length} were)`);
+  return found;
+}
+
+function subscribed(id: string, seq: number, replayed = 0, epoch = "e1"): Record<string, unknown> {
+  return { type: "subscribed", id, stream: "transactions", position: { seq, epoch }, recovered: true, replayed };
+}
+
+function message(id: string, seq: number): Record<string, unknown> {
+  return { type: "message", id, stream: "transactions", data: { seq } };
+}
+
+/** Let queued callbacks and promise jobs run (setImmediate is not mocked). */
+function settle(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/** The next item, which must be ready now: items are queued as frames arrive. */
+async function ready<S extends StreamName>(sub: Subscription<S>): Promise<Item<S>> {
+  const result = await Promise.race([sub.next(), settle().then(() => "none" as const)]);
+  if (result === "none") throw new Error("no item was ready");
+  if (result.done === true) throw new Error("the subscription ended");
+  return result.value;
+}
+
+function seqOf(item: Item<StreamName>): number | string {
+  return item.type === "message" ? item.seq : item.type;
+}
+
+async function close(client: Client, open: Scripted | undefined): Promise<void> {
+  const closing = client.close();
+  if (open !== undefined && open.readyState < 3) open.echoClose();
+  await closing;
+}
+
+function withTimers(t: TestContext): void {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+}
+
+describe("the token refresh", () => {
+  function jwt(exp: number): string {
+    const part = (value: unknown): string => Buffer.from(JSON.stringify(value)).toString("base64url");
+    return `${part({ alg: "none" })}.${part({ sub: "a", exp })}.sig`;
+  }
+
+  test("a refresh under way when the client closes leaves no timer and asks no more", async (t) => {
+    withTimers(t);
+    let calls = 0;
+    let fail: (error: Error) => void = () => undefined;
+    const token = (): Promise<string> => {
+      calls += 1;
+      if (calls === 1) return Promise.resolve(jwt(Math.floor(Date.now() / 1000) + 4));
+      return new Promise((_, reject) => {
+        fail = reject;
+      });
+    };
+    const { client, sockets, events } = scripted({ token });
+    client.subscribe("metrics");
+    await settle(); // the first token, then the socket
+    const ws = socket(sockets, 0);
+    ws.open();
+    t.mock.timers.tick(4000); // the refresh is due: the callback is asked, and answers late
+    assert.equal(calls, 2);
+    await close(client, ws);
+    fail(new Error("token service down"));
+    await settle();
+    t.mock.timers.tick(60_000);
+    await settle();
+    assert.equal(calls, 2);
+    assert.equal(events.filter((e) => e.type === "error").length, 0);
+    assert.equal(sockets.length, 1);
+  });
+});
