@@ -128,7 +128,9 @@ def test_js_client_logic_without_a_socket(js_build: Path) -> None:
 
 
 def test_js_client_connection_logic_on_scripted_sockets(js_build: Path) -> None:
-    """The client on scripted sockets and mock timers: a refresh under way at close()."""
+    """The client on scripted sockets and mock timers: an id used again after close(), an
+    unreadable frame (close, resume), history_unavailable (ask again), a refresh under way
+    at close()."""
     _node_test(js_build / "connection.test.js", {})
 
 

@@ -122,6 +122,9 @@ export type ClientEvent =
       readonly attempt: number;
     }
   | { readonly type: "refreshed"; readonly expiresAt: number | null }
-  /** Something the client survived: an unreadable frame, a token callback that failed. */
+  /**
+   * Something the client survived: an unreadable frame (it closes that connection and
+   * resumes from the last message delivered), a token callback that failed.
+   */
   | { readonly type: "error"; readonly error: Error }
   | { readonly type: "closed"; readonly error: Error | undefined };

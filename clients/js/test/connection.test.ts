@@ -10,6 +10,7 @@ import {
   type Item,
   type StreamName,
   type Subscription,
+  SubscriptionError,
 } from "../src/index.js";
 
 /** A WebSocket whose server is the test: it opens, sends frames and closes when told. */
@@ -114,6 +115,143 @@ async function close(client: Client, open: Scripted | undefined): Promise<void> 
 function withTimers(t: TestContext): void {
   t.mock.timers.enable({ apis: ["setTimeout"] });
 }
+
+describe("an id used again after close()", () => {
+  test("frames of the closed subscription, in flight, are not the new one's", async () => {
+    const { client, sockets } = scripted();
+    const first = client.subscribe("transactions", { id: "tx" });
+    const ws = socket(sockets, 0);
+    ws.open();
+    ws.frame(subscribed("tx", 10));
+    ws.frame(message("tx", 11));
+    assert.equal(seqOf(await ready(first)), 11);
+    await first.close();
+    const second = client.subscribe("transactions", { id: "tx", filter: { status: "FAILED" } });
+    assert.deepEqual(
+      ws.sent.map((c) => c["op"]),
+      ["subscribe", "unsubscribe", "subscribe"],
+    );
+    // Sent before the server read the unsubscribe: the first subscription's.
+    ws.frame(message("tx", 12));
+    ws.frame({ type: "unsubscribed", id: "tx" }); // the reply to that unsubscribe
+    ws.frame(subscribed("tx", 12));
+    ws.frame(message("tx", 15));
+    assert.equal(seqOf(await ready(second)), 15);
+    assert.equal(second.closed, false);
+    assert.deepEqual(second.position, { seq: 15, epoch: "e1" });
+    await close(client, ws);
+  });
+
+  test("even when the first subscription's own reply was still to come", async () => {
+    const { client, sockets } = scripted();
+    const first = client.subscribe("transactions", { id: "tx" });
+    const ws = socket(sockets, 0);
+    ws.open();
+    await first.close(); // before the server answered its subscribe
+    const second = client.subscribe("transactions", { id: "tx" });
+    ws.frame(subscribed("tx", 10)); // the first one's
+    ws.frame(message("tx", 11));
+    ws.frame({ type: "unsubscribed", id: "tx" });
+    ws.frame(subscribed("tx", 20)); // the second one's
+    ws.frame(message("tx", 21));
+    assert.equal(seqOf(await ready(second)), 21);
+    await close(client, ws);
+  });
+
+  test("an unsubscribed with a reason still ends the subscription it names", async () => {
+    const { client, sockets } = scripted();
+    const sub = client.subscribe("transactions", { id: "tx" });
+    const ws = socket(sockets, 0);
+    ws.open();
+    ws.frame(subscribed("tx", 10));
+    ws.frame({ type: "unsubscribed", id: "tx", reason: "forbidden" });
+    await assert.rejects(sub.next(), (error) => error instanceof SubscriptionError && error.error === "forbidden");
+    await close(client, ws);
+  });
+});
+
+describe("an unreadable frame", () => {
+  test("closes the connection, reads nothing more from it, and resumes from the last message", async (t) => {
+    withTimers(t);
+    const { client, sockets, events } = scripted();
+    const sub = client.subscribe("transactions");
+    const first = socket(sockets, 0);
+    first.open();
+    first.frame(subscribed("transactions-1", 10));
+    first.frame(message("transactions-1", 11));
+    first.frame("{not json");
+    first.frame(message("transactions-1", 12)); // after it: left for the resume
+    assert.equal(seqOf(await ready(sub)), 11);
+    assert.deepEqual(sub.position, { seq: 11, epoch: "e1" }); // 12 was not read
+    assert.deepEqual(first.closedWith, [1000, "unreadable frame"]);
+    first.echoClose(); // 1000 echoed: not a reason to stop
+    t.mock.timers.tick(30_000);
+    const second = socket(sockets, 1);
+    second.open();
+    assert.equal(second.sent[0]?.["since"], "11:e1");
+    second.frame(subscribed("transactions-1", 12, 1));
+    second.frame(message("transactions-1", 12));
+    second.frame("42"); // JSON, but not a frame: unreadable too
+    assert.equal(seqOf(await ready(sub)), 12);
+    second.echoClose();
+    t.mock.timers.tick(30_000);
+    const disconnects = events.filter((e) => e.type === "disconnected");
+    assert.deepEqual(
+      disconnects.map((e) => e.type === "disconnected" && [e.code, e.reason, e.retryIn >= 0, e.attempt]),
+      [
+        [1000, "unreadable frame", true, 0],
+        [1000, "unreadable frame", true, 1], // such a connection does not start the back-off over
+      ],
+    );
+    assert.equal(events.filter((e) => e.type === "error").length, 2);
+    assert.equal(sub.closed, false);
+    await close(client, socket(sockets, 2));
+  });
+});
+
+describe("history_unavailable", () => {
+  const unavailable = {
+    type: "error",
+    id: "transactions-1",
+    op: "subscribe",
+    error: "history_unavailable",
+    detail: "the broker did not answer",
+  };
+
+  test("sends the same subscribe again after a back-off; the subscription goes on", async (t) => {
+    withTimers(t);
+    const { client, sockets } = scripted();
+    const sub = client.subscribe("transactions", { since: "40:e1" });
+    const ws = socket(sockets, 0);
+    ws.open();
+    ws.frame(unavailable);
+    assert.equal(sub.closed, false);
+    t.mock.timers.tick(1000);
+    ws.frame(unavailable);
+    t.mock.timers.tick(1000);
+    assert.equal(ws.sent.length, 3);
+    assert.deepEqual(ws.sent[2], ws.sent[0]);
+    assert.equal(ws.sent[0]?.["since"], "40:e1");
+    ws.frame(subscribed("transactions-1", 41, 1));
+    ws.frame(message("transactions-1", 41));
+    assert.equal(seqOf(await ready(sub)), 41);
+    await close(client, ws);
+  });
+
+  test("ends the subscription once maxAttempts retries are spent", async (t) => {
+    withTimers(t);
+    const { client, sockets } = scripted({ maxAttempts: 1 });
+    const sub = client.subscribe("transactions");
+    const ws = socket(sockets, 0);
+    ws.open();
+    ws.frame(unavailable);
+    t.mock.timers.tick(1000);
+    ws.frame(unavailable);
+    await assert.rejects(sub.next(), (error) => error instanceof SubscriptionError && error.error === "history_unavailable");
+    assert.equal(ws.sent.length, 2);
+    await close(client, ws);
+  });
+});
 
 describe("the token refresh", () => {
   function jwt(exp: number): string {
