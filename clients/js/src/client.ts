@@ -254,7 +254,7 @@ export class Client {
     const stop = resume ? undefined : this.stopReason(code, status);
     const attempt = this.attempt;
     if (stop !== undefined || (this.options.maxAttempts !== undefined && attempt >= this.options.maxAttempts)) {
-      const message = stop ?? `gave up after ${attempt} attempts (last close ${code})`;
+      const message = stop ?? `gave up after ${attempt + 1} failed attempts in a row (last close ${code})`;
       const error = new ConnectionClosedError(message, code, reason, status);
       this.emit({ type: "disconnected", code, reason, info: closeCodeInfo(code), status, retryIn: -1, attempt });
       this.closing = true;

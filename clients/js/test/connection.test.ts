@@ -253,6 +253,21 @@ describe("history_unavailable", () => {
   });
 });
 
+describe("giving up", () => {
+  test("maxAttempts: N gives up when the first attempt and N retries have failed", async (t) => {
+    withTimers(t);
+    const { client, sockets, events } = scripted({ maxAttempts: 1 });
+    const sub = client.subscribe("metrics");
+    socket(sockets, 0).serverClose(1006);
+    t.mock.timers.tick(30_000);
+    socket(sockets, 1).serverClose(1006);
+    t.mock.timers.tick(30_000);
+    assert.equal(sockets.length, 2);
+    await assert.rejects(sub.next(), /gave up after 2 failed attempts in a row/);
+    assert.ok(events.some((e) => e.type === "closed" && e.error !== undefined));
+  });
+});
+
 describe("the token refresh", () => {
   function jwt(exp: number): string {
     const part = (value: unknown): string => Buffer.from(JSON.stringify(value)).toString("base64url");
