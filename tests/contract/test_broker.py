@@ -144,6 +144,51 @@ def test_history_drops_events_older_than_max_age(harness: BrokerHarness) -> None
     run(scenario)
 
 
+async def _aged_out(broker: Broker, stream: str) -> None:
+    """Until the age bound has emptied ``stream``'s history (bounded; the broker's clock)."""
+    for _ in range(200):
+        if not (await broker.history(stream, None)).events:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the history of {stream} still holds events")
+
+
+def test_a_resume_into_a_history_the_age_emptied_is_not_recovered(
+    harness: BrokerHarness,
+) -> None:
+    """An idle stream whose events all aged out: since=1 cannot be served (None, not an
+    empty list that would pass for caught up); since at the head is caught up."""
+
+    async def scenario() -> None:
+        broker, _received = await started(harness, {"a": HistoryPolicy(100, 0.2)})
+        await broker.publish("a", msgs(2))
+        assert [e.seq for e in (await broker.history("a", 1)).events or ()] == [2]
+        await _aged_out(broker, "a")
+        read = await broker.history("a", 1)
+        assert read.events is None
+        assert read.position.seq == 2
+        assert (await broker.history("a", 2)).events == []
+        await broker.close()
+
+    run(scenario)
+
+
+def test_the_newest_events_without_reading_the_rest(harness: BrokerHarness) -> None:
+    """newest=N (replay=N with no filter): the last N kept, oldest first; first_seq is still
+    the oldest kept, so a replay can tell whether the history reached back far enough."""
+
+    async def scenario() -> None:
+        broker, _received = await started(harness)
+        await broker.publish("a", msgs(8))  # keeps 4..8
+        for newest, seqs in ((3, [6, 7, 8]), (5, [4, 5, 6, 7, 8]), (50, [4, 5, 6, 7, 8]), (0, [])):
+            read = await broker.history("a", None, newest)
+            assert [e.seq for e in read.events or ()] == seqs, newest
+            assert (read.position.seq, read.first_seq) == (8, 4)
+        await broker.close()
+
+    run(scenario)
+
+
 def test_replay_from_a_position(harness: BrokerHarness) -> None:
     """since=N reads exactly the events after N; caught up is empty; lost is None."""
 

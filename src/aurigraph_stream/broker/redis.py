@@ -122,23 +122,31 @@ end
 local head = tonumber(redis.call('HGET', KEYS[1], 'seq'))
 """
 
-# KEYS: meta, log, snap. ARGV: fresh epoch, max age ms, since ("": every event kept).
-# Returns {epoch, head seq, oldest kept entry or {}, entries}; after ``since`` the
-# entries come newest first (XREVRANGE with the count that must be there).
+# KEYS: meta, log, snap. ARGV: fresh epoch, max age ms, since ("": none), newest
+# ("": every event kept; used without since). Returns {epoch, head seq, oldest kept
+# entry or {}, entries}, the entries newest first: after ``since`` the count that
+# must be there, else the newest ones.
 _HISTORY = (
     _ENSURE
     + """
 local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
 local entries
-if ARGV[3] == '' then
-  entries = redis.call('XRANGE', KEYS[2], '-', '+')
-else
+if ARGV[3] ~= '' then
   local since = tonumber(ARGV[3])
   if since >= head then
     entries = {}
   else
     entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', head - since)
   end
+elseif ARGV[4] ~= '' then
+  local newest = tonumber(ARGV[4])
+  if newest > 0 then
+    entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', newest)
+  else
+    entries = {}
+  end
+else
+  entries = redis.call('XREVRANGE', KEYS[2], '+', '-')
 end
 return {epoch, head, oldest, entries}
 """
@@ -277,7 +285,9 @@ class RedisBroker:
         return list(range(last - n + 1, last + 1))
 
     # -- reading ------------------------------------------------------------------------
-    async def history(self, stream: str, since: int | None) -> HistoryRead:
+    async def history(
+        self, stream: str, since: int | None, newest: int | None = None
+    ) -> HistoryRead:
         if self._closing:
             raise BrokerUnavailable("the broker is closed")
         policy = self._policies[stream]
@@ -285,6 +295,7 @@ class RedisBroker:
             secrets.token_hex(4),
             int(policy.max_age * 1000),
             "" if since is None else since,
+            "" if newest is None else newest,
         ]
         try:
             epoch, head, oldest, entries = await self._history(keys=self._keys[stream], args=args)
@@ -294,11 +305,16 @@ class RedisBroker:
         position = Position(head, _text(epoch))
         first = int(oldest[0][1][1]) if oldest else head + 1
         now = (time.perf_counter(), time.time())
-        events: list[Event] | None = [self._event(stream, e[0], e[1], now) for e in entries]
-        if since is not None and events:
-            events.reverse()
+        # Entries come newest first.
+        events: list[Event] | None = [
+            self._event(stream, e[0], e[1], now) for e in reversed(entries)
+        ]
+        if since is not None and since < head:
+            assert events is not None
             if len(events) < head - since or events[0].seq != since + 1:
-                events = None  # some events after ``since`` are no longer kept
+                # Some events after ``since`` are no longer kept, all of them when the
+                # age bound emptied the log of an idle stream.
+                events = None
         return HistoryRead(position, events, first)
 
     def history_now(self, stream: str, since: int | None) -> HistoryRead | None:
