@@ -70,16 +70,35 @@ READ_COUNT = 1000  # entries per stream per XREAD
 # The errors that mean "Redis cannot be reached or answered too late".
 _UNREACHABLE = (RedisError, OSError, asyncio.TimeoutError)
 
-# KEYS: meta, log, snap. ARGV: a fresh epoch (used only when the stream has
-# none), max length, max age ms (0: none), n, then n x (data, op, item key)
-# where op is "" (no snapshot), "+" (set the item) or "-" (remove it).
-_PUBLISH = """
+# The epoch of the stream (KEYS[1] meta, KEYS[2] log, KEYS[3] snap), created from
+# ARGV[1] if it has none (a new stream, or one Redis lost).
+_EPOCH = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]
   redis.call('DEL', KEYS[2], KEYS[3])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
 end
+"""
+
+# trim(age ms, TIME or nil): drops the log's entries older than ``age`` (0: none).
+_TRIM = """
+local function trim(age, t)
+  if age > 0 then
+    t = t or redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    redis.call('XTRIM', KEYS[2], 'MINID', now - age)
+  end
+end
+"""
+
+# KEYS: meta, log, snap. ARGV: a fresh epoch (used only when the stream has
+# none), max length, max age ms (0: none), n, then n x (data, op, item key)
+# where op is "" (no snapshot), "+" (set the item) or "-" (remove it).
+_PUBLISH = (
+    _EPOCH
+    + _TRIM
+    + """
 local t = redis.call('TIME')
 local stored = t[1] .. string.format('%06d', tonumber(t[2]))
 local n = tonumber(ARGV[4])
@@ -97,30 +116,21 @@ for i = 0, n - 1 do
     redis.call('HDEL', KEYS[3], ARGV[at + 2])
   end
 end
-local age = tonumber(ARGV[3])
-if age > 0 then
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('XTRIM', KEYS[2], 'MINID', now - age)
-end
+trim(tonumber(ARGV[3]), t)
 return last
 """
+)
 
-# The part both reads share: the epoch (created if missing), age trimming.
-_ENSURE = """
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', KEYS[2], KEYS[3])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
-end
-local age = tonumber(ARGV[2])
-if age > 0 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('XTRIM', KEYS[2], 'MINID', now - age)
-end
+# The part both reads share: the epoch (created if missing), age trimming, the head.
+# ARGV: fresh epoch, max age ms.
+_ENSURE = (
+    _EPOCH
+    + _TRIM
+    + """
+trim(tonumber(ARGV[2]), nil)
 local head = tonumber(redis.call('HGET', KEYS[1], 'seq'))
 """
+)
 
 # KEYS: meta, log, snap. ARGV: fresh epoch, max age ms, since ("": none), newest
 # ("": every event kept; used without since). Returns {epoch, head seq, oldest kept
@@ -305,9 +315,11 @@ class RedisBroker:
         position = Position(head, _text(epoch))
         first = int(oldest[0][1][1]) if oldest else head + 1
         now = (time.perf_counter(), time.time())
-        # Entries come newest first.
+        # Entries come newest first, each a flat list: s, seq, e, epoch, d, data, t, stored.
         events: list[Event] | None = [
-            self._event(stream, e[0], e[1], now) for e in reversed(entries)
+            self._event(stream, e[0], int(f[1]), f[5], f[7] if len(f) > 7 else None, now)
+            for e in reversed(entries)
+            for f in (e[1],)
         ]
         if since is not None and since < head:
             assert events is not None
@@ -325,17 +337,22 @@ class RedisBroker:
 
     @staticmethod
     def _event(
-        stream: str, entry_id: bytes, fields: Sequence[bytes], now: tuple[float, float]
+        stream: str,
+        entry_id: bytes,
+        seq: int,
+        data: bytes,
+        stored: bytes | None,
+        now: tuple[float, float],
     ) -> Event:
-        # Fields as stored: s, seq, e, epoch, d, data, t, stored (us, Redis' clock).
-        seq = int(fields[1])
-        # accepted_at on this process's perf_counter, from when Redis stored it.
-        if len(fields) > 7:
-            stored = int(fields[7]) / 1e6
+        """An entry as an event; ``stored``: when Redis stored it (us, Redis' clock)."""
+        if stored is not None:
+            at = int(stored) / 1e6
         else:  # an entry from before ``t`` was stored: the id's milliseconds
-            stored = int(entry_id.partition(b"-")[0]) / 1e3
-        accepted = now[0] - max(0.0, now[1] - stored)
-        return Event(stream, seq, {**orjson.loads(fields[5]), "seq": seq}, accepted)
+            at = int(entry_id.partition(b"-")[0]) / 1e3
+        message = orjson.loads(data)  # stored without seq: a dict of its own to add it to
+        message["seq"] = seq
+        # accepted_at on this process's perf_counter, from when Redis stored it.
+        return Event(stream, seq, message, now[0] - max(0.0, now[1] - at))
 
     # -- leases and health ----------------------------------------------------------------
     async def lease(self, name: str, holder: str, ttl: float) -> bool:
@@ -432,34 +449,38 @@ class RedisBroker:
 
     async def _deliver(self, reply: Sequence[Any]) -> None:
         now = (time.perf_counter(), time.time())
+        event = self._event
         for key, entries in reply:
             stream = self._stream_of[key]
             known = self._known[stream]
-            seq, epoch = known.seq, known.epoch
+            seq = known.seq
+            epoch = known.epoch.encode()
             events: list[Event] = []
+            last_id = None
             for entry_id, fields in entries:
                 s = int(fields[b"s"])
-                e = _text(fields[b"e"])
-                if e == epoch and s <= seq:  # delivered already
-                    self._ids[key] = entry_id
+                if s == seq + 1 and fields[b"e"] == epoch:
+                    events.append(event(stream, entry_id, s, fields[b"d"], fields.get(b"t"), now))
+                    seq = s
+                    last_id = entry_id
                     continue
-                if e != epoch or s != seq + 1:
-                    # Redis lost the stream, or entries were trimmed before this
-                    # reader got them: continue from the stream's state as it is
-                    # now, which includes every entry of this reply.
-                    self._known[stream] = Position(seq, epoch)
-                    if events:
-                        self._hand_over(events)
-                        events = []
-                    await self._resync(stream, new_epoch=e != epoch)
-                    break
-                # As a script reads an entry: a flat list, in the order stored.
-                fields_list = [x for pair in fields.items() for x in pair]
-                events.append(self._event(stream, entry_id, fields_list, now))
-                seq = s
-                self._ids[key] = entry_id
+                if s <= seq and fields[b"e"] == epoch:  # delivered already
+                    last_id = entry_id
+                    continue
+                if last_id is not None:
+                    self._ids[key] = last_id
+                self._known[stream] = Position(seq, known.epoch)
+                if events:
+                    self._hand_over(events)
+                # Redis lost the stream, or entries were trimmed before this reader
+                # got them: continue from the stream's state as it is now, which
+                # includes every entry of this reply.
+                await self._resync(stream, new_epoch=fields[b"e"] != epoch)
+                break
             else:
-                self._known[stream] = Position(seq, epoch)
+                if last_id is not None:
+                    self._ids[key] = last_id
+                self._known[stream] = Position(seq, known.epoch)
                 if events:
                     self._hand_over(events)
 
