@@ -2,7 +2,9 @@
 
 Per stream, three keys share one hash tag (``aurigraph:{transactions}:...``):
 
-- ``meta``, a hash: ``epoch`` and ``seq``, the last seq assigned;
+- ``meta``, a hash: ``epoch``, ``seq``, the last seq assigned, and ``base``,
+  the seq the epoch started after (0, or where a new epoch took over from
+  one Redis lost writes of);
 - ``log``, a Redis Stream: one entry per event (``s`` seq, ``e`` epoch,
   ``d`` the message as JSON, without ``seq``, ``t`` Redis' clock when it was
   stored, in microseconds), trimmed to the stream's
@@ -23,6 +25,13 @@ published meanwhile. When the epoch of an entry is not the one it delivered
 from, or a seq was skipped (trimmed before it was read), the reader re-reads
 the stream's state and calls ``on_reset`` with the position it continues
 from: subscribers are told ``recovered: false`` rather than left with a gap.
+
+Redis may also lose its last writes and keep the epoch (an append-only file
+fsynced every second, a replica promoted behind its master): it then numbers
+again from below what readers delivered, and one ``SEQ:EPOCH`` would name two
+events. A reader that finds a seq it delivered already, or a stored seq below
+it, moves the stream to a new epoch in one script (once, whichever process
+sees it first) and resyncs: that too is announced ``recovered: false``.
 """
 
 from __future__ import annotations
@@ -163,18 +172,36 @@ return {epoch, head, oldest, entries}
 )
 
 # KEYS: meta, log, snap. ARGV: fresh epoch, max age ms. Returns {epoch, head seq,
-# id of the newest entry or "0-0", the snapshot set, seq of the oldest entry or 0}.
-_STATE = (
-    _ENSURE
-    + """
+# id of the newest entry or "0-0", the snapshot set, seq of the oldest entry or 0,
+# the seq the epoch started after}.
+_STATE_READ = """
 local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
 local last = '0-0'
 local first = 0
 if newest[1] then last = newest[1][1] end
 if oldest[1] then first = tonumber(oldest[1][2][2]) end
-return {epoch, head, last, redis.call('HVALS', KEYS[3]), first}
+local base = tonumber(redis.call('HGET', KEYS[1], 'base') or 0)
+return {epoch, head, last, redis.call('HVALS', KEYS[3]), first, base}
 """
+_STATE = _ENSURE + _STATE_READ
+
+# Redis lost writes it had acknowledged (an AOF fsynced every second, a replica
+# promoted behind its master) and went on numbering under the same epoch: seqs
+# already delivered would name other events. KEYS: meta, log, snap. ARGV: fresh
+# epoch, max age ms, the epoch that lost them. If the stream is still on it, it
+# moves to the fresh epoch, which goes on from the stored seq (``base``, the seq
+# the epoch starts after); the log, whose positions are now ambiguous, is
+# dropped; the snapshot set is Redis' current one and stays. Returns the state as
+# _STATE does (the fresh epoch, or the one another process moved it to first).
+_FORK = (
+    """
+if redis.call('HGET', KEYS[1], 'epoch') == ARGV[3] then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'base', redis.call('HGET', KEYS[1], 'seq'))
+  redis.call('DEL', KEYS[2])
+end
+"""
+    + _STATE
 )
 
 # KEYS: the lease. ARGV: holder, ttl ms. 1 if the holder holds it now.
@@ -190,6 +217,11 @@ if not current then
 end
 return 0
 """
+
+
+# (position, id of the newest entry, the snapshot set or None, seq of the oldest entry,
+# the seq the epoch started after).
+_State = tuple[Position, bytes, list[dict[str, Any]] | None, int, int]
 
 
 def stream_keys(stream: str) -> tuple[str, str, str]:
@@ -234,6 +266,7 @@ class RedisBroker:
         self._publish = self._client.register_script(_PUBLISH)
         self._history = self._client.register_script(_HISTORY)
         self._state = self._client.register_script(_STATE)
+        self._fork = self._client.register_script(_FORK)
         self._lease = self._client.register_script(_LEASE)
         self._keys = {name: stream_keys(name) for name in policies}
         self._stream_of = {keys[1].encode(): name for name, keys in self._keys.items()}
@@ -376,48 +409,72 @@ class RedisBroker:
             return False
 
     # -- the reader -------------------------------------------------------------------------
-    async def _state_of(
-        self, stream: str
-    ) -> tuple[Position, bytes, list[dict[str, Any]] | None, int]:
-        policy = self._policies[stream]
-        epoch, head, last, items, oldest = await self._state(
-            keys=self._keys[stream], args=[secrets.token_hex(4), int(policy.max_age * 1000)]
-        )
+    def _parsed_state(self, stream: str, reply: Sequence[Any]) -> _State:
+        epoch, head, last, items, oldest, base = reply
         snapshot = [_snapshot_item(v) for v in items] if stream in SNAPSHOT_KEYS else None
-        return Position(int(head), _text(epoch)), last, snapshot, int(oldest)
+        return Position(int(head), _text(epoch)), last, snapshot, int(oldest), int(base)
 
-    async def _resync(self, stream: str, *, new_epoch: bool = False) -> None:
-        """Continue ``stream`` from its state in Redis now, telling the handler's owner.
+    def _state_args(self, stream: str, *more: str) -> list[str | int]:
+        return [secrets.token_hex(4), int(self._policies[stream].max_age * 1000), *more]
 
-        A new epoch whose log still starts at seq 1 is delivered from its start
-        (the reset says position 0, the snapshot set starts empty): subscribers
-        then get every event of it. Otherwise delivery goes on after the head,
-        with the stored snapshot set.
+    async def _state_of(self, stream: str) -> _State:
+        reply = await self._state(keys=self._keys[stream], args=self._state_args(stream))
+        return self._parsed_state(stream, reply)
+
+    async def _resync(
+        self, stream: str, *, new_epoch: bool = False, state: _State | None = None
+    ) -> None:
+        """Continue ``stream`` from its state in Redis now (``state`` when already read),
+        telling the handler's owner.
+
+        A new epoch whose log still starts at its first seq is delivered from
+        its start (the reset says the position it started after; a new stream's
+        snapshot set starts empty): subscribers then get every event of it.
+        Otherwise delivery goes on after the head, with the stored snapshot set.
         """
-        position, last, items, oldest = await self._state_of(stream)
-        if new_epoch and oldest <= 1:
-            position = Position(0, position.epoch)
+        if state is None:
+            state = await self._state_of(stream)
+        position, last, items, oldest, base = state
+        if new_epoch and oldest == base + 1:
+            position = Position(base, position.epoch)
             last = b"0-0"
-            items = [] if items is not None else None
+            if base == 0 and items is not None:
+                items = []
         self._known[stream] = position
         self._ids[self._keys[stream][1].encode()] = last
         if self._on_reset is not None:
             self._on_reset(stream, position, items)
 
+    async def _fork_epoch(self, stream: str, lost: str) -> None:
+        """Redis numbers ``stream`` again from below what was delivered, under the epoch
+        ``lost``: move it to a new epoch (atomically, once for every process) and resync."""
+        logger.warning(
+            "Redis lost acknowledged events of the stream: new epoch",
+            extra={"stream": stream, "epoch": lost},
+        )
+        reply = await self._fork(keys=self._keys[stream], args=self._state_args(stream, lost))
+        await self._resync(stream, new_epoch=True, state=self._parsed_state(stream, reply))
+
     async def _sync(self) -> None:
-        """After (re)connecting: streams Redis lost start over; the others read on."""
-        for stream in self._policies:
+        """After (re)connecting: streams Redis lost start over, streams it numbers again
+        from below what was delivered get a new epoch, the others read on."""
+        streams = list(self._policies)
+        async with self._client.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.hmget(self._keys[stream][0], ["epoch", "seq"])
+            stored = await pipe.execute()
+        for stream, (epoch, seq) in zip(streams, stored, strict=True):
             known = self._known.get(stream)
             if known is None:
                 await self._resync(stream)
-                continue
-            position, _last, _items, _oldest = await self._state_of(stream)
-            if position.epoch != known.epoch:
+            elif epoch is None or _text(epoch) != known.epoch:
                 logger.warning(
                     "stream history lost in Redis: new epoch",
-                    extra={"stream": stream, "epoch": position.epoch},
+                    extra={"stream": stream, "epoch": _text(epoch or b"")},
                 )
                 await self._resync(stream, new_epoch=True)
+            elif int(seq or 0) < known.seq:
+                await self._fork_epoch(stream, known.epoch)
 
     async def _run(self) -> None:
         backoff = 0.05
@@ -464,18 +521,21 @@ class RedisBroker:
                     seq = s
                     last_id = entry_id
                     continue
-                if s <= seq and fields[b"e"] == epoch:  # delivered already
-                    last_id = entry_id
-                    continue
                 if last_id is not None:
                     self._ids[key] = last_id
                 self._known[stream] = Position(seq, known.epoch)
                 if events:
                     self._hand_over(events)
-                # Redis lost the stream, or entries were trimmed before this reader
-                # got them: continue from the stream's state as it is now, which
-                # includes every entry of this reply.
-                await self._resync(stream, new_epoch=fields[b"e"] != epoch)
+                # Continue from the stream's state as it is now, which includes every
+                # entry of this reply.
+                if fields[b"e"] != epoch:
+                    await self._resync(stream, new_epoch=True)  # Redis lost the stream
+                elif s <= seq:
+                    # A seq delivered already names another event: Redis lost writes
+                    # and numbered on from where its copy was.
+                    await self._fork_epoch(stream, known.epoch)
+                else:
+                    await self._resync(stream)  # entries trimmed before this reader got them
                 break
             else:
                 if last_id is not None:
