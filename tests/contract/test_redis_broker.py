@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from aurigraph_stream.broker.base import BrokerUnavailable
 from aurigraph_stream.broker.history import HistoryPolicy
 from aurigraph_stream.broker.redis import RedisBroker, stream_keys
 from aurigraph_stream.contract import Position
+from aurigraph_stream.event import Event
 from tests.contract.test_broker import Received, msgs, run
 from tests.support.redisserver import RedisServer, redis_server
 
@@ -309,6 +310,53 @@ def test_a_restart_that_lost_acknowledged_events_starts_a_new_epoch(
         await received.wait_for(6)
         assert received.seqs("b") == [1, 2, 3, 4, 5, 4]  # the second 4 in the new epoch
         assert broker.delivered("b") == Position(4, new.epoch)
+        await broker.close()
+
+    caplog.set_level(logging.WARNING, logger="aurigraph_stream.broker")
+    run(scenario)
+
+
+class Failing(Received):
+    """A handler that raises once when armed, as a bug past the broker would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+
+    def __call__(self, events: Sequence[Event]) -> None:
+        if self.armed:
+            self.armed = False
+            raise RuntimeError("handler failed")
+        super().__call__(events)
+
+
+def test_a_reader_error_is_logged_announced_and_survived(
+    server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error the reader does not expect is logged, every stream is resynced (announced:
+    what was being delivered may be lost) and delivery goes on; readiness is UP while the
+    reader runs and DOWN once it is gone."""
+
+    async def scenario() -> None:
+        broker = RedisBroker(server.url, POLICIES)
+        received, resets = Failing(), Resets()
+        await broker.start(received, resets)
+        epoch = (await broker.history("b", None)).position.epoch
+        received.armed = True
+        assert await broker.publish("b", msgs(1)) == [1]
+        for stream in POLICIES:
+            await resets.wait_for(stream, 2)
+        assert resets.of("b")[-1] == Position(1, epoch)
+        assert "broker reader failed" in caplog.text
+        assert await broker.publish("b", msgs(1)) == [2]
+        await received.wait_for(1)
+        assert received.seqs("b") == [2]
+        assert await broker.ping() is True
+        task = broker._task
+        assert task is not None
+        task.cancel()  # the reader gone, however it went
+        await asyncio.wait({task}, timeout=5)
+        assert await broker.ping() is False
         await broker.close()
 
     caplog.set_level(logging.WARNING, logger="aurigraph_stream.broker")

@@ -289,6 +289,13 @@ class RedisBroker:
             logger.warning("broker unreachable at start", extra={"error": type(exc).__name__})
             self._up = False
         self._task = asyncio.create_task(self._run(), name="redis-reader")
+        self._task.add_done_callback(self._reader_ended)
+
+    def _reader_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._closing:
+            return
+        # Not expected (_run handles every Exception), but readiness must say it.
+        logger.error("broker reader stopped; readiness is DOWN", exc_info=task.exception())
 
     async def close(self) -> None:
         self._handler = None
@@ -301,8 +308,8 @@ class RedisBroker:
             done, _ = await asyncio.wait({task}, timeout=BLOCK_MS / 1000 + COMMAND_TIMEOUT + 1)
             if not done:
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task  # an error of its own was logged when it ended
         await self._reader.aclose()
         await self._client.aclose()
 
@@ -402,6 +409,8 @@ class RedisBroker:
     async def ping(self) -> bool:
         if self._closing:
             return False
+        if self._task is not None and self._task.done():
+            return False  # no reader: nothing published would be delivered here
         try:
             async with asyncio.timeout(PING_TIMEOUT):
                 return bool(await self._client.ping())
@@ -479,9 +488,14 @@ class RedisBroker:
     async def _run(self) -> None:
         backoff = 0.05
         need_sync = not self._up
+        resync_all = False
         while not self._closing:
             try:
-                if need_sync:
+                if resync_all:
+                    for stream in self._policies:
+                        await self._resync(stream)
+                    resync_all = need_sync = False
+                elif need_sync:
                     await self._sync()
                     need_sync = False
                 ids: Any = self._ids
@@ -499,6 +513,15 @@ class RedisBroker:
                     logger.warning("broker unreachable", extra={"error": type(exc).__name__})
                     self._up = False
                 need_sync = True
+                if self._closing:
+                    return
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+            except Exception:
+                # A bug, or an entry it cannot read: what was being delivered may be
+                # lost, so every stream starts again from its head, announced.
+                logger.exception("broker reader failed; resyncing every stream")
+                resync_all = True
                 if self._closing:
                     return
                 await asyncio.sleep(backoff)
