@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aurigraph_stream.broker import is_shared
 from aurigraph_stream.broker.history import HistoryPolicy, parse_policies
 from aurigraph_stream.errors import ConfigError, shown
 from aurigraph_stream.streams import NAMES
@@ -227,10 +228,10 @@ class Settings:
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log_format must be text or json, not {self.log_format!r}")
         self.history_policies()  # raises ConfigError for a bad history_streams
-        scheme = self.broker_url.partition("://")[0]
-        if self.workers > 1 and scheme == "memory":
+        if self.workers > 1 and not is_shared(self.broker_url):
+            scheme = self.broker_url.partition("://")[0]
             raise ConfigError(
-                f"workers = {self.workers} needs a shared broker: with memory:// each process "
+                f"workers = {self.workers} needs a shared broker: with {scheme}:// each process "
                 "would number and keep its own events; use --broker-url redis://HOST:PORT/DB"
             )
         for f in dataclasses.fields(self):

@@ -237,7 +237,7 @@ def test_a_starting_point_that_fails_to_load_closes_a_stream_endpoint_with_1011(
     being away: close 1011 (internal error), not 1013 (try again later), and out of the
     hub."""
 
-    async def broken(stream: str, since: int | None) -> HistoryRead:
+    async def broken(stream: str, since: int | None, newest: int | None = None) -> HistoryRead:
         raise RuntimeError("a reply this server cannot read")
 
     async def scenario() -> None:

@@ -340,7 +340,7 @@ def test_a_history_that_fails_to_load_ends_the_subscription_with_an_error() -> N
     of the hub, so that no live event is kept for it. It used to stay loading for ever, with
     no reply, while the hub kept its live events."""
 
-    async def broken(stream: str, since: int | None) -> HistoryRead:
+    async def broken(stream: str, since: int | None, newest: int | None = None) -> HistoryRead:
         raise RuntimeError("a reply this server cannot read")
 
     async def scenario(node: Node) -> None:
@@ -373,7 +373,7 @@ def test_a_history_the_broker_never_answers_gives_the_budget_back(
     again."""
     monkeypatch.setattr(subscribe, "HISTORY_WAIT", 0.0)
 
-    async def away(stream: str, since: int | None) -> HistoryRead:
+    async def away(stream: str, since: int | None, newest: int | None = None) -> HistoryRead:
         raise BrokerUnavailable("redis is not answering")
 
     async def scenario(node: Node) -> None:

@@ -165,3 +165,14 @@ def test_every_setting_has_help_and_a_profile_key_is_a_field() -> None:
         assert f.metadata.get("help"), f.name
     for overrides in PROFILES.values():
         assert set(overrides) <= set(FIELDS)
+
+
+def test_more_than_one_worker_needs_a_broker_that_processes_share() -> None:
+    """workers > 1 is refused unless the broker is shared (redis://, rediss://), whatever
+    else the URL names: each process would number its own events."""
+    for url in ("redis://127.0.0.1:6379/0", "rediss://:pw@cache:6380/1"):
+        assert Settings(workers=4, broker_url=url).workers == 4
+    assert Settings(workers=1, broker_url="memory://").workers == 1
+    for url in ("memory://", "nats://127.0.0.1:4222"):
+        with pytest.raises(ConfigError, match="needs a shared broker"):
+            Settings(workers=2, broker_url=url)

@@ -16,15 +16,19 @@ closed as a slow consumer (4008), as one that falls behind live traffic is.
 
 A networked broker (Redis) cannot read its history synchronously. There the
 subscription joins the hub at once in a *loading* state, in which the hub
-keeps the live events it would have received (as centrifuge's ``PubSubSync``
-does); the history is read in the background; then, in one synchronous step,
-the replay is queued, followed by the kept events newer than the history's
-position, and the subscription receives live events from where those end.
-Every event published after the buffering started is in the history read or
-among the kept events, and the seq check drops what is in both. That replay
-is queued whole, not paced. A snapshot, or a start without a replay, needs no
-read: the node's snapshot set is exactly as of the last event it delivered
-(``Broker.delivered``).
+keeps the live events it would have received, those that pass its filter (as
+centrifuge's ``PubSubSync`` does); the history is read in the background; then
+the starting frames are queued, and the replay, followed by the kept events
+newer than the history's position, goes out paced as above (:class:`Replay`):
+the subscription keeps loading until a step finds nothing newer kept, and joins
+live delivery in that step. Every event published after the buffering started
+is in the history read or among the kept events, and the seq check drops what
+is in both. A subscription keeps at most the hub's loading limit of events:
+past it (a client too slow for its replay, or a history slow to come), what
+it kept no longer joins up, and it is told ``recovered: false`` from the last
+event this node delivered, as after a reset. A snapshot, or a start without a
+replay (``replay=0``), needs no read: the node's snapshot set is exactly as of
+the last event it delivered (``Broker.delivered``).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from aurigraph_stream.hub.frames import snapshot_frame
 from aurigraph_stream.node import Node
 from aurigraph_stream.subscription import Start, SubscribeRequest, history_since, starting_point
 
-__all__ = ["HISTORY_WAIT", "CatchUp", "attach", "reply"]
+__all__ = ["HISTORY_WAIT", "CatchUp", "Replay", "attach", "reply"]
 
 HISTORY_WAIT = 10.0  # seconds a subscription waits for an unreachable broker's history
 
@@ -123,6 +127,75 @@ class CatchUp:
         return False
 
 
+class Replay:
+    """A networked broker's replay and the live events kept while it loaded, sent a bounded
+    step at a time; then the subscription, loading until then, goes live.
+
+    ``events`` are what is left to send (already filtered), ``cursor`` the newest seq
+    the start covers. When they are sent, a step takes what the hub kept meanwhile:
+    the events newer than ``cursor`` are sent next; when there are none, the
+    subscription joins live delivery in that same step.
+    """
+
+    __slots__ = ("at", "cursor", "events", "level", "node", "step_bytes", "sub")
+
+    def __init__(self, node: Node, sub: Subscription, events: list[Event], cursor: int) -> None:
+        self.node = node
+        self.sub = sub
+        self.events = events
+        self.at = 0
+        self.cursor = cursor
+        self.level = node.settings.compression_level
+        self.step_bytes = min(STEP_BYTES, node.settings.max_buffered_bytes // 2)
+
+    @property
+    def sink(self) -> Subscriber:
+        return self.sub.sink
+
+    def step(self) -> bool:
+        sub = self.sub
+        sink = sub.sink
+        hub = self.node.hub
+        if sub not in sink.subscriptions:  # unsubscribed, or the connection closed
+            return False
+        events = self.events
+        frames: list[bytes] = []
+        size = 0
+        start = at = self.at
+        while at < len(events):
+            event = events[at]
+            at += 1
+            if event.seq > self.cursor:
+                self.cursor = event.seq
+            # An event this format cannot carry is left out (and logged), as live.
+            frame = _replayed_frame(sub, event, self.level)
+            if frame is not None:
+                frames.append(frame)
+                size += len(frame)
+            if size >= self.step_bytes or at - start >= STEP_EVENTS:
+                break
+        self.at = at
+        hub.enqueue(sink, frames)
+        if at < len(events):
+            return True
+        kept = hub.drain_buffer(sub)
+        if kept is None:
+            # A reset, or more live events than a loading subscription keeps: what it
+            # kept no longer joins up. It goes on from what this node delivered.
+            hub.take_buffer(sub)
+            position = self.node.broker.delivered(sub.stream)
+            hub.announce(sub, position)
+            hub.join_after(sub, position.seq)
+            return False
+        newer = [e for e in kept if e.seq > self.cursor]
+        if newer:
+            self.events, self.at = newer, 0
+            return True
+        hub.take_buffer(sub)  # nothing newer: live from here, in this same step
+        hub.join_after(sub, self.cursor)
+        return False
+
+
 def attach(
     node: Node,
     sink: Subscriber,
@@ -146,13 +219,13 @@ def attach(
     control = sub_id is None  # a /ws/{stream} subscription with a starting point
     read = node.broker.history_now(stream, history_since(request))
     if read is None:
-        if request.since is not None or request.replay is not None:
+        if request.since is not None or request.replay:
             sub = hub.subscribe(
                 sink, stream, (codec, bits), flt, sub_id=sub_id, loading=True, control=control
             )
             node.load(_load_or_fail(node, sub, request, failed))
             return sub
-        start = _from_delivered(node, request)
+        start = _from_delivered(node, request)  # replay=0 or a snapshot: no read needed
     else:
         start = starting_point(request, read)
     position = start.position
@@ -199,19 +272,26 @@ def _head_frames(
 
 def _from_delivered(node: Node, request: SubscribeRequest) -> Start:
     """A start at the last event this node delivered, with no replay: a networked broker's
-    snapshot-only subscription, or one whose resume failed (``recovered`` false then)."""
+    snapshot-only or ``replay=0`` subscription, or one whose resume or replay failed
+    (``recovered`` false then)."""
     position = node.broker.delivered(request.stream)
-    asked = request.since is not None or request.replay is not None
+    asked = request.since is not None or bool(request.replay)
     return Start(position, not asked, [], request.snapshot)
 
 
-async def _read_history(node: Node, sub: Subscription, since: int | None) -> HistoryRead | None:
-    """The history, retried while the broker is unreachable (bounded); None if given up."""
+async def _read_history(
+    node: Node, sub: Subscription, since: int | None, newest: int | None
+) -> HistoryRead | None:
+    """The history, retried while the broker is unreachable (bounded); None if given up.
+
+    The last attempt may start just before :data:`HISTORY_WAIT` and take a command's
+    timeout, so giving up can take a few seconds more than it.
+    """
     deadline = time.monotonic() + HISTORY_WAIT
     delay = 0.1
     while True:
         try:
-            return await node.broker.history(sub.stream, since)
+            return await node.broker.history(sub.stream, since, newest)
         except BrokerUnavailable:
             if time.monotonic() + delay > deadline or sub not in sub.sink.subscriptions:
                 return None
@@ -241,8 +321,12 @@ async def _load_or_fail(
 async def _load(
     node: Node, sub: Subscription, request: SubscribeRequest, failed: Failed | None
 ) -> None:
-    """A networked broker's history for a loading subscription, then its starting frames."""
-    read = await _read_history(node, sub, history_since(request))
+    """A networked broker's history for a loading subscription, then its starting frames
+    and its paced replay."""
+    since = history_since(request)
+    # replay=N with no filter: the newest N are all it needs of the history.
+    newest = request.replay if since is None and not request.filter.clauses else None
+    read = await _read_history(node, sub, since, newest)
     hub = node.hub
     if sub not in sub.sink.subscriptions:
         return  # the client left, or unsubscribed, meanwhile
@@ -256,32 +340,32 @@ async def _load(
                 )
             )
         return
-    # From here to the end: one synchronous step, no event can come in between.
-    level = node.settings.compression_level
+    # From here to the first step of the replay: one synchronous step, no event can
+    # come in between.
     delivered = node.broker.delivered(sub.stream)
-    buffered = hub.take_buffer(sub)
+    kept = hub.drain_buffer(sub)
     start = starting_point(request, read)
-    continuous = buffered is not None and delivered.epoch == read.position.epoch
+    continuous = kept is not None and delivered.epoch == read.position.epoch
     if continuous and request.since is not None and not start.recovered:
         continuous = False  # not resumed: start from what this node delivered, as live does
     if not continuous:
-        # Not resumed, or a reset came while loading (the history read belongs to
-        # a lost epoch): the position is the last event delivered here, the
+        # Not resumed, or the kept events no longer join up (a reset came while
+        # loading, and the history read belongs to a lost epoch; or more came than a
+        # subscription keeps): the position is the last event delivered here, the
         # snapshot is as of it, and live events follow it.
         start = _from_delivered(node, request)
-        buffered = []
-    assert buffered is not None
+        hub.take_buffer(sub)
+        hub.enqueue(sub.sink, _head_frames(node, request, start, sub.codec, sub.bits, sub.id))
+        hub.join_after(sub, start.position.seq)
+        return
+    assert kept is not None
     position = start.position
-    flt = sub.filter
+    hub.enqueue(sub.sink, _head_frames(node, request, start, sub.codec, sub.bits, sub.id))
     # The replay, then the live events kept while it loaded that are newer than it
-    # (sent whatever ``recovered`` says, as live events are). An event this format
-    # cannot carry is left out (and logged), as in live delivery.
-    newer = [e for e in buffered if e.seq > position.seq and flt.matches(e.data)]
-    frames = [_replayed_frame(sub, e, level) for e in [*start.replayed, *newer]]
-    replay_frames = [f for f in frames if f is not None]
-    head = _head_frames(node, request, start, sub.codec, sub.bits, sub.id)
-    # Live events resume after the newer of the start's last event and the last one
-    # kept: those the hub holds for a later tick (its fan-out budget), or that the
-    # reader has yet to hand over, follow in order.
-    hub.join_after(sub, max(position.seq, buffered[-1].seq if buffered else 0))
-    hub.enqueue(sub.sink, head + replay_frames)
+    # (sent whatever ``recovered`` says, as live events are); those the hub holds for
+    # a later tick (its fan-out budget), or that the reader has yet to hand over,
+    # are kept meanwhile and follow in order.
+    newer = [e for e in kept if e.seq > position.seq]
+    job = Replay(node, sub, [*start.replayed, *newer], position.seq)
+    if job.step():
+        hub.pace(job)
