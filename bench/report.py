@@ -338,9 +338,10 @@ def _soak_verdicts(rows: Sequence[Row], server: str, soak: SoakFigures | None) -
             and "0 not recovered" in row.note,
         ),
         Verdict(
-            f"{label}: every reader that stopped was closed as slow (4008)",
-            f"{soak.slow_closed} of {soak.slow_readers}",
-            soak.slow_closed >= soak.slow_readers,
+            f"{label}: every reader that stopped was closed (4008 slow, or 4009 no pong)",
+            f"{soak.slow_closed + soak.silent_closed} of {soak.slow_readers} "
+            f"({soak.slow_closed} with 4008, {soak.silent_closed} with 4009)",
+            soak.slow_closed + soak.silent_closed >= soak.slow_readers,
         ),
         Verdict(
             f"{label}: the collector's longest pause < 20 ms",

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 
 from bench.gcwatch import pauses_between
 from bench.loadgen import LoadGenerator, Snapshot
@@ -100,7 +101,8 @@ FIXED_RATE = 10.0  # scenario 1 step at which CPU per delivery is compared (x 1,
 TARGET_MS = 100.0  # the spec's broadcast latency target (latency_target_ms): a step passes under it
 
 # Scenario 8's ramp: single-event requests pipelined on one connection, msg/s.
-GOVERNOR_RATES: tuple[float, ...] = (50, 100, 150, 200, 250, 300, 350, 400)
+# Past 400 (the ramp the target names) as scenario 1 goes, while any server still passes.
+GOVERNOR_RATES: tuple[float, ...] = (50, 100, 150, 200, 250, 300, 350, 400, 500, 650, 800)
 GOVERNOR_QUICK_RATES: tuple[float, ...] = (100, 300)
 
 
@@ -982,7 +984,10 @@ class SoakFigures:
     reconnects: int = 0
     reconnect_failures: int = 0
     slow_readers: int = 0
-    slow_closed: int = 0  # closed by the server as slow consumers (4008)
+    # A reader that never reads is closed by whichever comes first: its buffer passing
+    # max_buffered_bytes (4008) or a ping it never answers (4009).
+    slow_closed: int = 0  # 4008
+    silent_closed: int = 0  # 4009
     longest_gc_ms: float = 0.0
 
 
@@ -992,8 +997,9 @@ def soak(bench: Bench) -> None:
     200 events/s spread over the 50 addresses, and a reader of the whole stream that stops
     reading every minute (the server must close it as slow), for ``--soak`` seconds, with
     the memory broker and then on Redis. Targets: RSS after the first minute grows by
-    under 5 %, the open descriptors come back to their level before the soak, every
-    resume is recovered with no gap, and the collector's longest pause stays under 20 ms."""
+    under 5 %, the open descriptors (less the Redis client's pool) come back to their
+    level before the soak, every resume is recovered with no gap, and the collector's
+    longest pause stays under 20 ms."""
     opts = bench.opts
     if opts.soak <= 0:
         bench.results.skipped["9 soak"] = 'not asked for: make bench ARGS="--soak 600"'
@@ -1033,7 +1039,7 @@ def _soak_one(bench: Bench, name: str) -> None:
         _, opened = bench.connect_control(server, paths, stride=max(1, groups))
         with Publisher(server.publish_target("transactions")) as pub:
             first = pub.prime()
-            figures = SoakFigures(fds_before=open_fds(server.pid))
+            figures = SoakFigures(fds_before=_client_fds(server))
             bench.lg.reset(first, group)
             wall0 = time.time()
             t0 = time.monotonic()
@@ -1053,11 +1059,9 @@ def _soak_one(bench: Bench, name: str) -> None:
                 for sock in slow:
                     sock.close()
             stats = server_stats(server)
-            figures.slow_closed = (
-                int(stats["endpoints"]["transactions"]["slowConsumerDisconnects"])
-                if stats is not None
-                else -1
-            )
+            closes = stats["endpoints"]["transactions"] if stats is not None else None
+            figures.slow_closed = -1 if closes is None else closes["slowConsumerDisconnects"]
+            figures.silent_closed = -1 if closes is None else closes["keepaliveDisconnects"]
             figures.rss_end = server.rss()
             figures.fds_after = _settled_fds(server, figures.fds_before)
             pauses = pauses_between(server.log_path, wall0, time.time())
@@ -1083,7 +1087,8 @@ def _soak_one(bench: Bench, name: str) -> None:
             f"fds {figures.fds_before} before, {figures.fds_after} after; "
             f"resumes {figures.reconnects} ({figures.reconnect_failures} failed, "
             f"{snap.unrecovered} not recovered); slow readers {figures.slow_readers}, "
-            f"closed as slow {figures.slow_closed}; longest GC pause "
+            f"closed as slow (4008) {figures.slow_closed}, for no pong (4009) "
+            f"{figures.silent_closed}; longest GC pause "
             f"{figures.longest_gc_ms:.1f} ms "
         )
         row.passed = (
@@ -1094,7 +1099,7 @@ def _soak_one(bench: Bench, name: str) -> None:
             and growth is not None
             and growth < 0.05
             and figures.fds_after <= figures.fds_before
-            and figures.slow_closed >= figures.slow_readers
+            and figures.slow_closed + figures.silent_closed >= figures.slow_readers
             and figures.longest_gc_ms < 20.0
         )
         bench.results.soak[name] = figures
@@ -1173,14 +1178,30 @@ def _slow_reader(server: BenchServer) -> socket.socket:
     return sock
 
 
-def _settled_fds(server: BenchServer, before: int, timeout: float = 10.0) -> int:
-    """The server's open descriptors once closing connections are gone (bounded wait)."""
+def _client_fds(server: BenchServer) -> int:
+    """The server's open descriptors, less its connections to its own Redis: the Redis
+    client keeps open as many as it once needed at the same time (its pool; the resumes'
+    history reads come in bursts), which is not a leak."""
     fds = open_fds(server.pid)
+    redis: RedisProcess | None = getattr(server, "redis", None)
+    if redis is None:
+        return fds
+    try:
+        sockets = psutil.Process(server.pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return fds
+    return fds - sum(1 for c in sockets if c.raddr and c.raddr.port == redis.port)
+
+
+def _settled_fds(server: BenchServer, before: int, timeout: float = 10.0) -> int:
+    """The server's open descriptors (less Redis') once closing connections are gone
+    (bounded wait)."""
+    fds = _client_fds(server)
     for _ in range(int(timeout / 0.2)):
         if fds <= before:
             break
         time.sleep(0.2)
-        fds = open_fds(server.pid)
+        fds = _client_fds(server)
     return fds
 
 

@@ -21,7 +21,7 @@ serialized messages concatenated, which decode as their merge.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,8 +184,8 @@ CODECS: dict[str, Codec] = {
 DEFAULT = CODECS["json"]
 
 
-def select_codec(protocols: str | None, fmt: str | None) -> tuple[Codec, str | None]:
-    """Choose the format from ``Sec-WebSocket-Protocol`` and a ``format`` parameter.
+def select_codec(offered: Sequence[str], fmt: str | None) -> tuple[Codec, str | None]:
+    """Choose the format from the offered subprotocols and a ``format`` parameter.
 
     Returns the codec and the subprotocol to answer with (``None``: no header).
     Offered subprotocols that are not ours are ignored; the first of ours
@@ -198,7 +198,7 @@ def select_codec(protocols: str | None, fmt: str | None) -> tuple[Codec, str | N
     chosen: Codec | None = None
     answer: str | None = None
     unknown: list[str] = []
-    for offer in (p.strip() for p in (protocols or "").split(",")):
+    for offer in offered:
         if not offer.startswith(SUBPROTOCOL_PREFIX) or offer in NOT_FORMATS:
             continue
         codec = CODECS.get(offer.removeprefix(SUBPROTOCOL_PREFIX))

@@ -8,7 +8,9 @@ top level and per profile in ``[dev]`` / ``[prod]`` tables, like Quarkus'
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import sys
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -16,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aurigraph_stream.broker import is_shared
 from aurigraph_stream.broker.history import HistoryPolicy, parse_policies
-from aurigraph_stream.errors import ConfigError
+from aurigraph_stream.errors import ConfigError, shown
 from aurigraph_stream.streams import NAMES
 
 __all__ = ["KINDS", "PROFILES", "Settings", "coerce", "load_settings", "split_list"]
@@ -225,16 +228,22 @@ class Settings:
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log_format must be text or json, not {self.log_format!r}")
         self.history_policies()  # raises ConfigError for a bad history_streams
-        scheme = self.broker_url.partition("://")[0]
-        if self.workers > 1 and scheme == "memory":
+        if self.workers > 1 and not is_shared(self.broker_url):
+            scheme = self.broker_url.partition("://")[0]
             raise ConfigError(
-                f"workers = {self.workers} needs a shared broker: with memory:// each process "
+                f"workers = {self.workers} needs a shared broker: with {scheme}:// each process "
                 "would number and keep its own events; use --broker-url redis://HOST:PORT/DB"
             )
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if value is None or isinstance(value, bool) or not isinstance(value, int | float):
                 continue
+            # NaN passes every comparison below, and infinity every minimum; an integer
+            # past a C size would overflow where it is used, long after the start.
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name} must be a finite number, not {value}")
+            if abs(value) > sys.maxsize:
+                raise ConfigError(f"{f.name} must be at most {sys.maxsize}, not {shown(value)}")
             if "min" in f.metadata and value < f.metadata["min"]:
                 raise ConfigError(f"{f.name} must be at least {f.metadata['min']}, not {value}")
             if "max" in f.metadata and value > f.metadata["max"]:
@@ -325,8 +334,8 @@ def coerce(name: str, raw: Any) -> Any:
         if not isinstance(raw, str):
             raise ValueError(raw)
         return raw
-    except ValueError:
-        raise ConfigError(f"{name}: expected {kind.__name__}, got {raw!r}") from None
+    except (ValueError, OverflowError):  # OverflowError: float() of a huge TOML integer
+        raise ConfigError(f"{name}: expected {kind.__name__}, got {shown(raw)}") from None
 
 
 def load_settings(

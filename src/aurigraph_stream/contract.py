@@ -9,9 +9,12 @@ Docs and the AsyncAPI document read these values; nothing repeats them.
 
 Close codes follow RFC 6455 section 7.4 for 1000-1015. Application codes use
 4000-4999 and split like centrifuge's: 4000-4499 means "reconnect, possibly
-later", 4500-4999 means "do not reconnect with the same request". 4003
-(forbidden) is the one exception in the lower range: its number says 403, and
-reconnecting with the same token would only be refused again.
+later", 4500-4999 means "do not reconnect with the same request". The lower
+range has two exceptions: 4003 (forbidden), whose number says 403, since
+reconnecting with the same token would only be refused again; and 4400-4499,
+sent on ``/graphql`` only, the graphql-transport-ws protocol's own codes with
+that protocol's meanings: the client's mistakes, which a reconnect would
+repeat (all but 4408, its initialisation timeout).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ __all__ = [
     "MAX_SEQ",
     "MUX_ENDPOINT",
     "MUX_PATH",
+    "SINCE_PATTERN",
     "STREAM_PATH_PREFIX",
     "SUBPROTOCOL_PREFIX",
     "CloseCode",
@@ -107,7 +111,7 @@ _ID: dict[str, Any] = {
     "description": "The client's name for the subscription, unique on the connection.",
 }
 # A seq has at most 19 digits (it fits 63 bits); more is refused before int() reads it.
-_SINCE_TEXT = r"^[0-9]{1,19}(:[^:]{1,64})?$"
+SINCE_PATTERN = r"^[0-9]{1,19}(:[^:]{1,64})?$"
 MAX_SEQ = 2**63 - 1
 
 #: Every command a client may send on ``/ws``; ``$defs`` holds one schema per
@@ -156,7 +160,7 @@ COMMAND_SCHEMA: dict[str, Any] = {
                     "{seq, epoch}; the subscribed reply says recovered true or false.",
                     "anyOf": [
                         {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
-                        {"type": "string", "pattern": _SINCE_TEXT},
+                        {"type": "string", "pattern": SINCE_PATTERN},
                         {
                             "type": "object",
                             "required": ["seq"],
@@ -222,14 +226,18 @@ COMMAND_SCHEMA: dict[str, Any] = {
 
 # -- close codes -----------------------------------------------------------------
 class CloseCode(enum.IntEnum):
-    """Every close code the server sends, with the reason text it sends."""
+    """Every close code the server sends, with the reason text it sends.
+
+    And two it never sends, 1003 and 1008: the SDKs' close-code tables are generated
+    from this one, and a client may still get them from a proxy in between.
+    """
 
     NORMAL = 1000
     GOING_AWAY = 1001  # server shutting down: reconnect to another instance
     PROTOCOL_ERROR = 1002
-    UNSUPPORTED_DATA = 1003
+    UNSUPPORTED_DATA = 1003  # never sent by this server (see above)
     INVALID_PAYLOAD = 1007  # text frame that is not UTF-8
-    POLICY_VIOLATION = 1008
+    POLICY_VIOLATION = 1008  # never sent by this server (see above)
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011  # never carries details: they may be sensitive
     TRY_AGAIN_LATER = 1013  # the broker could not serve the starting point now: reconnect later

@@ -11,9 +11,10 @@ from typing import Any
 
 import orjson
 import pytest
+from websockets.sync.client import connect
 
 from tests.support.server import ROOT, ServerProcess, run_server
-from tests.support.streamtools import address, open_server, publish, tx
+from tests.support.streamtools import address, open_server, publish, recv_json, tx
 from tests.support.subproc import LineReader, stop
 
 A, B = address(0xA1), address(0xB2)
@@ -63,8 +64,20 @@ def test_listen_json_count_exits_after_n_messages(server: ServerProcess, entry: 
     assert [m["seq"] for m in messages] == list(range(messages[0]["seq"], messages[0]["seq"] + 3))
 
 
+def transactions_position(server: ServerProcess) -> str:
+    """The transactions stream's position now, ``SEQ:EPOCH`` (from a subscribed frame)."""
+    with connect(server.ws("/ws/transactions?replay=0")) as ws:
+        subscribed = recv_json(ws, 10)
+    assert subscribed["type"] == "subscribed"
+    position = subscribed["position"]
+    return f"{position['seq']}:{position['epoch']}"
+
+
 def test_count_counts_messages_that_pass_the_filter(server: ServerProcess) -> None:
-    """--address A --count 2 waits for two transactions of A, skipping B's."""
+    """--address A --count 2 waits for two transactions of A, skipping B's. It starts from
+    the position before the first publish, so whether its subscription lands before or
+    after them, it gets exactly what was published since."""
+    since = transactions_position(server)
     proc = subprocess.Popen(
         [
             VENV_COMMAND,
@@ -74,6 +87,8 @@ def test_count_counts_messages_that_pass_the_filter(server: ServerProcess) -> No
             server.ws(""),
             "--address",
             A,
+            "--since",
+            since,
             "--count",
             "2",
             "--json",
@@ -94,8 +109,8 @@ def test_count_counts_messages_that_pass_the_filter(server: ServerProcess) -> No
         stop(proc, signal.SIGTERM)
         reader.close()
     messages = [orjson.loads(line) for line in reader.lines[1:]]
-    # The subscription was acknowledged before the first publish: seq says so.
     assert [m for m in messages if "type" not in m] == sent[1:]
+    assert all(m["seq"] > int(since.split(":")[0]) for m in sent)
 
 
 def test_a_gap_is_a_typed_json_line(server: ServerProcess) -> None:

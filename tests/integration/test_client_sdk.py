@@ -16,6 +16,7 @@ import websockets
 
 from aurigraph_stream_client import (
     AuthenticationError,
+    Backoff,
     Client,
     CommandError,
     Connected,
@@ -39,7 +40,7 @@ from tests.support.streamtools import (
     validator,
 )
 
-A, B, C = address(0xA1), address(0xB2), address(0xC3)
+A, B, C, D = address(0xA1), address(0xB2), address(0xC3), address(0xD4)
 SECRET = "a-client-sdk-test-secret-long-enough-for-hs256"
 
 
@@ -67,6 +68,7 @@ async def until_subscribed(sub: Any) -> None:
             if sub.position is not None:
                 return
             await asyncio.sleep(0.01)
+    raise AssertionError("the server never confirmed the subscription")
 
 
 async def take(sub: Any, n: int) -> list[Any]:
@@ -151,14 +153,55 @@ def test_a_refused_subscription_raises_and_the_others_go_on(server: ServerProces
     asyncio.run(main())
 
 
+def test_an_unreadable_frame_is_read_again_after_a_resume(server: ServerProcess) -> None:
+    """The SDK cannot read one message frame (its decoder fails, once): it closes that
+    connection with 1002, which the server echoes, reconnects by its own decision, and
+    resumes from the last message delivered: every message once, in order."""
+    events: list[ConnectionEvent] = []
+
+    async def main() -> tuple[list[Any], list[Any]]:
+        client = Client(
+            base(server), on_event=events.append, backoff=Backoff(initial=0.05, maximum=0.5)
+        )
+        decode = client._decode
+        frames: list[dict[str, Any]] = []
+
+        def third_message_unreadable(frame: str | bytes) -> dict[str, Any]:
+            data = decode(frame)
+            if data.get("type") == "message":
+                frames.append(data)
+                if len(frames) == 3:
+                    raise ValueError("this frame cannot be read")
+            return data
+
+        client._decode = third_message_unreadable
+        async with client:
+            sub = client.subscribe("transactions", address=D)
+            await client.wait_connected()
+            await until_subscribed(sub)
+            sent = publish(server, "transactions", [tx(700 + i, D, A, "1") for i in range(6)])
+            got = await take(sub, 6)
+            assert sub.duplicates == 0
+            return sent, got
+
+    sent, got = asyncio.run(main())
+    assert got == sent
+    drops = [e for e in events if isinstance(e, Disconnected)]
+    assert [(d.code, d.reason) for d in drops] == [(1002, "unreadable frame")]
+    assert drops[0].retry_in is not None
+    assert [e.attempt for e in events if isinstance(e, Connected)] == [0, 1]
+
+
 def test_the_sync_client_iterates_without_asyncio(server: ServerProcess) -> None:
     with SyncClient(base(server)) as client:
         sub = client.subscribe("validators", replay=0)
         client.wait_connected(timeout=10)
-        for _ in range(200):  # the subscribed reply comes right after connecting
-            if sub._sub.position is not None:
+        deadline = time.monotonic() + 10
+        for _ in range(1000):  # the subscribed reply comes right after connecting
+            if sub._sub.position is not None or time.monotonic() > deadline:
                 break
-            time.sleep(0.02)
+            time.sleep(0.01)
+        assert sub._sub.position is not None, "the server never confirmed the subscription"
         sent = publish(server, "validators", [validator(C)])
         assert sub.get(timeout=10) == sent[0]
         sub.unsubscribe()
@@ -204,11 +247,12 @@ def test_a_token_callback_refreshes_without_reconnecting(jwt_server: ServerProce
         seqs: list[int] = []
         async with Client(base(jwt_server), token=token, on_event=events.append) as client:
             deadline = time.monotonic() + 10
-            async for msg in client.subscribe("metrics"):
-                assert not isinstance(msg, Gap | Snapshot)
-                seqs.append(msg["seq"])
-                if time.monotonic() > deadline:
-                    break
+            async with asyncio.timeout(30):  # metrics come every 0.2 s: 10 s of them
+                async for msg in client.subscribe("metrics"):
+                    assert not isinstance(msg, Gap | Snapshot)
+                    seqs.append(msg["seq"])
+                    if time.monotonic() > deadline:
+                        break
         return seqs
 
     seqs = asyncio.run(main())

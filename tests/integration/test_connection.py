@@ -14,10 +14,12 @@ from typing import Any
 import orjson
 
 from aurigraph_stream.access.guard import Guard
+from aurigraph_stream.broker import HistoryRead
 from aurigraph_stream.ws.connection import Connection
 from aurigraph_stream.ws.context import WsContext
+from aurigraph_stream.ws.session import State
 from tests.support.nodes import running_node
-from tests.support.rawws import OP_CLOSE, OP_TEXT, RawFrame, frame_bytes, upgrade_head
+from tests.support.rawws import OP_CLOSE, OP_PING, OP_TEXT, RawFrame, frame_bytes, upgrade_head
 from tests.support.streamtools import example_event
 
 
@@ -148,5 +150,104 @@ def test_a_socket_that_sends_nothing_gets_408_at_the_handshake_timeout() -> None
             head = await read_head(reader)
             assert head.startswith(b"HTTP/1.1 408 Request Timeout")
             assert await asyncio.wait_for(reader.read(), 5)  # the JSON body, then EOF
+
+    asyncio.run(scenario())
+
+
+class CountingConnection(Connection):
+    """A Connection that says when it has been handed bytes (what the test waits on)."""
+
+    __slots__ = ("arrived", "received")
+
+    def __init__(self, ctx: WsContext) -> None:
+        super().__init__(ctx)
+        self.received = 0
+        self.arrived = asyncio.Event()
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        self.arrived.set()
+        super().data_received(data)
+
+
+def test_pongs_to_a_client_that_reads_nothing_are_bounded_like_frames() -> None:
+    """A /ws client that subscribes to nothing, pings and never reads: the pongs fill the
+    socket and then the transport's buffer, up to max_buffered_bytes; then it is closed as a
+    slow consumer (4008), as the hub closes a subscriber that falls behind. Before, each
+    pong went straight to the transport and its buffer grew for as long as the client
+    pinged."""
+    limit = 16384
+
+    async def scenario() -> None:
+        async with running_node(
+            simulate=False,
+            max_buffered_bytes=limit,
+            inbound_message_rate=0,
+            inbound_frame_rate=0,
+            close_timeout=0.2,
+        ) as node:
+            ctx = WsContext(node, Guard(node.settings))
+            ours, theirs = socket.socketpair()
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            theirs.setblocking(False)
+            conn = CountingConnection(ctx)
+            loop = asyncio.get_running_loop()
+            await loop.connect_accepted_socket(lambda: conn, ours)
+            try:
+                await loop.sock_sendall(theirs, upgrade_head("/ws"))
+                head = b""
+                for _ in range(100):  # bounded: the 101 is one short head
+                    head += await asyncio.wait_for(loop.sock_recv(theirs, 4096), 5)
+                    if b"\r\n\r\n" in head:
+                        break
+                assert head.startswith(b"HTTP/1.1 101 ")
+                pings = frame_bytes(OP_PING, b"p" * 125) * 8  # one read, one turn: 8 pongs
+                sent = conn.received
+                most = 0
+                for _ in range(1000):  # at most ~1 MB of pongs: far past the limit
+                    if conn.session.state is not State.OPEN:
+                        break
+                    conn.arrived.clear()
+                    await loop.sock_sendall(theirs, pings)
+                    sent += len(pings)
+                    for _ in range(100):  # bounded: until the server has read them all
+                        if conn.received >= sent:
+                            break
+                        await asyncio.wait_for(conn.arrived.wait(), 5)
+                        conn.arrived.clear()
+                    assert conn.transport is not None
+                    most = max(most, conn.transport.get_write_buffer_size())
+                assert conn.session.close_code == 4008
+                assert most <= limit + 8 * 127  # over the limit by at most one read's pongs
+                assert ctx.node.stats.endpoints["ws"].slow_disconnects == 1
+                for _ in range(500):  # bounded: the close reply never comes, close_timeout
+                    if conn not in ctx.open:
+                        break
+                    await asyncio.sleep(0.01)
+                assert conn not in ctx.open
+                assert ctx.node.stats.closes[4008] == 1
+            finally:
+                theirs.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_starting_point_that_fails_to_load_closes_a_stream_endpoint_with_1011() -> None:
+    """/ws/{stream} with a replay on a broker whose history read fails otherwise than by
+    being away: close 1011 (internal error), not 1013 (try again later), and out of the
+    hub."""
+
+    async def broken(stream: str, since: int | None, newest: int | None = None) -> HistoryRead:
+        raise RuntimeError("a reply this server cannot read")
+
+    async def scenario() -> None:
+        async with connected(simulate=False) as (ctx, _, reader, writer):
+            ctx.node.broker.history_now = lambda stream, since: None  # type: ignore[method-assign]
+            ctx.node.broker.history = broken  # type: ignore[method-assign]
+            writer.write(upgrade_head("/ws/transactions?replay=5"))
+            assert (await read_head(reader)).startswith(b"HTTP/1.1 101 ")
+            close = await read_frame(reader)
+            assert (close.opcode, close.close_code()) == (OP_CLOSE, 1011)
+            assert ctx.node.hub.subscribers("transactions") == 0
 
     asyncio.run(scenario())

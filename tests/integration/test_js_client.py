@@ -127,6 +127,13 @@ def test_js_client_logic_without_a_socket(js_build: Path) -> None:
     _node_test(js_build / "units.test.js", {})
 
 
+def test_js_client_connection_logic_on_scripted_sockets(js_build: Path) -> None:
+    """The client on scripted sockets and mock timers: an id used again after close(), an
+    unreadable frame (close, resume), history_unavailable (ask again), a refresh under way
+    at close()."""
+    _node_test(js_build / "connection.test.js", {})
+
+
 def test_js_client_on_a_live_server(js_build: Path, tmp_path: Path) -> None:
     """Filters, several subscriptions on one /ws, replay, snapshot, since, errors, gaps."""
     with run_server(

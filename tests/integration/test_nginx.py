@@ -1,6 +1,7 @@
 """deploy/nginx/aurigraph.conf, for real: Debian's nginx in front of two nodes sharing a
-real Redis. Every endpoint through it (the bare /ws too), its handshake rate limit, the
-client's address reaching the nodes' limits and logs, and a node killed behind it."""
+real Redis. Every endpoint through it (the bare /ws, GraphQL over HTTP and WebSocket, and
+the dashboard too), its handshake rate limit, the client's address reaching the nodes'
+limits and logs, and a node killed behind it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from pathlib import Path
 import httpx
 import orjson
 from websockets.sync.client import connect
+from websockets.typing import Subprotocol
 
+from aurigraph_stream.contract import GRAPHQL_PROTOCOL
 from aurigraph_stream.streams import NAMES
 from tests.support.faults import Follower, Publisher, check_exactly_once
 from tests.support.nginx import NginxProcess, run_nginx
@@ -49,14 +52,32 @@ def _dirs(tmp_path: Path) -> None:
 
 
 def test_every_endpoint_works_through_nginx(tmp_path: Path, redis: RedisServer) -> None:
-    """HTTP (streams, health, stats, metrics, docs, ingest) and WebSockets on the five
-    stream paths and on the bare /ws, which `location /ws/` alone would not match."""
+    """HTTP (streams, health, stats, metrics, docs, ingest, GraphQL, the dashboard) and
+    WebSockets on the five stream paths, on the bare /ws, which `location /ws/` alone would
+    not match, and on /graphql (graphql-transport-ws)."""
     _dirs(tmp_path)
     with deployment(tmp_path, redis) as d:
         http = d.nginx.http
         for path in ("/api/v11/streams", "/q/health", "/api/v11/websocket/stats", "/q/asyncapi"):
             assert httpx.get(http + path, timeout=10).status_code == 200, path
         assert "aurigraph_websocket_connections_total" in httpx.get(http + "/q/metrics").text
+        # The dashboard, its assets, and GraphQL's schema.
+        page = httpx.get(http + "/", timeout=10)
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        for asset in ("/dashboard/assets/dashboard.js", "/dashboard/assets/dashboard.css"):
+            assert asset in page.text
+            assert httpx.get(http + asset, timeout=10).status_code == 200, asset
+        assert "type Query" in httpx.get(http + "/graphql/schema.graphql", timeout=10).text
+        # GraphQL over HTTP, more queries than the handshake limit's burst: only upgrades
+        # count against it.
+        with httpx.Client(base_url=http, timeout=10) as client:
+            for _ in range(30):
+                answer = client.post(
+                    "/graphql", json={"query": "{ position(stream: transactions) { seq epoch } }"}
+                )
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["data"]["position"]["seq"] >= 0
         with ExitStack() as stack:
             streams = {
                 name: stack.enter_context(
@@ -78,6 +99,35 @@ def test_every_endpoint_works_through_nginx(tmp_path: Path, redis: RedisServer) 
                 assert recv_json(streams[name])["seq"] == seq
             wrapped = recv_json(mux)
             assert (wrapped["id"], wrapped["stream"]) == ("t", "transactions")
+        # A GraphQL subscription through nginx: graphql-transport-ws's handshake, then the
+        # transactions published after it (until one arrives: nothing acknowledges a
+        # subscribe, so the first may be published before it is in place).
+        with connect(
+            f"{d.nginx.ws}/graphql", subprotocols=[Subprotocol(GRAPHQL_PROTOCOL)], open_timeout=5
+        ) as gql:
+            assert gql.subprotocol == GRAPHQL_PROTOCOL
+            gql.send(orjson.dumps({"type": "connection_init"}).decode())
+            assert recv_json(gql) == {"type": "connection_ack"}
+            query = "subscription { transactions { seq } }"
+            gql.send(orjson.dumps({"id": "g", "type": "subscribe", "payload": {"query": query}}))
+            published: list[int] = []
+            result = None
+            for _ in range(20):
+                response = httpx.post(
+                    f"{http}/api/v11/streams/transactions/events",
+                    json=example_event("transactions"),
+                    timeout=10,
+                )
+                assert response.status_code == 200, response.text
+                published += response.json()["seqs"]
+                try:
+                    result = recv_json(gql, timeout=0.5)
+                    break
+                except TimeoutError:
+                    continue
+            assert result is not None, "no GraphQL result through nginx"
+            assert (result["id"], result["type"]) == ("g", "next")
+            assert result["payload"]["data"]["transactions"]["seq"] in published
         # A WebSocket path that is not an endpoint is not proxied as one.
         with RawWebSocket(d.nginx.port) as raw:
             assert raw.request("/ws/unknown").status == 404

@@ -345,6 +345,11 @@ DIFFERENTIAL_CASES = [
     ("quote-in-target", _head(path='/ws/metrics?a="b"'), 400),
     ("two-connection-headers", _head("Connection: keep-alive"), 426),
     ("upgrade-with-trailing-space", _head().replace(b"websocket\r\n", b"websocket \r\n"), 426),
+    # Whitespace to Python's str.strip() once read as latin-1, never to HTTP.
+    ("connection-ends-nbsp", _head().replace(b": Upgrade\r\n", b": Upgrade\xa0\r\n"), 426),
+    ("connection-ends-nel", _head().replace(b": Upgrade\r\n", b": Upgrade\x85\r\n"), 426),
+    ("version-ends-nbsp", _head().replace(b": 13\r\n", b": 13\xa0\r\n"), 426),
+    ("key-ends-nbsp", _head().replace(b"==\r\n", b"==\xa0\r\n"), 400),
 ]
 
 
@@ -371,6 +376,8 @@ _ODD_BYTES = [
     b"\x1f",
     b"\x7f",
     b"\x80",
+    b"\x85",
+    b"\xa0",
     b"\xff",
     b":",
     b"\r",

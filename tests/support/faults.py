@@ -182,6 +182,16 @@ class Follower(threading.Thread):
         with self._lock:
             return [value for kind, value in self.record.entries if kind == "head"]
 
+    def after_announced(self) -> list[int] | None:
+        """The seqs received after the last ``recovered: false`` frame; None before one."""
+        with self._lock:
+            entries = list(self.record.entries)
+        for at in range(len(entries) - 1, -1, -1):
+            kind, value = entries[at]
+            if kind == "head" and not value["recovered"]:
+                return [v for k, v in entries[at + 1 :] if k == "msg"]
+        return None
+
     def wait_for_seq(self, seq: int, timeout: float = 20.0) -> None:
         """Until a message with ``seq`` or later arrived (bounded)."""
         deadline = time.monotonic() + timeout

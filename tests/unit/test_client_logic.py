@@ -54,11 +54,23 @@ def test_backoff_jitter_spreads_clients_and_reset_starts_over() -> None:
     assert backoff.next() == 1.0
 
 
-def test_backoff_never_retries_before_retry_after() -> None:
-    backoff = Backoff(initial=0.5, jitter=0.0)
-    assert backoff.after(7.0) == 7.0
-    assert backoff.after(None) == 1.0
-    assert Backoff(initial=0.5, maximum=0.5).after(0.1) == pytest.approx(0.5, abs=0.26)
+def test_backoff_never_retries_before_retry_after_and_spreads_those_who_wait() -> None:
+    """A Retry-After is waited, plus up to 250 ms drawn at random (clients refused together
+    do not return together); a back-off longer than it wins."""
+    draws = random.Random(7)
+    backoff = Backoff(initial=0.5, jitter=0.0, rng=random.Random(7))
+    draws.random()  # the draw next() makes, unused with jitter 0
+    assert backoff.after(7.0) == 7.0 + 0.25 * draws.random()
+    assert 7.0 < backoff.after(7.0) <= 7.25
+    assert backoff.after(None) == 2.0
+    spread = {Backoff(jitter=0.0, rng=random.Random(s)).after(3.0) for s in range(20)}
+    assert len(spread) == 20
+    assert all(3.0 <= delay <= 3.25 for delay in spread)
+    # The back-off (0.5 s, cut by up to half) is longer than a Retry-After of 0.1 s.
+    draws = random.Random(3)
+    jittered = Backoff(initial=0.5, maximum=0.5, rng=random.Random(3)).after(0.1)
+    assert jittered == 0.5 * (1.0 - 0.5 * draws.random())
+    assert 0.25 <= jittered < 0.5
 
 
 def test_backoff_survives_a_long_outage() -> None:
@@ -139,13 +151,50 @@ def test_a_since_without_epoch_that_fails_is_a_gap_too() -> None:
 
 
 def test_a_replay_is_delivered_and_then_tracked() -> None:
-    """replay=N: the replayed seqs (below the position) are delivered; before the first one
-    there is nothing to resume from, so the SDK asks for the replay again."""
+    """replay=N: the replayed seqs (up to the position) are delivered, then live ones."""
     tracker = SeqTracker("transactions")
     tracker.on_subscribed(Position(50, "e1"), recovered=True, replayed=3)
-    assert tracker.since() is None
     assert [tracker.accept(s) for s in (48, 49, 50, 51)] == [True, True, True, True]
     assert tracker.since() == "51:e1"
+
+
+def test_a_replay_cut_before_its_first_message_resumes_from_just_before_it() -> None:
+    """Without a filter the replay is the last `replayed` seqs: a drop before the first one
+    resumes from just before them, so neither they nor the live ones after are lost."""
+    tracker = SeqTracker("transactions")
+    tracker.on_subscribed(Position(50, "e1"), recovered=True, replayed=3)
+    assert tracker.since() == "47:e1"
+    assert tracker.on_subscribed(Position(60, "e1"), recovered=True, replayed=13) is None
+    assert [tracker.accept(s) for s in range(48, 61)] == [True] * 13
+
+
+def test_a_filtered_replay_cut_before_its_first_message_is_a_gap() -> None:
+    """With a filter that drops messages the replayed seqs cannot be known: the resume asks
+    for everything after the position the replay ended at, and the replay is a gap."""
+    tracker = SeqTracker("transactions", filtered=True)
+    tracker.on_subscribed(Position(50, "e1"), recovered=True, replayed=3)
+    assert tracker.since() == "50:e1"
+    gap = tracker.on_subscribed(Position(60, "e1"), recovered=True, replayed=4)
+    assert gap == Gap("transactions", None, "e1", "e1", 50, None)
+    assert tracker.accept(50) is False
+    assert tracker.accept(55) is True
+    assert tracker.since() == "55:e1"
+
+
+def test_a_filtered_replay_that_began_resumes_from_its_last_message() -> None:
+    tracker = SeqTracker("transactions", filtered=True)
+    tracker.on_subscribed(Position(50, "e1"), recovered=True, replayed=3)
+    assert tracker.accept(20) is True
+    assert tracker.since() == "20:e1"
+    assert tracker.on_subscribed(Position(60, "e1"), recovered=True, replayed=5) is None
+
+
+def test_a_filtered_replay_cut_and_not_recovered_is_one_gap() -> None:
+    tracker = SeqTracker("transactions", filtered=True)
+    tracker.on_subscribed(Position(50, "e1"), recovered=True, replayed=3)
+    gap = tracker.on_subscribed(Position(4, "e2"), recovered=False, replayed=0)
+    assert gap == Gap("transactions", None, "e1", "e2", 4, None)
+    assert tracker.since() == "4:e2"
 
 
 def test_a_snapshot_stands_for_everything_up_to_its_position() -> None:
@@ -160,23 +209,29 @@ def test_a_snapshot_stands_for_everything_up_to_its_position() -> None:
 # -- the close-code policy -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("code", [1001, 1006, 1011, 1012, 1013, 4008, 4009, 4029, 4100])
+@pytest.mark.parametrize("code", [1001, 1006, 1011, 1012, 1013, 4008, 4009, 4029, 4408])
 def test_these_closes_are_retried(code: int) -> None:
     decision = after_close(code, "", can_renew_token=False)
-    assert (decision.retry, decision.new_token, decision.error) == (True, False, None)
+    assert (decision.new_token, decision.error) == (False, None)
 
 
-@pytest.mark.parametrize("code", [1000, 1002, 1003, 1007, 1008, 1009, 4003, 4400, 4500, 3000])
+@pytest.mark.parametrize("code", [1004, 1005, 1014, 1015, 3000, 3999, 4100, 4500, 4999])
+def test_codes_outside_the_table_are_retried(code: int) -> None:
+    """A code the server never sends (a proxy's, a gateway's, 1015 from a TLS failure) is
+    retried after the back-off, as the TypeScript SDK does; max_retries bounds it."""
+    assert after_close(code, "", can_renew_token=True).error is None
+
+
+@pytest.mark.parametrize("code", [1000, 1002, 1003, 1007, 1008, 1009, 4003, 4400, 4429])
 def test_these_closes_stop(code: int) -> None:
     decision = after_close(code, "why", can_renew_token=True)
-    assert not decision.retry
     assert isinstance(decision.error, StreamClosed)
     assert decision.error.code == code
 
 
 def test_4001_reconnects_with_a_new_token_or_stops() -> None:
     renew = after_close(4001, "token expired", can_renew_token=True)
-    assert (renew.retry, renew.new_token) == (True, True)
+    assert (renew.error, renew.new_token) == (None, True)
     stop = after_close(4001, "token expired", can_renew_token=False)
     assert isinstance(stop.error, TokenExpired)
 
@@ -184,12 +239,12 @@ def test_4001_reconnects_with_a_new_token_or_stops() -> None:
 def test_every_server_close_code_has_a_decision_matching_the_table() -> None:
     for code in CloseCode:
         decision = after_close(int(code), code.reason, can_renew_token=True)
-        assert decision.retry == code.reconnect, code
+        assert (decision.error is None) == code.reconnect, code
 
 
 @pytest.mark.parametrize("status", [429, 503, 500, 502])
 def test_refusals_that_are_retried(status: int) -> None:
-    assert after_refusal(status, "x", "y", can_renew_token=False, renewed=False).retry
+    assert after_refusal(status, "x", "y", can_renew_token=False, renewed=False).error is None
 
 
 def test_a_401_gets_one_new_token_then_stops() -> None:

@@ -9,11 +9,13 @@ from typing import Any
 import orjson
 import pytest
 
+from aurigraph_stream.broker import HistoryRead
 from aurigraph_stream.contract import COMMAND_SCHEMA
-from aurigraph_stream.errors import SubscriptionError
+from aurigraph_stream.errors import BrokerUnavailable, SubscriptionError
 from aurigraph_stream.filters import parse_filter
 from aurigraph_stream.hub import subscription_bytes
 from aurigraph_stream.node import Node
+from aurigraph_stream.ws import subscribe
 from aurigraph_stream.ws.commands import (
     Mux,
     check_command,
@@ -305,6 +307,113 @@ def test_subscriptions_share_the_connections_memory_budget() -> None:
         assert [(r["type"], r["id"]) for r in replies] == [
             ("unsubscribed", "a"),
             ("subscribed", "b"),
+        ]
+
+    run(scenario)
+
+
+async def _replies(sink: Recorder, turns: int = 1000) -> list[Any]:
+    """The replies written to ``sink`` once there are any (bounded turns of the loop)."""
+    for _ in range(turns):
+        await asyncio.sleep(0)
+        if sink.frames:
+            return await sink.flushed()
+    raise AssertionError(f"no reply after {turns} turns")
+
+
+def _networked(
+    node: Node, history: Callable[[str, int | None], Coroutine[Any, Any, HistoryRead]]
+) -> None:
+    """Make the node's broker read its history only asynchronously, as Redis does, with
+    ``history``: a subscription with a starting point then loads in the background."""
+    node.broker.history_now = lambda stream, since: None  # type: ignore[method-assign]
+    node.broker.history = history  # type: ignore[method-assign, assignment]
+
+
+def _mux(node: Node, sink: Recorder, budget: int = 1 << 20) -> Mux:
+    return Mux(node, sink, lambda s: True, "json", 0, limit=10, budget=budget, refresh=_no_refresh)
+
+
+def test_a_history_that_fails_to_load_ends_the_subscription_with_an_error() -> None:
+    """A read that fails otherwise than by the broker being away (an answer it cannot read,
+    a bug) ends the loading subscription: an internal_error reply, its budget given back, out
+    of the hub, so that no live event is kept for it. It used to stay loading for ever, with
+    no reply, while the hub kept its live events."""
+
+    async def broken(stream: str, since: int | None, newest: int | None = None) -> HistoryRead:
+        raise RuntimeError("a reply this server cannot read")
+
+    async def scenario(node: Node) -> None:
+        _networked(node, broken)
+        sink = Recorder()
+        mux = _mux(node, sink)
+        filtered = {"address": [address(n) for n in range(10)]}
+        command = {"op": "subscribe", "stream": "transactions", "filter": filtered, "replay": 5}
+        mux.handle(orjson.dumps({**command, "id": "tx"}))
+        assert mux.held > 0
+        (reply,) = await _replies(sink)
+        assert (reply["type"], reply["id"], reply["op"], reply["error"]) == (
+            "error",
+            "tx",
+            "subscribe",
+            "internal_error",
+        )
+        assert (mux.held, mux.subs, node.hub.subscribers("transactions")) == (0, {}, 0)
+        await node.publish("transactions", [example_event("transactions")])
+        assert await sink.flushed() == []
+
+    run(scenario)
+
+
+def test_a_history_the_broker_never_answers_gives_the_budget_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """history_unavailable (the broker away for longer than HISTORY_WAIT) ends the
+    subscription and gives its share of the memory budget back: the same subscribe fits
+    again."""
+    monkeypatch.setattr(subscribe, "HISTORY_WAIT", 0.0)
+
+    async def away(stream: str, since: int | None, newest: int | None = None) -> HistoryRead:
+        raise BrokerUnavailable("redis is not answering")
+
+    async def scenario(node: Node) -> None:
+        _networked(node, away)
+        sink = Recorder()
+        addresses = [address(n) for n in range(100)]
+        one = subscription_bytes(parse_filter("transactions", {"address": addresses}))
+        mux = _mux(node, sink, budget=one)
+        command = {"op": "subscribe", "stream": "transactions", "filter": {"address": addresses}}
+        mux.handle(orjson.dumps({**command, "id": "a", "since": "1"}))
+        assert mux.held == one
+        (reply,) = await _replies(sink)
+        assert (reply["id"], reply["error"]) == ("a", "history_unavailable")
+        assert mux.held == 0
+        mux.handle(orjson.dumps({**command, "id": "b"}))  # no starting point: no read
+        (again,) = await sink.flushed()
+        assert (again["type"], again["id"]) == ("subscribed", "b")
+
+    run(scenario)
+
+
+def test_revoke_gives_the_budget_back() -> None:
+    """A subscription a refresh ends gives its share of the memory budget back."""
+
+    async def scenario(node: Node) -> None:
+        sink = Recorder()
+        addresses = [address(n) for n in range(100)]
+        one = subscription_bytes(parse_filter("transactions", {"address": addresses}))
+        mux = _mux(node, sink, budget=one)
+        command = {"op": "subscribe", "stream": "transactions", "filter": {"address": addresses}}
+        mux.handle(orjson.dumps({**command, "id": "a"}))
+        mux.revoke(lambda stream: stream != "transactions")
+        assert mux.held == 0
+        mux.revoke(lambda stream: True)
+        mux.handle(orjson.dumps({**command, "id": "b"}))
+        replies = await sink.flushed()
+        assert [(r["type"], r["id"], r.get("reason")) for r in replies] == [
+            ("subscribed", "a", None),
+            ("unsubscribed", "a", "forbidden"),
+            ("subscribed", "b", None),
         ]
 
     run(scenario)

@@ -131,9 +131,48 @@ def test_bad_config_files_raise_config_error(tmp_path: Path) -> None:
         load_settings(config_file=_toml(tmp_path, 'port = "x"'), environ={})
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ping_interval = nan", "ping_interval must be a finite number, not nan"),
+        ("close_timeout = inf", "close_timeout must be a finite number, not inf"),
+        ("latency_target_ms = -inf", "latency_target_ms must be a finite number"),
+        ("history_max_age = nan", "history_max_age must be a finite number"),
+        ("history_size = 1e300", "history_size must be at most 9223372036854775807"),
+        ("max_connections = " + "9" * 30, "max_connections must be at most"),
+        ("ping_interval = 1" + "0" * 400, "ping_interval: expected float, got 1000"),
+        ("port = inf", "port: expected int, got inf"),
+        ('history_streams = "transactions=10:inf"', "SECONDS >= 0 and finite"),
+        ('history_streams = "transactions=10:nan"', "SECONDS >= 0 and finite"),
+        ('history_streams = "transactions=' + "9" * 30 + '"', "SIZE from 1 to"),
+    ],
+)
+def test_numbers_no_setting_can_use_are_refused_at_load(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    """NaN passes every bound check and infinity every minimum; a TOML integer too large for
+    a float, or a size too large for a C integer, overflowed later (the history's deque at
+    start). Each is a ConfigError naming the setting, with the value cut short."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(config_file=_toml(tmp_path, text), environ={})
+    assert message in str(info.value)
+    assert len(str(info.value)) < 200
+
+
 def test_every_setting_has_help_and_a_profile_key_is_a_field() -> None:
     """Each field carries help text, and profiles only set fields that exist."""
     for f in dataclasses.fields(Settings):
         assert f.metadata.get("help"), f.name
     for overrides in PROFILES.values():
         assert set(overrides) <= set(FIELDS)
+
+
+def test_more_than_one_worker_needs_a_broker_that_processes_share() -> None:
+    """workers > 1 is refused unless the broker is shared (redis://, rediss://), whatever
+    else the URL names: each process would number its own events."""
+    for url in ("redis://127.0.0.1:6379/0", "rediss://:pw@cache:6380/1"):
+        assert Settings(workers=4, broker_url=url).workers == 4
+    assert Settings(workers=1, broker_url="memory://").workers == 1
+    for url in ("memory://", "nats://127.0.0.1:4222"):
+        with pytest.raises(ConfigError, match="needs a shared broker"):
+            Settings(workers=2, broker_url=url)

@@ -9,6 +9,7 @@ import orjson
 
 from aurigraph_stream.contract import Position
 from aurigraph_stream.event import Event
+from aurigraph_stream.filters import parse_filter
 from aurigraph_stream.hub import Hub, Subscriber
 from aurigraph_stream.hub.members import DETACHED
 from aurigraph_stream.stats import EndpointStats, Stats
@@ -217,6 +218,61 @@ def test_a_loading_subscription_keeps_live_events_until_its_history_is_read() ->
     hub.publish([_tx(4), _tx(5)])
     loop.run()
     assert _seqs(sink) == [5]
+
+
+def _status_tx(seq: int, status: str) -> Event:
+    return Event("transactions", seq, {"txHash": f"0x{seq:064x}", "status": status, "seq": seq}, 0)
+
+
+def test_a_loading_subscription_keeps_only_the_events_its_filter_passes() -> None:
+    """What a loading subscription keeps is filtered when kept, not when its history
+    arrives: events it would not receive cost it nothing meanwhile."""
+    hub, loop, _ = _hub()
+    sink = Recorder()
+    flt = parse_filter("transactions", {"status": "FAILED"}, strings=True)
+    sub = hub.subscribe(sink, "transactions", PLAIN, flt, loading=True)
+    hub.publish([_status_tx(i, "FAILED" if i % 3 == 0 else "PENDING") for i in range(1, 10)])
+    loop.run()
+    assert [e.seq for e in hub.drain_buffer(sub) or ()] == [3, 6, 9]
+    hub.publish([_status_tx(10, "PENDING"), _status_tx(12, "FAILED")])
+    assert [e.seq for e in hub.take_buffer(sub) or ()] == [12]  # drained: only the new ones
+
+
+def test_a_loading_subscription_keeps_at_most_the_loading_limit() -> None:
+    """Past the loading limit (events that pass its filter), the buffer is void, as after
+    a reset: its history no longer joins up with what it kept. Events its filter drops do
+    not count."""
+    hub, loop, _ = _hub()
+    hub.loading_limit = 3
+    sink, other = Recorder(), Recorder()
+    flt = parse_filter("transactions", {"status": "FAILED"}, strings=True)
+    capped = hub.subscribe(sink, "transactions", PLAIN, flt, loading=True)
+    within = hub.subscribe(other, "transactions", PLAIN, flt, loading=True)
+    hub.publish([_status_tx(i, "FAILED") for i in range(1, 4)])
+    hub.publish([_status_tx(i, "PENDING") for i in range(4, 20)])
+    assert [e.seq for e in hub.take_buffer(within) or ()] == [1, 2, 3]
+    hub.publish([_status_tx(20, "FAILED")])
+    loop.run()
+    assert hub.take_buffer(capped) is None
+    assert sink.writes == other.writes == []
+
+
+def test_many_joining_subscriptions_leave_in_any_order() -> None:
+    """Subscriptions waiting to join (after a seq, or loading) leave individually: the
+    others still join and are delivered to."""
+    hub, loop, _ = _hub()
+    sinks = [Recorder() for _ in range(6)]
+    subs = [
+        hub.subscribe(sink, "transactions", PLAIN, after=2, loading=i % 2 == 0)
+        for i, sink in enumerate(sinks)
+    ]
+    for i in (4, 1, 0):
+        hub.remove(subs[i])
+    hub.take_buffer(subs[2])
+    hub.join_after(subs[2], 2)
+    hub.publish([_tx(2), _tx(3)])
+    loop.run()
+    assert [_seqs(sink) for sink in sinks] == [[], [], [3], [3], [], [3]]
 
 
 def test_a_reset_tells_control_subscriptions_and_frees_joining_ones() -> None:

@@ -152,7 +152,7 @@ def test_leaving_empties_the_group_and_the_index() -> None:
     assert (view.calls, sub.writes, hub.subscribers("transactions")) == (0, [], 0)
     members = hub._streams["transactions"]
     assert (members.groups, members.index, members.valuesets) == ({}, {}, {})
-    assert (members.scanned, members.joining, members.loading) == ([], [], {})
+    assert (members.scanned, members.joining, members.loading) == ([], {}, {})
 
 
 def _inflated(frame: bytes) -> bytes:

@@ -64,6 +64,15 @@ def test_the_common_body_takes_the_fast_path() -> None:
     assert parse_events(body) == [orjson.loads(body)]
 
 
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_a_body_is_read_as_it_was_received(kind: type) -> None:
+    """The ingest route's bytearray is read in place; every kind finds a repeated key."""
+    assert parse_events(kind(b'[{"a": 1}, {"b": "x:y"}]')) == [{"a": 1}, {"b": "x:y"}]
+    with pytest.raises(ValidationError) as refused:
+        parse_events(kind(b'[{"a": 1}, {"b": 1, "b": 2}]'))
+    assert refused.value.index == 1
+
+
 @pytest.mark.parametrize(("body", "error"), [(b"[]", "invalid_body"), (b"{", "invalid_json")])
 def test_not_an_event_is_a_body_error(body: bytes, error: str) -> None:
     with pytest.raises(BodyError) as caught:
@@ -78,21 +87,48 @@ def test_keys_are_kept_for_the_history_window_and_scoped() -> None:
     keys = IdempotencyKeys(
         {"metrics": HistoryPolicy(2, 10.0), "network": HistoryPolicy(5)}, clock=lambda: now[0]
     )
-    assert keys.claim("metrics", "a", "k1", b"x").seqs is None
-    keys.finish("metrics", "a", "k1", [7, 8, 9])
+    first = keys.claim("metrics", "a", "k1", b"x")
+    assert (first.seqs, first.conflict) == (None, None)
+    keys.finish(first, [7, 8, 9])
     assert list(keys.claim("metrics", "a", "k1", b"x").seqs or ()) == [7, 8, 9]
     assert keys.claim("metrics", "a", "k1", b"y").conflict == "idempotency_key_reused"
     assert keys.claim("metrics", "b", "k1", b"y").conflict is None  # another subject
-    assert keys.claim("network", "a", "k1", b"y").conflict is None  # another stream
+    network = keys.claim("network", "a", "k1", b"y")
+    assert network.conflict is None  # another stream
     assert keys.claim("network", "a", "k1", b"y").conflict == "idempotency_key_in_use"
-    keys.release("network", "a", "k1")
+    assert keys.claim("network", "a", "k1", b"z").conflict == "idempotency_key_reused"
+    keys.release(network)
     assert keys.claim("network", "a", "k1", b"y").conflict is None
-    keys.claim("metrics", "a", "k2", b"x")  # a third key on a stream that keeps two
+    keys.finish(keys.claim("metrics", "a", "k2", b"x"), [10])
+    keys.finish(keys.claim("metrics", "a", "k3", b"x"), [11])  # a third on a stream keeping two
     assert keys.claim("metrics", "a", "k1", b"x").seqs is None  # k1 was dropped: new again
     now[0] = 11.0
-    assert len(keys) == 3  # until the next claim looks
-    keys.claim("metrics", "a", "k3", b"x")
+    assert len(keys) == 5  # k2, k3 and the three claims still open, until the next claim looks
+    keys.claim("metrics", "a", "k4", b"x")
     assert keys.claim("metrics", "a", "k2", b"x").seqs is None  # older than max_age
+
+
+def test_a_key_being_published_is_kept_and_settled_only_by_its_own_claim() -> None:
+    """The key of a request still being published is never dropped, however many requests
+    finish meanwhile: its retry gets 409, never a claim of its own that would publish the
+    events twice. And a claim settles only itself: the late finish or release of a request
+    whose key was released and claimed again by its retry leaves the retry's claim alone."""
+    keys = IdempotencyKeys({"metrics": HistoryPolicy(1)})
+    slow = keys.claim("metrics", "a", "k", b"x")
+    for n in range(3):  # more requests finish than the stream keeps keys for
+        keys.finish(keys.claim("metrics", "a", f"other{n}", b"x"), [10 + n])
+    assert keys.claim("metrics", "a", "k", b"x").conflict == "idempotency_key_in_use"
+    keys.finish(slow, [7])
+    assert list(keys.claim("metrics", "a", "k", b"x").seqs or ()) == [7]
+
+    first = keys.claim("metrics", "b", "k", b"x")
+    keys.release(first)
+    retry = keys.claim("metrics", "b", "k", b"x")
+    keys.release(first)  # too late: not the retry's to release
+    keys.finish(first, [1])  # nor to finish
+    assert keys.claim("metrics", "b", "k", b"x").conflict == "idempotency_key_in_use"
+    keys.finish(retry, [2])
+    assert list(keys.claim("metrics", "b", "k", b"x").seqs or ()) == [2]
 
 
 @pytest.mark.parametrize(

@@ -512,6 +512,31 @@ def test_only_the_pong_to_our_ping_skips_the_budget() -> None:
     assert session.events_received() == [Closing(4029, "rate")]
 
 
+def test_the_pong_to_our_ping_is_free_after_commands_too() -> None:
+    """Once a client has sent a command (its frame reader exists), the pong that answers our
+    ping still costs neither budget, alone in its read or behind other frames: with bursts
+    of one, a command a second and an answered ping each second never reach 4029."""
+    clock = Clock()
+    limits = SessionLimits(frame_rate=1.0, frame_burst=1, inbound_rate=1.0, inbound_burst=1)
+    session = opened(clock, limits)
+    pong = frame_bytes(OP_PONG, b"keepalive")
+    for _ in range(10):
+        session.receive_data(frame_bytes(OP_TEXT, b"cmd"))  # the second's one token each
+        assert session.events_received() == [MessageReceived("cmd")]
+        assert session.ping()
+        session.data_to_send()
+        session.receive_data(pong)
+        assert not session.awaiting_pong
+        assert session.state is State.OPEN
+        clock.now += 1.0
+    assert session.ping()
+    session.receive_data(frame_bytes(OP_TEXT, b"cmd") + pong)  # the answer behind a command
+    assert drain(session) == [MessageReceived("cmd")]
+    assert (session.state, session.awaiting_pong) == (State.OPEN, 0.0)
+    session.receive_data(pong)  # unasked: a frame like any other, over the spent budget
+    assert session.events_received() == [Closing(4029, "rate")]
+
+
 def test_while_closing_the_frame_budget_still_holds() -> None:
     """Waiting for the client's close reply, a flood of frames ends the wait at once."""
     clock = Clock()

@@ -73,6 +73,27 @@ def test_a_token_limits_the_streams_and_none_is_401() -> None:
     assert missing.value.status == 401
 
 
+def test_one_subprotocol_header_carries_the_token_and_the_format() -> None:
+    """The offered subprotocols, read once, give the token (after the bearer marker), the
+    format (the first of ours) and the answer (the marker, which browsers need echoed);
+    /graphql finds its protocol among them."""
+    guard = Guard(Settings(jwt_secret=SECRET, jwt_require_exp=False))
+    token = jwt.encode({"sub": "portal", "streams": "*"}, SECRET, algorithm="HS256")
+    offer = f"aurigraph.v11.bearer, {token}, aurigraph.v11.msgpack, aurigraph.v11.json"
+    result = route("/ws/metrics", guard=guard, extra=(("Sec-WebSocket-Protocol", offer),))
+    assert (result.principal.subject, result.format, result.subprotocol) == (
+        "portal",
+        "msgpack",
+        "aurigraph.v11.bearer",
+    )
+    offer = f"aurigraph.v11.bearer, {token}, graphql-transport-ws"
+    result = route("/graphql", guard=guard, extra=(("Sec-WebSocket-Protocol", offer),))
+    assert (result.endpoint, result.principal.subject) == ("graphql", "portal")
+    with pytest.raises(HandshakeRejected) as refused:
+        route("/graphql", extra=(("Sec-WebSocket-Protocol", "graphql-ws"),))
+    assert (refused.value.status, refused.value.error) == (400, "unsupported_subprotocol")
+
+
 def test_admission_is_asked_last_and_its_refusal_stands() -> None:
     """A well-formed request is still refused when the server is full or draining."""
     admission = Admission(max_connections=2, retry_after=7)

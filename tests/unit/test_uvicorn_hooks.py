@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 from importlib.metadata import version
 
+import httptools
 import pytest
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -101,6 +102,30 @@ def test_the_websocket_hand_over_still_passes_the_raw_head_to_our_connection() -
     ):
         assert expected in source, f"handle_websocket_upgrade no longer does {expected!r}"
     assert _parameters(Connection)[:4] == ["ctx", "config", "server_state", "app_state"]
+
+
+class _Heads:
+    """The callbacks httptools needs to parse a request head."""
+
+    def on_headers_complete(self) -> None:
+        pass
+
+
+def test_what_follows_an_upgrade_head_is_found_where_the_hand_over_looks() -> None:
+    """GuardedHttpProtocol passes the bytes after an upgrade head to the connection: it finds
+    them by the offset in httptools' HttpParserUpgrade, which uvicorn is still handling
+    when it calls handle_websocket_upgrade."""
+    head = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    before = b"GET /q/health/live HTTP/1.1\r\nHost: x\r\n\r\n"  # a pipelined request first
+    parser = httptools.HttpRequestParser(_Heads())
+    with pytest.raises(httptools.HttpParserUpgrade) as upgrade:
+        parser.feed_data(before + head + b"frames")
+    assert upgrade.value.args == (len(before + head),)
+    source = inspect.getsource(HttpToolsProtocol.data_received)
+    handler = source.partition("except httptools.HttpParserUpgrade:")[2]
+    assert "self.handle_websocket_upgrade()" in handler.partition("except")[0], (
+        "uvicorn no longer calls handle_websocket_upgrade while handling HttpParserUpgrade"
+    )
 
 
 def test_the_protocol_factory_is_still_called_with_these_keywords() -> None:

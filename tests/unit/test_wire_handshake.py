@@ -239,3 +239,35 @@ def test_read_upgrade_head_reads_what_parse_request_reads() -> None:
         "a, b",
     )
     assert read_upgrade_head(head, len(head) - 1) is None  # over max_head
+
+
+@pytest.mark.parametrize("space", [b"\xa0", b"\x85"], ids=["nbsp", "nel"])
+@pytest.mark.parametrize(
+    ("old", "new", "status", "error"),
+    [
+        (b"keep-alive, Upgrade", b"keep-alive, Upgrade%s", 400, "bad_upgrade"),
+        (b"Version: 13", b"Version: 13%s", 426, "unsupported_version"),
+        (b"==\r\n", b"==%s\r\n", 400, "bad_key"),
+    ],
+    ids=["connection", "version", "key"],
+)
+def test_latin1_spaces_are_not_http_whitespace(
+    space: bytes, old: bytes, new: bytes, status: int, error: str
+) -> None:
+    """\\xa0 and \\x85 are whitespace to str.strip(), not to HTTP. uvicorn's parser compares
+    bytes: b"Upgrade\\xa0" lists no upgrade (a plain request, 426 from the app), and the
+    head it hands over keeps b"13\\xa0", no version 13. The fast path must decline the
+    first and both paths refuse the others, or one head gets 101 one way only."""
+    head = _HEAD.replace(old, new % space)
+    assert head != _HEAD
+    with pytest.raises(HandshakeRejected) as info:
+        check_upgrade(parse_request(head))  # a head uvicorn handed over
+    assert (info.value.status, info.value.error) == (status, error)
+    fast = read_upgrade_head(head, 16384)
+    if error == "bad_upgrade":
+        assert fast is None  # not an upgrade to uvicorn: its answer, not ours
+    else:
+        assert fast is not None
+        with pytest.raises(HandshakeRejected) as again:
+            check_upgrade(fast)
+        assert (again.value.status, again.value.error) == (status, error)

@@ -32,7 +32,11 @@ export interface ClientOptions {
   refreshBefore?: number;
   /** Reconnect delays (exponential with jitter). */
   backoff?: BackoffOptions;
-  /** Give up after this many failed attempts in a row (default: never). */
+  /**
+   * Give up after this many retries fail in a row, that is `maxAttempts + 1` failed
+   * attempts (default: never). A subscription the server could not start
+   * (`history_unavailable`) is asked again as many times.
+   */
   maxAttempts?: number;
 }
 
@@ -40,6 +44,8 @@ type Listener = (event: ClientEvent) => void;
 
 /** The `id` of refresh commands; their replies (`refreshed`, or an error with op refresh) are told by type and op. */
 const REFRESH_ID = "refresh";
+/** The reason of the close this client starts on a frame it cannot read. */
+const UNREADABLE = "unreadable frame";
 
 /**
  * A client of one Aurigraph Stream server.
@@ -67,8 +73,26 @@ export class Client {
   private refusal: Refusal | undefined;
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private refreshTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Subscribe commands waiting to be sent again after `history_unavailable`. */
+  private readonly resubscribeTimers = new Set<ReturnType<typeof setTimeout>>();
+  /** Per subscription, the `history_unavailable` answers in a row. */
+  private readonly unavailable = new Map<Subscription<StreamName>, number>();
+  /**
+   * Per id, the commands sent on this socket still without their reply (each command gets
+   * exactly one: subscribed, unsubscribed or error).
+   */
+  private readonly inFlight = new Map<string, number>();
+  /**
+   * Per subscription, the replies to earlier commands of its id still to come: until they
+   * have, every frame of the id is an earlier subscription's (an id reused after close()).
+   */
+  private readonly behind = new Map<Subscription<StreamName>, number>();
   /** Set when this client closes its own socket to reconnect at once (a token swap). */
   private swapping = false;
+  /** Set when this client closes its own socket on a frame it could not read. */
+  private unreadable = false;
+  /** The socket took a subscription (or had none to take): the back-off starts over after it. */
+  private healthy = false;
   private openWaiters: { resolve: () => void; reject: (error: Error) => void }[] = [];
 
   /**
@@ -109,7 +133,7 @@ export class Client {
     if (this.subs.has(id)) throw new TypeError(`subscription id ${id} is in use`);
     const sub = new Subscription<S>(id, stream, options, (closed) => this.unsubscribe(closed));
     this.subs.set(id, sub as unknown as Subscription<StreamName>);
-    if (isOpen(this.socket)) this.send(sub.command());
+    if (isOpen(this.socket)) this.sendSubscribe(sub as unknown as Subscription<StreamName>);
     else this.start();
     return sub;
   }
@@ -184,9 +208,12 @@ export class Client {
     this.opened = true;
     this.setState("open");
     if (this.subs.size === 0) this.attempt = 0;
+    this.healthy = this.subs.size === 0;
     this.emit({ type: "open", reconnected });
     for (const waiter of this.openWaiters.splice(0)) waiter.resolve();
-    for (const sub of this.subs.values()) this.send(sub.command());
+    this.inFlight.clear();
+    this.behind.clear();
+    for (const sub of this.subs.values()) this.sendSubscribe(sub);
     this.scheduleRefresh(undefined);
   }
 
@@ -194,6 +221,13 @@ export class Client {
     if (socket !== this.socket) return;
     this.socket = null;
     clearTimeout(this.refreshTimer);
+    this.clearResubscribes();
+    const unreadable = this.unreadable;
+    this.unreadable = false;
+    // A connection that worked starts the back-off over; one left on an unreadable
+    // frame did not work, whatever the server confirmed on it.
+    if (this.healthy && !unreadable) this.attempt = 0;
+    this.healthy = false;
     if (this.closing) {
       this.setState("closed");
       this.emit({ type: "closed", error: undefined });
@@ -205,18 +239,22 @@ export class Client {
       void this.open();
       return;
     }
-    this.retry(code, reason);
+    // After our own close on an unreadable frame the code is ours, echoed: reconnect.
+    this.retry(code, unreadable ? UNREADABLE : reason, unreadable);
   }
 
-  /** After a close: reconnect after a back-off, or stop when the close says not to. */
-  private retry(code: number, reason: string): void {
+  /**
+   * After a close: reconnect after a back-off, or stop when the close says not to
+   * (`resume`: reconnect whatever the code).
+   */
+  private retry(code: number, reason: string, resume = false): void {
     const refusal = this.refusal;
     this.refusal = undefined;
     const status = refusal?.status;
-    const stop = this.stopReason(code, status);
+    const stop = resume ? undefined : this.stopReason(code, status);
     const attempt = this.attempt;
     if (stop !== undefined || (this.options.maxAttempts !== undefined && attempt >= this.options.maxAttempts)) {
-      const message = stop ?? `gave up after ${attempt} attempts (last close ${code})`;
+      const message = stop ?? `gave up after ${attempt + 1} failed attempts in a row (last close ${code})`;
       const error = new ConnectionClosedError(message, code, reason, status);
       this.emit({ type: "disconnected", code, reason, info: closeCodeInfo(code), status, retryIn: -1, attempt });
       this.closing = true;
@@ -241,7 +279,9 @@ export class Client {
       return `the server refused the connection with HTTP ${status}`;
     }
     const info = closeCodeInfo(code);
-    if (info === undefined) return undefined; // 1005, 1006: the connection was lost
+    // A code the server's table does not list: 1005 or 1006 (the connection was lost),
+    // or a proxy's or gateway's (1015, 3000-3999, ...). Retried, as the Python SDK does.
+    if (info === undefined) return undefined;
     if (info.newToken && info.reconnect) {
       // 4001: worth another try only with a token callback to ask for a new token.
       if (typeof this.options.token === "function") return undefined;
@@ -255,6 +295,8 @@ export class Client {
   private stop(error: Error | undefined): void {
     clearTimeout(this.reconnectTimer);
     clearTimeout(this.refreshTimer);
+    this.clearResubscribes();
+    this.unavailable.clear();
     for (const sub of this.subs.values()) sub.end(error);
     this.subs.clear();
     const failure = error ?? new ConnectionClosedError("the client is closed", CloseCode.NORMAL, "");
@@ -264,23 +306,43 @@ export class Client {
   // -- frames ----------------------------------------------------------------
   private onFrame(socket: WebSocketLike, data: unknown): void {
     if (socket !== this.socket) return;
-    const text = messageText(data);
     let frame: Frame;
     try {
-      if (text === undefined) throw new ProtocolError("a binary frame on a JSON connection");
-      frame = JSON.parse(text) as Frame;
+      frame = readFrame(data);
     } catch (error) {
       this.report(error);
+      this.leaveUnread(socket);
       return;
     }
-    const sub = typeof frame.id === "string" && frame.op !== "refresh" ? this.subs.get(frame.id) : undefined;
+    if (frame.type === "refreshed") {
+      this.emit({ type: "refreshed", expiresAt: frame.expiresAt ?? null });
+      this.scheduleRefresh(frame.expiresAt ?? undefined);
+      return;
+    }
+    if (frame.type === "error" && frame.op === "refresh") {
+      this.swapToken(); // a server without the refresh command: reconnect with the new token
+      return;
+    }
+    const id = frame.id;
+    if (typeof id !== "string") return;
+    const reply = isReply(frame);
+    if (reply) this.inFlight.set(id, Math.max(0, (this.inFlight.get(id) ?? 0) - 1));
+    const sub = this.subs.get(id);
+    if (sub === undefined) return;
+    const behind = this.behind.get(sub) ?? 0;
+    if (behind > 0) {
+      // A frame of an earlier subscription of this id (closed, its reply still coming).
+      if (reply) this.behind.set(sub, behind - 1);
+      return;
+    }
     switch (frame.type) {
       case "message":
-        sub?.message(frame.data as StreamMessages[StreamName]);
+        sub.message(frame.data as StreamMessages[StreamName]);
         return;
       case "subscribed": {
-        if (sub === undefined || frame.position === undefined) return;
-        this.attempt = 0; // the server took our commands: the connection works
+        if (frame.position === undefined) return;
+        this.healthy = true; // the server took our commands: the connection works
+        this.unavailable.delete(sub);
         const resumed = sub.subscribed({
           position: frame.position,
           recovered: frame.recovered === true,
@@ -298,38 +360,82 @@ export class Client {
         return;
       }
       case "snapshot":
-        if (sub !== undefined && frame.position !== undefined) {
+        if (frame.position !== undefined) {
           sub.snapshot(frame.position, (frame.items ?? []) as StreamMessages[StreamName][]);
         }
         return;
       case "unsubscribed":
-        if (sub !== undefined) {
-          // Not asked for by us (we drop the subscription when we ask): the server ended it.
+        // Without a reason it is the reply to an unsubscribe of ours, whose subscription
+        // is gone; with one the server ended this subscription (a refresh took its stream).
+        if (frame.reason !== undefined) {
           this.subs.delete(sub.id);
           sub.end(subscriptionError(frame));
         }
         return;
       case "error":
-        if (frame.op === "refresh") {
-          this.swapToken(); // a server without the refresh command: reconnect with the new token
-        } else if (sub !== undefined) {
-          this.subs.delete(sub.id);
-          sub.end(subscriptionError(frame));
-        }
-        return;
-      case "refreshed":
-        this.emit({ type: "refreshed", expiresAt: frame.expiresAt ?? null });
-        this.scheduleRefresh(frame.expiresAt ?? undefined);
+        if (frame.op !== "subscribe") return; // an unsubscribe of an id the server no longer had
+        if (frame.error === "history_unavailable" && this.resubscribeLater(socket, sub)) return;
+        this.subs.delete(sub.id);
+        this.unavailable.delete(sub);
+        sub.end(subscriptionError(frame));
         return;
       default:
         return;
     }
   }
 
+  /**
+   * A frame this client cannot read may be a message: rather than skip it, read
+   * nothing more from this socket, close it, and reconnect and resume from the last
+   * message delivered (after the back-off).
+   */
+  private leaveUnread(socket: WebSocketLike): void {
+    if (this.unreadable) return;
+    this.unreadable = true;
+    socket.onmessage = null;
+    // A browser's close() takes only 1000 and 3000-4999: the reason says why.
+    socket.close(CloseCode.NORMAL, UNREADABLE);
+  }
+
+  /**
+   * The server could not read the history to start `sub` (`history_unavailable`): send
+   * the same command again (from the same position) after a back-off. False when the
+   * retries are spent.
+   */
+  private resubscribeLater(socket: WebSocketLike, sub: Subscription<StreamName>): boolean {
+    const tries = this.unavailable.get(sub) ?? 0;
+    if (this.options.maxAttempts !== undefined && tries >= this.options.maxAttempts) return false;
+    this.unavailable.set(sub, tries + 1);
+    const timer = setTimeout(() => {
+      this.resubscribeTimers.delete(timer);
+      if (socket === this.socket && isOpen(socket) && this.subs.get(sub.id) === sub) this.sendSubscribe(sub);
+    }, backoffDelay(tries, this.options.backoff));
+    this.resubscribeTimers.add(timer);
+    return true;
+  }
+
+  private clearResubscribes(): void {
+    for (const timer of this.resubscribeTimers) clearTimeout(timer);
+    this.resubscribeTimers.clear();
+  }
+
   private async unsubscribe(sub: { readonly id: string }): Promise<void> {
     if ((this.subs.get(sub.id) as unknown) !== sub) return;
     this.subs.delete(sub.id);
-    if (isOpen(this.socket)) this.send({ op: "unsubscribe", id: sub.id });
+    this.unavailable.delete(sub as Subscription<StreamName>);
+    if (isOpen(this.socket)) this.sendCommand(sub.id, { op: "unsubscribe", id: sub.id });
+  }
+
+  /** Send `sub`'s subscribe command; frames of its id before the replies already due are not its. */
+  private sendSubscribe(sub: Subscription<StreamName>): void {
+    this.behind.set(sub, this.inFlight.get(sub.id) ?? 0);
+    this.sendCommand(sub.id, sub.command());
+  }
+
+  /** Send a command that gets a reply with this id. */
+  private sendCommand(id: string, command: Record<string, unknown>): void {
+    this.inFlight.set(id, (this.inFlight.get(id) ?? 0) + 1);
+    this.send(command);
   }
 
   private send(command: Record<string, unknown>): void {
@@ -349,16 +455,20 @@ export class Client {
   }
 
   private async refresh(source: () => string | Promise<string>): Promise<void> {
+    const socket = this.socket;
     let token: string;
     try {
       token = await source();
     } catch (error) {
+      // Closed meanwhile, or a new connection, which keeps its own schedule: nothing to do.
+      if (this.closing || this.socket !== socket) return;
       this.report(error); // the token still in use is valid a while longer: try again
       this.refreshTimer = setTimeout(() => void this.refresh(source), 1000);
       return;
     }
+    if (this.closing || this.socket !== socket) return;
     this.token = token;
-    if (isOpen(this.socket)) this.send({ op: "refresh", id: REFRESH_ID, token });
+    if (isOpen(socket)) this.send({ op: "refresh", id: REFRESH_ID, token });
   }
 
   /** Reconnect now with the current token (and resume every subscription). */
@@ -387,7 +497,7 @@ export class Client {
     }
   }
 
-  /** A fault the client survives (an unreadable frame, a failing token callback): an error event. */
+  /** A fault the client survives (an unreadable frame, then resumed; a failing token callback): an error event. */
   private report(error: unknown): void {
     this.emit({ type: "error", error: error instanceof Error ? error : new Error(String(error)) });
   }
@@ -408,6 +518,32 @@ interface Frame {
   detail?: string;
   reason?: string;
   expiresAt?: number | null;
+}
+
+/**
+ * One frame, parsed and checked as far as the client relies on it.
+ *
+ * @throws ProtocolError when it is not a JSON object, or a message without a numeric seq.
+ */
+function readFrame(data: unknown): Frame {
+  const text = messageText(data);
+  if (text === undefined) throw new ProtocolError("a binary frame on a JSON connection");
+  const frame: unknown = JSON.parse(text);
+  if (typeof frame !== "object" || frame === null || Array.isArray(frame)) {
+    throw new ProtocolError("a frame that is not a JSON object");
+  }
+  const { type, data: message } = frame as Frame;
+  if (type === "message" && typeof (message as { seq?: unknown } | null)?.seq !== "number") {
+    throw new ProtocolError("a message without a seq");
+  }
+  return frame as Frame;
+}
+
+/** The reply to a command: each command gets exactly one (`unsubscribed` with a reason is not one). */
+function isReply(frame: Frame): boolean {
+  if (frame.type === "subscribed") return true;
+  if (frame.type === "unsubscribed") return frame.reason === undefined;
+  return frame.type === "error" && (frame.op === "subscribe" || frame.op === "unsubscribe");
 }
 
 /** The /ws endpoint of a server URL. */

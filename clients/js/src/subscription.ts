@@ -4,6 +4,13 @@
 // and epoch delivered, drops what it has already delivered (a duplicate can
 // only come from a resume that overlaps), and turns `recovered: false` into a
 // Gap item before the next message.
+//
+// A replay (`replay: N`) is the last `replayed` messages up to the subscribed
+// position. If the connection drops before the first of them arrives, the resume
+// starts just before them: without a filter that drops messages they are the
+// last `replayed` seqs, so `since = position - replayed` is exact. With such a
+// filter their seqs cannot be known: the resume asks for everything after the
+// position (every live message), and the replay is announced as a gap.
 import { LATEST_WINS_STREAMS, type StreamName } from "./generated/contract.js";
 import { SubscriptionError } from "./errors.js";
 import {
@@ -35,10 +42,14 @@ export class Subscription<S extends StreamName> implements AsyncIterableIterator
    * the server skips replaced states under load, and only `recovered: false` is a gap.
    */
   private readonly consecutive: boolean;
+  /** The filter drops messages (an option other than the projections). */
+  private readonly filtered: boolean;
   private lastSeq: number | null = null;
   private epoch: string | null = null;
   /** Where to resume when nothing was delivered yet. */
   private floor: number | null = null;
+  /** The subscribed position of a filtered replay none of which has arrived yet. */
+  private replayAt: Position | null = null;
   private queue: Item<S>[] = [];
   private waiting: ((result: IteratorResult<Item<S>>) => void)[] = [];
   private failWaiting: ((error: Error) => void)[] = [];
@@ -58,8 +69,8 @@ export class Subscription<S extends StreamName> implements AsyncIterableIterator
     this.options = options;
     this.onClose = onClose;
     const filterKeys = Object.keys(options.filter ?? {});
-    this.consecutive =
-      !LATEST_WINS_STREAMS.includes(stream) && filterKeys.every((key) => PROJECTIONS.has(key));
+    this.filtered = !filterKeys.every((key) => PROJECTIONS.has(key));
+    this.consecutive = !LATEST_WINS_STREAMS.includes(stream) && !this.filtered;
     if (options.since !== undefined) {
       const since = typeof options.since === "string" ? parsePosition(options.since) : options.since;
       if (since === undefined) throw new TypeError(`since must be SEQ:EPOCH, not ${String(options.since)}`);
@@ -81,7 +92,7 @@ export class Subscription<S extends StreamName> implements AsyncIterableIterator
   command(): Record<string, unknown> {
     const command: Record<string, unknown> = { op: "subscribe", id: this.id, stream: this.stream };
     if (this.options.filter !== undefined) command["filter"] = this.options.filter;
-    const position = this.position;
+    const position = this.position ?? this.replayAt;
     if (position !== null) {
       command["since"] = positionText(position); // resume: replay and snapshot are done
       if (this.options.snapshot === true) command["snapshot"] = true; // the fallback if it fails
@@ -95,30 +106,52 @@ export class Subscription<S extends StreamName> implements AsyncIterableIterator
   /** @internal The `subscribed` reply. Returns whether this was a resume. */
   subscribed(frame: SubscribedFrame): boolean {
     const last = this.position;
+    const unreplayed = this.replayAt; // this resumes a filtered replay that never began
+    this.replayAt = null;
+    const from = last ?? unreplayed;
     const { position } = frame;
-    if (last !== null && !frame.recovered) {
-      const epochChanged = position.epoch !== last.epoch;
+    if (from !== null && !frame.recovered) {
+      const epochChanged = position.epoch !== from.epoch;
+      const known = last !== null && !epochChanged && this.consecutive;
       this.push({
         type: "gap",
         id: this.id,
         stream: this.stream,
         reason: epochChanged ? "epoch_changed" : "history_lost",
-        missed: !epochChanged && this.consecutive ? Math.max(0, position.seq - last.seq) : null,
+        missed: known ? Math.max(0, position.seq - from.seq) : null,
         last,
         position,
       } satisfies Gap<S>);
       this.lastSeq = position.seq;
       this.epoch = position.epoch;
+    } else if (unreplayed !== null) {
+      // Everything after the replay's position follows; the replay itself is lost.
+      const resume = { seq: unreplayed.seq, epoch: position.epoch };
+      this.push({
+        type: "gap",
+        id: this.id,
+        stream: this.stream,
+        reason: "replay_lost",
+        missed: null,
+        last: null,
+        position: resume,
+      } satisfies Gap<S>);
+      this.lastSeq = resume.seq;
+      this.epoch = resume.epoch;
     } else if (last === null) {
       this.epoch = position.epoch;
-      // Replayed messages lie at or below position.seq: exact without a filter.
-      this.floor = Math.max(0, position.seq - (frame.replayed ?? 0));
+      const replayed = frame.replayed ?? 0;
+      // Replayed messages lie at or below position.seq: without a filter that drops
+      // messages, they are the last `replayed` seqs.
+      if (replayed > 0 && this.filtered) this.replayAt = position;
+      else this.floor = Math.max(0, position.seq - replayed);
     }
-    return last !== null;
+    return from !== null;
   }
 
   /** @internal A `snapshot` frame: the set as of its position; live messages follow it. */
   snapshot(position: Position, items: StreamMessages[S][]): void {
+    this.replayAt = null;
     this.epoch = position.epoch;
     this.lastSeq = Math.max(this.lastSeq ?? 0, position.seq);
     this.push({ type: "snapshot", id: this.id, stream: this.stream, position, items });
@@ -143,6 +176,7 @@ export class Subscription<S extends StreamName> implements AsyncIterableIterator
       });
     }
     this.lastSeq = seq;
+    this.replayAt = null;
     this.push({ type: "message", id: this.id, stream: this.stream, seq, epoch, data });
   }
 

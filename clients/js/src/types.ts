@@ -66,9 +66,11 @@ export interface SnapshotItem<S extends StreamName> {
  * Why messages were missed:
  * - `epoch_changed`: the server lost the stream's history (an in-memory server restarted);
  * - `history_lost`: the history no longer reaches back to the last message received;
- * - `sequence`: a `seq` was skipped on a live connection (never expected from the server).
+ * - `sequence`: a `seq` was skipped on a live connection (never expected from the server);
+ * - `replay_lost`: the connection dropped after a filtered `replay` was confirmed and before
+ *   its first message; delivery goes on after the position the replay ended at.
  */
-export type GapReason = "epoch_changed" | "history_lost" | "sequence";
+export type GapReason = "epoch_changed" | "history_lost" | "sequence" | "replay_lost";
 
 /**
  * Messages were missed and cannot be had. Yielded before the next message,
@@ -120,6 +122,9 @@ export type ClientEvent =
       readonly attempt: number;
     }
   | { readonly type: "refreshed"; readonly expiresAt: number | null }
-  /** Something the client survived: an unreadable frame, a token callback that failed. */
+  /**
+   * Something the client survived: an unreadable frame (it closes that connection and
+   * resumes from the last message delivered), a token callback that failed.
+   */
   | { readonly type: "error"; readonly error: Error }
   | { readonly type: "closed"; readonly error: Error | undefined };

@@ -9,8 +9,10 @@ import {
   type MessageItem,
   SubscriptionError,
   type TransactionMessage,
+  type WebSocketLike,
   muxUrl,
 } from "../src/index.js";
+import WebSocket from "ws";
 import { eventually, newClient, nextEvent, publish, serverUrl, take, transaction, validator } from "./support.js";
 
 const clients: Client[] = [];
@@ -148,6 +150,39 @@ describe("the client on a live server", () => {
     await good.close();
   });
 
+  test("an id used again right after close() gets only its own frames", async () => {
+    const c = client();
+    const first = c.subscribe("transactions", { id: "again", filter: { address: A } });
+    await nextEvent(c, (e) => e.type === "subscribed" && e.id === "again");
+    await publish("transactions", [transaction({ from: A }), transaction({ from: A })]);
+    await take(first, 1); // the second may still be on its way
+    await first.close();
+    const confirmed = nextEvent(c, (e) => e.type === "subscribed" && e.id === "again");
+    const second = c.subscribe("transactions", { id: "again", filter: { address: A, status: "FAILED" } });
+    await confirmed; // the reply to first's unsubscribe came before: it did not end this one
+    const [seq] = await publish("transactions", [transaction({ from: A, status: "FAILED" })]);
+    const [item] = await take(second, 1);
+    assert.ok(item?.type === "message" && item.seq === seq && item.data.status === "FAILED");
+    await second.close();
+  });
+
+  test("an unreadable frame is read again after a resume: every message once, in order", async () => {
+    const D = "0x" + "d4".repeat(20);
+    const c = client({ WebSocket: ThirdMessageUnreadable });
+    const sub = c.subscribe("transactions", { filter: { address: D } });
+    await nextEvent(c, (e) => e.type === "subscribed" && e.id === sub.id);
+    const dropped = nextEvent(c, (e) => e.type === "disconnected");
+    const seqs = await publish("transactions", [1, 2, 3, 4, 5, 6].map(() => transaction({ from: D })));
+    const items = await take(sub, 6);
+    assert.deepEqual(
+      items.map((i) => (i.type === "message" ? i.seq : i.type)),
+      seqs,
+    );
+    const drop = await dropped;
+    assert.ok(drop.type === "disconnected" && drop.reason === "unreadable frame" && drop.retryIn >= 0);
+    await sub.close();
+  });
+
   test("a resume from a lost epoch yields a typed gap before the next message", async () => {
     const c = client();
     const sub = c.subscribe("transactions", { since: "5:not-this-epoch", filter: { address: B } });
@@ -163,6 +198,46 @@ describe("the client on a live server", () => {
     await sub.close();
   });
 });
+
+/**
+ * The `ws` package's WebSocket, except that the third stream message this process
+ * receives on such sockets reaches the client as a frame it cannot read.
+ */
+let messagesSeen = 0;
+class ThirdMessageUnreadable implements WebSocketLike {
+  private readonly inner: WebSocket;
+  onopen: ((event: unknown) => void) | null = null;
+  onmessage: ((event: { data: unknown }) => void) | null = null;
+  onclose: ((event: { code: number; reason: string }) => void) | null = null;
+  onerror: ((event: unknown) => void) | null = null;
+
+  constructor(url: string, protocols?: string | string[]) {
+    this.inner = new WebSocket(url, protocols);
+    this.inner.onopen = (event) => this.onopen?.(event);
+    this.inner.onmessage = (event) => {
+      let data: unknown = event.data;
+      if (typeof data === "string" && (JSON.parse(data) as { type?: string }).type === "message") {
+        messagesSeen += 1;
+        if (messagesSeen === 3) data = "{unreadable";
+      }
+      this.onmessage?.({ data });
+    };
+    this.inner.onclose = (event) => this.onclose?.({ code: event.code, reason: event.reason });
+    this.inner.onerror = (event) => this.onerror?.(event);
+  }
+
+  get readyState(): number {
+    return this.inner.readyState;
+  }
+
+  send(data: string): void {
+    this.inner.send(data);
+  }
+
+  close(code?: number, reason?: string): void {
+    this.inner.close(code, reason);
+  }
+}
 
 async function muxConnections(): Promise<number> {
   return eventually(async () => {

@@ -163,6 +163,51 @@ describe("a subscription's bookkeeping", () => {
     assert.ok(LATEST_WINS_STREAMS.includes("metrics"));
   });
 
+  test("a filtered replay cut before its first message: the resume asks for what follows its position, and the replay is a gap", async () => {
+    const filter = { status: "FAILED" } as const;
+    const sub = new Subscription("t", "transactions", { filter, replay: 3 }, closed);
+    sub.subscribed({ position: { seq: 50, epoch: "e1" }, recovered: true, replayed: 3 });
+    // Its 3 messages passed the filter at seqs no one can tell: not 48, 49, 50.
+    assert.deepEqual(sub.command(), { op: "subscribe", id: "t", stream: "transactions", filter, since: "50:e1" });
+    assert.equal(sub.subscribed({ position: { seq: 60, epoch: "e1" }, recovered: true, replayed: 4 }), true);
+    sub.message(tx(50));
+    sub.message(tx(55));
+    const items = await drain(sub);
+    assert.deepEqual(items[0], {
+      type: "gap",
+      id: "t",
+      stream: "transactions",
+      reason: "replay_lost",
+      missed: null,
+      last: null,
+      position: { seq: 50, epoch: "e1" },
+    });
+    assert.deepEqual(
+      items.slice(1).map((i) => (i.type === "message" ? i.seq : i.type)),
+      [55],
+    );
+  });
+
+  test("a filtered replay that began resumes from its last message, with no gap", async () => {
+    const sub = new Subscription("t", "transactions", { filter: { status: "FAILED" }, replay: 3 }, closed);
+    sub.subscribed({ position: { seq: 50, epoch: "e1" }, recovered: true, replayed: 3 });
+    sub.message(tx(20));
+    assert.equal(sub.command()["since"], "20:e1");
+    sub.subscribed({ position: { seq: 60, epoch: "e1" }, recovered: true, replayed: 2 });
+    sub.message(tx(33));
+    const items = await drain(sub);
+    assert.deepEqual(
+      items.map((i) => (i.type === "message" ? i.seq : i.type)),
+      [20, 33],
+    );
+  });
+
+  test("a projection drops no message: a replay cut early resumes from just before it", () => {
+    const sub = new Subscription("t", "transactions", { filter: { detail: "summary" }, replay: 3 }, closed);
+    sub.subscribed({ position: { seq: 50, epoch: "e1" }, recovered: true, replayed: 3 });
+    assert.equal(sub.command()["since"], "47:e1");
+  });
+
   test("replay and snapshot are asked for once; a resume asks for since (snapshot as fallback)", () => {
     const sub = new Subscription("v", "transactions", { replay: 5 }, closed);
     assert.deepEqual(sub.command(), { op: "subscribe", id: "v", stream: "transactions", replay: 5 });

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -61,6 +61,7 @@ class Access:
     principal: Principal
     client: str  # the rate-limit and connection-count key of the client address
     subprotocol: str | None  # the Sec-WebSocket-Protocol to answer with
+    offered: list[str]  # the subprotocols the request offers, in order
 
 
 class Guard:
@@ -142,18 +143,20 @@ class Guard:
         *,
         subprotocol: bool,
         optional: bool = False,
+        offered: Sequence[str] | None = None,
     ) -> Principal:
         """The principal a request's token grants; UNRESTRICTED when auth is off.
 
         With ``optional``, a request without a token is :data:`ANONYMOUS` (it
         may authenticate later); a token it does carry must still be valid.
+        ``offered``: the request's subprotocols, when the caller has split them.
 
         Raises:
             AuthError: 401 without a valid token.
         """
         if self.authenticator is None:
             return UNRESTRICTED
-        token = extract_token(headers, query, subprotocol=subprotocol)
+        token = extract_token(headers, query, subprotocol=subprotocol, offered=offered)
         if token is None:
             if optional:
                 return ANONYMOUS
@@ -206,6 +209,7 @@ def check_upgrade_access(
             AuthError: 401 without a valid token.
     """
     headers = request.headers
+    offered = subprotocols(headers)  # split once: the token, the format and /graphql read it
     client = guard.proxies.client(peer, headers)
     guard.check_rate(client)
     if not headers.get("host"):
@@ -214,7 +218,7 @@ def check_upgrade_access(
     guard.check_origin(headers)
     try:
         principal = guard.authenticate(
-            headers, request.query, subprotocol=True, optional=token_optional
+            headers, request.query, subprotocol=True, optional=token_optional, offered=offered
         )
     except AuthError as exc:
         # An audit line; the query string may hold the token, which redaction blanks.
@@ -223,8 +227,9 @@ def check_upgrade_access(
             extra={"client": client, "target": _target(request), "error": exc.error},
         )
         raise
-    offered = subprotocols(headers)
-    return Access(principal, client, BEARER_PROTOCOL if BEARER_PROTOCOL in offered else None)
+    return Access(
+        principal, client, BEARER_PROTOCOL if BEARER_PROTOCOL in offered else None, offered
+    )
 
 
 def authorize_stream(principal: Principal, stream: str) -> None:

@@ -351,11 +351,16 @@ def _principal(claims: Mapping[str, Any]) -> Principal:
 
 
 def extract_token(
-    headers: Mapping[str, str], query: Mapping[str, str], *, subprotocol: bool = True
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+    *,
+    subprotocol: bool = True,
+    offered: Sequence[str] | None = None,
 ) -> str | None:
     """The token a request carries (header, then subprotocol, then query), if any.
 
-    ``headers`` are looked up by lower-case name.
+    ``headers`` are looked up by lower-case name; ``offered`` is
+    :func:`subprotocols` of them, when the caller has it already.
 
     Raises:
         AuthError: 401 for an Authorization header that is not ``Bearer``, or a
@@ -373,7 +378,8 @@ def extract_token(
             )
         return credentials.strip()
     if subprotocol:
-        offered = subprotocols(headers)
+        if offered is None:
+            offered = subprotocols(headers)
         if BEARER_PROTOCOL in offered:
             at = offered.index(BEARER_PROTOCOL) + 1
             if at >= len(offered):

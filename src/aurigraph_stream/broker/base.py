@@ -68,8 +68,13 @@ class Broker(Protocol):
         """
         ...
 
-    async def history(self, stream: str, since: int | None) -> HistoryRead:
+    async def history(
+        self, stream: str, since: int | None, newest: int | None = None
+    ) -> HistoryRead:
         """The stream's history after ``since`` (every event kept when ``None``), and its position.
+
+        ``newest``, without ``since``: only the newest that many events kept (a
+        ``replay=N`` with no filter need not read the rest).
 
         Raises:
             BrokerUnavailable: the store cannot be reached.

@@ -9,6 +9,8 @@ transactions for at most 300 s, 600 metrics messages).
 
 from __future__ import annotations
 
+import math
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -114,7 +116,9 @@ def parse_policies(
             age = float(age_text) if age_text else default.max_age
         except ValueError:
             raise ConfigError(f"history_streams: {item!r}: SIZE and SECONDS are numbers") from None
-        if size < 1 or age < 0:
-            raise ConfigError(f"history_streams: {item!r}: SIZE >= 1, SECONDS >= 0")
+        if not (1 <= size <= sys.maxsize and 0 <= age < math.inf):  # NaN is not >= 0
+            raise ConfigError(
+                f"history_streams: {item!r}: SIZE from 1 to {sys.maxsize}, SECONDS >= 0 and finite"
+            )
         policies[name] = HistoryPolicy(size, age)
     return policies

@@ -49,7 +49,13 @@ class MemoryBroker:
             self._handler(events)
         return [event.seq for event in events]
 
-    async def history(self, stream: str, since: int | None) -> HistoryRead:
+    async def history(
+        self, stream: str, since: int | None, newest: int | None = None
+    ) -> HistoryRead:
+        if since is None and newest is not None:
+            history = self._history[stream]
+            position = Position(self._seq[stream], self.epoch)
+            return HistoryRead(position, history.last(newest), history.first_seq())
         return self.history_now(stream, since)
 
     def history_now(self, stream: str, since: int | None) -> HistoryRead:

@@ -2,7 +2,9 @@
 
 Per stream, three keys share one hash tag (``aurigraph:{transactions}:...``):
 
-- ``meta``, a hash: ``epoch`` and ``seq``, the last seq assigned;
+- ``meta``, a hash: ``epoch``, ``seq``, the last seq assigned, and ``base``,
+  the seq the epoch started after (0, or where a new epoch took over from
+  one Redis lost writes of);
 - ``log``, a Redis Stream: one entry per event (``s`` seq, ``e`` epoch,
   ``d`` the message as JSON, without ``seq``, ``t`` Redis' clock when it was
   stored, in microseconds), trimmed to the stream's
@@ -23,6 +25,13 @@ published meanwhile. When the epoch of an entry is not the one it delivered
 from, or a seq was skipped (trimmed before it was read), the reader re-reads
 the stream's state and calls ``on_reset`` with the position it continues
 from: subscribers are told ``recovered: false`` rather than left with a gap.
+
+Redis may also lose its last writes and keep the epoch (an append-only file
+fsynced every second, a replica promoted behind its master): it then numbers
+again from below what readers delivered, and one ``SEQ:EPOCH`` would name two
+events. A reader that finds a seq it delivered already, or a stored seq below
+it, moves the stream to a new epoch in one script (once, whichever process
+sees it first) and resyncs: that too is announced ``recovered: false``.
 """
 
 from __future__ import annotations
@@ -61,6 +70,7 @@ KEY_PREFIX = "aurigraph:"
 COMMAND_TIMEOUT = 3.0  # seconds: a publish or read slower than this answers 503
 PING_TIMEOUT = 1.0  # seconds: readiness goes DOWN within this of Redis hanging
 CONNECT_TIMEOUT = 1.0
+POOL_SIZE = 16  # connections for commands, per process (the reader has one of its own)
 # The reader's XREAD BLOCK: how long an idle reader waits before it asks again,
 # and so how long close() waits for it (a cancelled XREAD can leave redis-py's
 # connection hanging, so the reader is asked to stop instead).
@@ -70,16 +80,35 @@ READ_COUNT = 1000  # entries per stream per XREAD
 # The errors that mean "Redis cannot be reached or answered too late".
 _UNREACHABLE = (RedisError, OSError, asyncio.TimeoutError)
 
-# KEYS: meta, log, snap. ARGV: a fresh epoch (used only when the stream has
-# none), max length, max age ms (0: none), n, then n x (data, op, item key)
-# where op is "" (no snapshot), "+" (set the item) or "-" (remove it).
-_PUBLISH = """
+# The epoch of the stream (KEYS[1] meta, KEYS[2] log, KEYS[3] snap), created from
+# ARGV[1] if it has none (a new stream, or one Redis lost).
+_EPOCH = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]
   redis.call('DEL', KEYS[2], KEYS[3])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
 end
+"""
+
+# trim(age ms, TIME or nil): drops the log's entries older than ``age`` (0: none).
+_TRIM = """
+local function trim(age, t)
+  if age > 0 then
+    t = t or redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    redis.call('XTRIM', KEYS[2], 'MINID', now - age)
+  end
+end
+"""
+
+# KEYS: meta, log, snap. ARGV: a fresh epoch (used only when the stream has
+# none), max length, max age ms (0: none), n, then n x (data, op, item key)
+# where op is "" (no snapshot), "+" (set the item) or "-" (remove it).
+_PUBLISH = (
+    _EPOCH
+    + _TRIM
+    + """
 local t = redis.call('TIME')
 local stored = t[1] .. string.format('%06d', tonumber(t[2]))
 local n = tonumber(ARGV[4])
@@ -97,66 +126,83 @@ for i = 0, n - 1 do
     redis.call('HDEL', KEYS[3], ARGV[at + 2])
   end
 end
-local age = tonumber(ARGV[3])
-if age > 0 then
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('XTRIM', KEYS[2], 'MINID', now - age)
-end
+trim(tonumber(ARGV[3]), t)
 return last
 """
+)
 
-# The part both reads share: the epoch (created if missing), age trimming.
-_ENSURE = """
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', KEYS[2], KEYS[3])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
-end
-local age = tonumber(ARGV[2])
-if age > 0 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('XTRIM', KEYS[2], 'MINID', now - age)
-end
+# The part both reads share: the epoch (created if missing), age trimming, the head.
+# ARGV: fresh epoch, max age ms.
+_ENSURE = (
+    _EPOCH
+    + _TRIM
+    + """
+trim(tonumber(ARGV[2]), nil)
 local head = tonumber(redis.call('HGET', KEYS[1], 'seq'))
 """
+)
 
-# KEYS: meta, log, snap. ARGV: fresh epoch, max age ms, since ("": every event kept).
-# Returns {epoch, head seq, oldest kept entry or {}, entries}; after ``since`` the
-# entries come newest first (XREVRANGE with the count that must be there).
+# KEYS: meta, log, snap. ARGV: fresh epoch, max age ms, since ("": none), newest
+# ("": every event kept; used without since). Returns {epoch, head seq, oldest kept
+# entry or {}, entries}, the entries newest first: after ``since`` the count that
+# must be there, else the newest ones.
 _HISTORY = (
     _ENSURE
     + """
 local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
 local entries
-if ARGV[3] == '' then
-  entries = redis.call('XRANGE', KEYS[2], '-', '+')
-else
+if ARGV[3] ~= '' then
   local since = tonumber(ARGV[3])
   if since >= head then
     entries = {}
   else
     entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', head - since)
   end
+elseif ARGV[4] ~= '' then
+  local newest = tonumber(ARGV[4])
+  if newest > 0 then
+    entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', newest)
+  else
+    entries = {}
+  end
+else
+  entries = redis.call('XREVRANGE', KEYS[2], '+', '-')
 end
 return {epoch, head, oldest, entries}
 """
 )
 
 # KEYS: meta, log, snap. ARGV: fresh epoch, max age ms. Returns {epoch, head seq,
-# id of the newest entry or "0-0", the snapshot set, seq of the oldest entry or 0}.
-_STATE = (
-    _ENSURE
-    + """
+# id of the newest entry or "0-0", the snapshot set, seq of the oldest entry or 0,
+# the seq the epoch started after}.
+_STATE_READ = """
 local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
 local last = '0-0'
 local first = 0
 if newest[1] then last = newest[1][1] end
 if oldest[1] then first = tonumber(oldest[1][2][2]) end
-return {epoch, head, last, redis.call('HVALS', KEYS[3]), first}
+local base = tonumber(redis.call('HGET', KEYS[1], 'base') or 0)
+return {epoch, head, last, redis.call('HVALS', KEYS[3]), first, base}
 """
+_STATE = _ENSURE + _STATE_READ
+
+# Redis lost writes it had acknowledged (an AOF fsynced every second, a replica
+# promoted behind its master) and went on numbering under the same epoch: seqs
+# already delivered would name other events. KEYS: meta, log, snap. ARGV: fresh
+# epoch, max age ms, the epoch that lost them. If the stream is still on it, it
+# moves to the fresh epoch, which goes on from the stored seq (``base``, the seq
+# the epoch starts after); the log, whose positions are now ambiguous, is
+# dropped; the snapshot set is Redis' current one and stays. Returns the state as
+# _STATE does (the fresh epoch, or the one another process moved it to first).
+_FORK = (
+    """
+if redis.call('HGET', KEYS[1], 'epoch') == ARGV[3] then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'base', redis.call('HGET', KEYS[1], 'seq'))
+  redis.call('DEL', KEYS[2])
+end
+"""
+    + _STATE
 )
 
 # KEYS: the lease. ARGV: holder, ttl ms. 1 if the holder holds it now.
@@ -172,6 +218,11 @@ if not current then
 end
 return 0
 """
+
+
+# (position, id of the newest entry, the snapshot set or None, seq of the oldest entry,
+# the seq the epoch started after).
+_State = tuple[Position, bytes, list[dict[str, Any]] | None, int, int]
 
 
 def stream_keys(stream: str) -> tuple[str, str, str]:
@@ -199,12 +250,18 @@ class RedisBroker:
 
     def __init__(self, url: str, policies: Mapping[str, HistoryPolicy]) -> None:
         self._policies = dict(policies)
-        # No retries: a publish retried after a timeout could be stored twice.
-        self._client: redis.Redis = redis.Redis.from_url(
-            url,
-            socket_timeout=COMMAND_TIMEOUT,
-            socket_connect_timeout=CONNECT_TIMEOUT,
-            retry=Retry(NoBackoff(), 0),
+        # No retries: a publish retried after a timeout could be stored twice. A bounded
+        # pool: a burst of resumes (each a history read) waits for a connection rather
+        # than opening one each and keeping them all open afterwards.
+        self._client: redis.Redis = redis.Redis.from_pool(
+            redis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=POOL_SIZE,
+                timeout=COMMAND_TIMEOUT,
+                socket_timeout=COMMAND_TIMEOUT,
+                socket_connect_timeout=CONNECT_TIMEOUT,
+                retry=Retry(NoBackoff(), 0),
+            )
         )
         # The reader's own pool (one connection in use): its XREAD blocks.
         self._reader: redis.Redis = redis.Redis.from_url(
@@ -216,6 +273,7 @@ class RedisBroker:
         self._publish = self._client.register_script(_PUBLISH)
         self._history = self._client.register_script(_HISTORY)
         self._state = self._client.register_script(_STATE)
+        self._fork = self._client.register_script(_FORK)
         self._lease = self._client.register_script(_LEASE)
         self._keys = {name: stream_keys(name) for name in policies}
         self._stream_of = {keys[1].encode(): name for name, keys in self._keys.items()}
@@ -238,6 +296,13 @@ class RedisBroker:
             logger.warning("broker unreachable at start", extra={"error": type(exc).__name__})
             self._up = False
         self._task = asyncio.create_task(self._run(), name="redis-reader")
+        self._task.add_done_callback(self._reader_ended)
+
+    def _reader_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._closing:
+            return
+        # Not expected (_run handles every Exception), but readiness must say it.
+        logger.error("broker reader stopped; readiness is DOWN", exc_info=task.exception())
 
     async def close(self) -> None:
         self._handler = None
@@ -250,8 +315,8 @@ class RedisBroker:
             done, _ = await asyncio.wait({task}, timeout=BLOCK_MS / 1000 + COMMAND_TIMEOUT + 1)
             if not done:
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task  # an error of its own was logged when it ended
         await self._reader.aclose()
         await self._client.aclose()
 
@@ -277,7 +342,9 @@ class RedisBroker:
         return list(range(last - n + 1, last + 1))
 
     # -- reading ------------------------------------------------------------------------
-    async def history(self, stream: str, since: int | None) -> HistoryRead:
+    async def history(
+        self, stream: str, since: int | None, newest: int | None = None
+    ) -> HistoryRead:
         if self._closing:
             raise BrokerUnavailable("the broker is closed")
         policy = self._policies[stream]
@@ -285,6 +352,7 @@ class RedisBroker:
             secrets.token_hex(4),
             int(policy.max_age * 1000),
             "" if since is None else since,
+            "" if newest is None else newest,
         ]
         try:
             epoch, head, oldest, entries = await self._history(keys=self._keys[stream], args=args)
@@ -294,11 +362,18 @@ class RedisBroker:
         position = Position(head, _text(epoch))
         first = int(oldest[0][1][1]) if oldest else head + 1
         now = (time.perf_counter(), time.time())
-        events: list[Event] | None = [self._event(stream, e[0], e[1], now) for e in entries]
-        if since is not None and events:
-            events.reverse()
+        # Entries come newest first, each a flat list: s, seq, e, epoch, d, data, t, stored.
+        events: list[Event] | None = [
+            self._event(stream, e[0], int(f[1]), f[5], f[7] if len(f) > 7 else None, now)
+            for e in reversed(entries)
+            for f in (e[1],)
+        ]
+        if since is not None and since < head:
+            assert events is not None
             if len(events) < head - since or events[0].seq != since + 1:
-                events = None  # some events after ``since`` are no longer kept
+                # Some events after ``since`` are no longer kept, all of them when the
+                # age bound emptied the log of an idle stream.
+                events = None
         return HistoryRead(position, events, first)
 
     def history_now(self, stream: str, since: int | None) -> HistoryRead | None:
@@ -309,17 +384,22 @@ class RedisBroker:
 
     @staticmethod
     def _event(
-        stream: str, entry_id: bytes, fields: Sequence[bytes], now: tuple[float, float]
+        stream: str,
+        entry_id: bytes,
+        seq: int,
+        data: bytes,
+        stored: bytes | None,
+        now: tuple[float, float],
     ) -> Event:
-        # Fields as stored: s, seq, e, epoch, d, data, t, stored (us, Redis' clock).
-        seq = int(fields[1])
-        # accepted_at on this process's perf_counter, from when Redis stored it.
-        if len(fields) > 7:
-            stored = int(fields[7]) / 1e6
+        """An entry as an event; ``stored``: when Redis stored it (us, Redis' clock)."""
+        if stored is not None:
+            at = int(stored) / 1e6
         else:  # an entry from before ``t`` was stored: the id's milliseconds
-            stored = int(entry_id.partition(b"-")[0]) / 1e3
-        accepted = now[0] - max(0.0, now[1] - stored)
-        return Event(stream, seq, {**orjson.loads(fields[5]), "seq": seq}, accepted)
+            at = int(entry_id.partition(b"-")[0]) / 1e3
+        message = orjson.loads(data)  # stored without seq: a dict of its own to add it to
+        message["seq"] = seq
+        # accepted_at on this process's perf_counter, from when Redis stored it.
+        return Event(stream, seq, message, now[0] - max(0.0, now[1] - at))
 
     # -- leases and health ----------------------------------------------------------------
     async def lease(self, name: str, holder: str, ttl: float) -> bool:
@@ -336,6 +416,8 @@ class RedisBroker:
     async def ping(self) -> bool:
         if self._closing:
             return False
+        if self._task is not None and self._task.done():
+            return False  # no reader: nothing published would be delivered here
         try:
             async with asyncio.timeout(PING_TIMEOUT):
                 return bool(await self._client.ping())
@@ -343,55 +425,84 @@ class RedisBroker:
             return False
 
     # -- the reader -------------------------------------------------------------------------
-    async def _state_of(
-        self, stream: str
-    ) -> tuple[Position, bytes, list[dict[str, Any]] | None, int]:
-        policy = self._policies[stream]
-        epoch, head, last, items, oldest = await self._state(
-            keys=self._keys[stream], args=[secrets.token_hex(4), int(policy.max_age * 1000)]
-        )
+    def _parsed_state(self, stream: str, reply: Sequence[Any]) -> _State:
+        epoch, head, last, items, oldest, base = reply
         snapshot = [_snapshot_item(v) for v in items] if stream in SNAPSHOT_KEYS else None
-        return Position(int(head), _text(epoch)), last, snapshot, int(oldest)
+        return Position(int(head), _text(epoch)), last, snapshot, int(oldest), int(base)
 
-    async def _resync(self, stream: str, *, new_epoch: bool = False) -> None:
-        """Continue ``stream`` from its state in Redis now, telling the handler's owner.
+    def _state_args(self, stream: str, *more: str) -> list[str | int]:
+        return [secrets.token_hex(4), int(self._policies[stream].max_age * 1000), *more]
 
-        A new epoch whose log still starts at seq 1 is delivered from its start
-        (the reset says position 0, the snapshot set starts empty): subscribers
-        then get every event of it. Otherwise delivery goes on after the head,
-        with the stored snapshot set.
+    async def _state_of(self, stream: str) -> _State:
+        reply = await self._state(keys=self._keys[stream], args=self._state_args(stream))
+        return self._parsed_state(stream, reply)
+
+    async def _resync(
+        self, stream: str, *, new_epoch: bool = False, state: _State | None = None
+    ) -> None:
+        """Continue ``stream`` from its state in Redis now (``state`` when already read),
+        telling the handler's owner.
+
+        A new epoch whose log still starts at its first seq is delivered from
+        its start (the reset says the position it started after; a new stream's
+        snapshot set starts empty): subscribers then get every event of it.
+        Otherwise delivery goes on after the head, with the stored snapshot set.
         """
-        position, last, items, oldest = await self._state_of(stream)
-        if new_epoch and oldest <= 1:
-            position = Position(0, position.epoch)
+        if state is None:
+            state = await self._state_of(stream)
+        position, last, items, oldest, base = state
+        if new_epoch and oldest == base + 1:
+            position = Position(base, position.epoch)
             last = b"0-0"
-            items = [] if items is not None else None
+            if base == 0 and items is not None:
+                items = []
         self._known[stream] = position
         self._ids[self._keys[stream][1].encode()] = last
         if self._on_reset is not None:
             self._on_reset(stream, position, items)
 
+    async def _fork_epoch(self, stream: str, lost: str) -> None:
+        """Redis numbers ``stream`` again from below what was delivered, under the epoch
+        ``lost``: move it to a new epoch (atomically, once for every process) and resync."""
+        logger.warning(
+            "Redis lost acknowledged events of the stream: new epoch",
+            extra={"stream": stream, "epoch": lost},
+        )
+        reply = await self._fork(keys=self._keys[stream], args=self._state_args(stream, lost))
+        await self._resync(stream, new_epoch=True, state=self._parsed_state(stream, reply))
+
     async def _sync(self) -> None:
-        """After (re)connecting: streams Redis lost start over; the others read on."""
-        for stream in self._policies:
+        """After (re)connecting: streams Redis lost start over, streams it numbers again
+        from below what was delivered get a new epoch, the others read on."""
+        streams = list(self._policies)
+        async with self._client.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.hmget(self._keys[stream][0], ["epoch", "seq"])
+            stored = await pipe.execute()
+        for stream, (epoch, seq) in zip(streams, stored, strict=True):
             known = self._known.get(stream)
             if known is None:
                 await self._resync(stream)
-                continue
-            position, _last, _items, _oldest = await self._state_of(stream)
-            if position.epoch != known.epoch:
+            elif epoch is None or _text(epoch) != known.epoch:
                 logger.warning(
                     "stream history lost in Redis: new epoch",
-                    extra={"stream": stream, "epoch": position.epoch},
+                    extra={"stream": stream, "epoch": _text(epoch or b"")},
                 )
                 await self._resync(stream, new_epoch=True)
+            elif int(seq or 0) < known.seq:
+                await self._fork_epoch(stream, known.epoch)
 
     async def _run(self) -> None:
         backoff = 0.05
         need_sync = not self._up
+        resync_all = False
         while not self._closing:
             try:
-                if need_sync:
+                if resync_all:
+                    for stream in self._policies:
+                        await self._resync(stream)
+                    resync_all = need_sync = False
+                elif need_sync:
                     await self._sync()
                     need_sync = False
                 ids: Any = self._ids
@@ -413,37 +524,53 @@ class RedisBroker:
                     return
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
+            except Exception:
+                # A bug, or an entry it cannot read: what was being delivered may be
+                # lost, so every stream starts again from its head, announced.
+                logger.exception("broker reader failed; resyncing every stream")
+                resync_all = True
+                if self._closing:
+                    return
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
 
     async def _deliver(self, reply: Sequence[Any]) -> None:
         now = (time.perf_counter(), time.time())
+        event = self._event
         for key, entries in reply:
             stream = self._stream_of[key]
             known = self._known[stream]
-            seq, epoch = known.seq, known.epoch
+            seq = known.seq
+            epoch = known.epoch.encode()
             events: list[Event] = []
+            last_id = None
             for entry_id, fields in entries:
                 s = int(fields[b"s"])
-                e = _text(fields[b"e"])
-                if e == epoch and s <= seq:  # delivered already
-                    self._ids[key] = entry_id
+                if s == seq + 1 and fields[b"e"] == epoch:
+                    events.append(event(stream, entry_id, s, fields[b"d"], fields.get(b"t"), now))
+                    seq = s
+                    last_id = entry_id
                     continue
-                if e != epoch or s != seq + 1:
-                    # Redis lost the stream, or entries were trimmed before this
-                    # reader got them: continue from the stream's state as it is
-                    # now, which includes every entry of this reply.
-                    self._known[stream] = Position(seq, epoch)
-                    if events:
-                        self._hand_over(events)
-                        events = []
-                    await self._resync(stream, new_epoch=e != epoch)
-                    break
-                # As a script reads an entry: a flat list, in the order stored.
-                fields_list = [x for pair in fields.items() for x in pair]
-                events.append(self._event(stream, entry_id, fields_list, now))
-                seq = s
-                self._ids[key] = entry_id
+                if last_id is not None:
+                    self._ids[key] = last_id
+                self._known[stream] = Position(seq, known.epoch)
+                if events:
+                    self._hand_over(events)
+                # Continue from the stream's state as it is now, which includes every
+                # entry of this reply.
+                if fields[b"e"] != epoch:
+                    await self._resync(stream, new_epoch=True)  # Redis lost the stream
+                elif s <= seq:
+                    # A seq delivered already names another event: Redis lost writes
+                    # and numbered on from where its copy was.
+                    await self._fork_epoch(stream, known.epoch)
+                else:
+                    await self._resync(stream)  # entries trimmed before this reader got them
+                break
             else:
-                self._known[stream] = Position(seq, epoch)
+                if last_id is not None:
+                    self._ids[key] = last_id
+                self._known[stream] = Position(seq, known.epoch)
                 if events:
                     self._hand_over(events)
 

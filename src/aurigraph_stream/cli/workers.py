@@ -1,7 +1,8 @@
 """``--workers N``: N server processes on one port, each fed by the shared broker.
 
-The parent only supervises: it starts N workers, replaces one that dies, and
-on SIGTERM or SIGINT tells each to drain, then waits for them. Each worker is
+The parent only supervises: it starts N workers, replaces one that dies (each
+on its own back-off, so one that keeps dying delays no other), and on SIGTERM or
+SIGINT tells each to drain, then waits for them. Each worker is
 a whole server (node, hub, broker reader, WebSockets, HTTP) that binds the
 port itself with ``SO_REUSEPORT``, so the kernel spreads new connections over
 the workers and no process hands sockets to another. The broker must be
@@ -86,6 +87,7 @@ class _Supervisor:
         self.workers: dict[int, multiprocessing.process.BaseProcess] = {}
         self.started_at: dict[int, float] = {}
         self.failures: dict[int, int] = {}
+        self.due: dict[int, float] = {}  # a dead worker's index -> when to start another
         # Reserves the port (and resolves port 0) for as long as the parent runs.
         self.anchor = bind_shared(settings.host, settings.port)
         self.port = int(self.anchor.getsockname()[1])
@@ -112,26 +114,38 @@ class _Supervisor:
             extra={"workers": self.settings.workers, "port": self.port, "node": self.node},
         )
         while not self.stopping.is_set():
-            sentinels = [p.sentinel for p in self.workers.values()]
-            multiprocessing.connection.wait(sentinels, timeout=0.5)
-            for index, process in list(self.workers.items()):
-                if process.is_alive() or self.stopping.is_set():
-                    continue
-                self.replace(index, process.exitcode)
+            sentinels = [p.sentinel for i, p in self.workers.items() if i not in self.due]
+            timeout = 0.5
+            if self.due:
+                timeout = min(timeout, max(0.0, min(self.due.values()) - time.monotonic()))
+            multiprocessing.connection.wait(sentinels, timeout=timeout)
+            self.check(time.monotonic())
         return self.drain()
 
-    def replace(self, index: int, exitcode: int | None) -> None:
-        """A worker died: start another in its place, backing off if it dies at once."""
-        lived = time.monotonic() - self.started_at[index]
+    def check(self, now: float) -> None:
+        """Schedule the replacement of each worker that died; start those that are due."""
+        for index, process in list(self.workers.items()):
+            if self.stopping.is_set():
+                return
+            due = self.due.get(index)
+            if due is None:
+                if not process.is_alive():
+                    self.due[index] = now + self.backoff(index, process.exitcode, now)
+            elif now >= due:
+                del self.due[index]
+                self.start(index)
+
+    def backoff(self, index: int, exitcode: int | None, now: float) -> float:
+        """A worker died: how long until another starts in its place (longer while each
+        one it starts dies at once)."""
+        lived = now - self.started_at[index]
         self.failures[index] = self.failures.get(index, 0) + 1 if lived < 5 else 0
-        delay = min(RESTART_BACKOFF_MAX, 0.1 * 2 ** self.failures[index])
+        delay = min(RESTART_BACKOFF_MAX, 0.1 * 2.0 ** self.failures[index])
         logger.warning(
             "worker died; replacing it",
             extra={"worker": index, "exitcode": exitcode, "restart_in_s": round(delay, 2)},
         )
-        if self.stopping.wait(delay):
-            return
-        self.start(index)
+        return delay
 
     def drain(self) -> int:
         """SIGTERM to every worker (each drains: readiness DOWN, close 1001), then wait."""

@@ -9,8 +9,11 @@ for one request, scoped by the token's subject and the stream.
 A key is kept as long as its request can still be in the stream's history
 window: at most ``size`` keys per stream (a request publishes at least one
 event, so the history never holds events of more requests than that), and,
-when the stream's history has a ``max_age``, no longer than that. Like the
-history, keys do not survive a restart (the epoch changes then, too).
+when the stream's history has a ``max_age``, no longer than that after its
+request was published. A key whose request is still being published is kept
+until that ends, whatever the bounds, and only that request's :class:`Claim`
+settles it. Like the history, keys do not survive a restart (the epoch
+changes then, too).
 
 The same key with a different body is refused (422), and a retry that arrives
 while the first request is still being published gets 409, as the IETF
@@ -44,8 +47,17 @@ def check_key(key: str) -> str | None:
 @dataclass(slots=True)
 class _Entry:
     fingerprint: bytes
-    stored_at: float
-    seqs: range | tuple[int, ...] | None = None  # None while the request is being published
+    stored_at: float  # when its request was published
+    seqs: range | tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A key whose request is being published, held by that request's :class:`Claim`."""
+
+    stream: str
+    name: tuple[str, str]  # (subject, key)
+    fingerprint: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +66,12 @@ class Claim:
 
     ``seqs`` set: a replay, answer with them. ``conflict`` set: refuse with that
     slug. Neither: the caller owns the key and must :meth:`IdempotencyKeys.finish`
-    or :meth:`IdempotencyKeys.release` it.
+    or :meth:`IdempotencyKeys.release` this claim.
     """
 
     seqs: Sequence[int] | None = None
     conflict: str | None = None
+    pending: _Pending | None = None
 
 
 def _compact(seqs: Sequence[int]) -> range | tuple[int, ...]:
@@ -70,7 +83,12 @@ def _compact(seqs: Sequence[int]) -> range | tuple[int, ...]:
 
 
 class IdempotencyKeys:
-    """The keys of recent ingest requests, per stream, bounded like the stream's history."""
+    """The keys of recent ingest requests, per stream, bounded like the stream's history.
+
+    The keys of requests still being published are kept apart and never dropped: they
+    are as many as the requests in progress, and dropping one would let its retry
+    publish the same events again.
+    """
 
     def __init__(
         self,
@@ -79,12 +97,14 @@ class IdempotencyKeys:
     ) -> None:
         self._policies = dict(policies)
         self._clock = clock
+        # Published, oldest first.
         self._keys: dict[str, OrderedDict[tuple[str, str], _Entry]] = {
             name: OrderedDict() for name in policies
         }
+        self._pending: dict[tuple[str, tuple[str, str]], _Pending] = {}
 
     def __len__(self) -> int:
-        return sum(len(keys) for keys in self._keys.values())
+        return sum(len(keys) for keys in self._keys.values()) + len(self._pending)
 
     def _expire(self, stream: str, now: float) -> OrderedDict[tuple[str, str], _Entry]:
         keys = self._keys[stream]
@@ -97,30 +117,42 @@ class IdempotencyKeys:
                 keys.popitem(last=False)
         return keys
 
-    def claim(self, stream: str, subject: str, key: str, body: bytes) -> Claim:
+    def claim(self, stream: str, subject: str, key: str, body: bytes | bytearray) -> Claim:
         """Look ``key`` up for a request with ``body``; claim it when it is new."""
-        now = self._clock()
-        keys = self._expire(stream, now)
+        keys = self._expire(stream, self._clock())
         fingerprint = hashlib.blake2b(body, digest_size=16).digest()
-        entry = keys.get((subject, key))
+        name = (subject, key)
+        pending = self._pending.get((stream, name))
+        if pending is not None:
+            if pending.fingerprint != fingerprint:
+                return Claim(conflict="idempotency_key_reused")
+            return Claim(conflict="idempotency_key_in_use")
+        entry = keys.get(name)
         if entry is None:
-            keys[(subject, key)] = _Entry(fingerprint, now)
-            self._expire(stream, now)
-            return Claim()
+            pending = self._pending[(stream, name)] = _Pending(stream, name, fingerprint)
+            return Claim(pending=pending)
         if entry.fingerprint != fingerprint:
             return Claim(conflict="idempotency_key_reused")
-        if entry.seqs is None:
-            return Claim(conflict="idempotency_key_in_use")
         return Claim(seqs=entry.seqs)
 
-    def finish(self, stream: str, subject: str, key: str, seqs: Sequence[int]) -> None:
+    def finish(self, claim: Claim, seqs: Sequence[int]) -> None:
         """The claimed request was published with ``seqs``: later retries get them."""
-        entry = self._keys[stream].get((subject, key))
-        if entry is not None:
-            entry.seqs = _compact(seqs)
+        pending = self._settle(claim)
+        if pending is not None:
+            now = self._clock()
+            self._keys[pending.stream][pending.name] = _Entry(
+                pending.fingerprint, now, _compact(seqs)
+            )
+            self._expire(pending.stream, now)
 
-    def release(self, stream: str, subject: str, key: str) -> None:
+    def release(self, claim: Claim) -> None:
         """The claimed request published nothing: a retry is a new request."""
-        entry = self._keys[stream].get((subject, key))
-        if entry is not None and entry.seqs is None:
-            del self._keys[stream][(subject, key)]
+        self._settle(claim)
+
+    def _settle(self, claim: Claim) -> _Pending | None:
+        """The claim's key, no longer being published; None if the claim holds none now."""
+        pending = claim.pending
+        if pending is None or self._pending.get((pending.stream, pending.name)) is not pending:
+            return None
+        del self._pending[(pending.stream, pending.name)]
+        return pending

@@ -201,8 +201,9 @@ async def ingest(stream: str, request: Request) -> Response:
     if await request.is_disconnected():
         return error_response(400, "incomplete_body", "the connection closed before the answer")
     keys = _keys(request)
+    claim = None
     if key is not None:
-        claim = keys.claim(stream, principal.subject, key, bytes(body))
+        claim = keys.claim(stream, principal.subject, key, body)
         if claim.seqs is not None:
             return _accepted(stream, claim.seqs, replayed=True)
         if claim.conflict == "idempotency_key_reused":
@@ -221,14 +222,14 @@ async def ingest(stream: str, request: Request) -> Response:
     try:
         seqs = await node.publish(stream, events)
     except ValidationError as exc:
-        if key is not None:
-            keys.release(stream, principal.subject, key)
+        if claim is not None:
+            keys.release(claim)
         return error_response(
             422, "validation_failed", exc.message, field=exc.field, index=exc.index
         )
     except BrokerUnavailable:
-        if key is not None:
-            keys.release(stream, principal.subject, key)
+        if claim is not None:
+            keys.release(claim)
         # Acknowledged means stored: nothing of this request was, so none of it is broadcast.
         return error_response(
             503,
@@ -237,9 +238,9 @@ async def ingest(stream: str, request: Request) -> Response:
             headers={"Retry-After": str(settings.retry_after)},
         )
     except BaseException:
-        if key is not None:
-            keys.release(stream, principal.subject, key)
+        if claim is not None:
+            keys.release(claim)
         raise
-    if key is not None:
-        keys.finish(stream, principal.subject, key, seqs)
+    if claim is not None:
+        keys.finish(claim, seqs)
     return _accepted(stream, seqs)

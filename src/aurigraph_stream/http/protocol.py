@@ -18,6 +18,8 @@ bound. This subclass:
 - answers unparsable requests with the JSON error body every other refusal has,
   and refuses upgrades over HTTP/1.0 (uvicorn hides the version from the
   WebSocket layer by rewriting the request line);
+- hands the WebSocket connection what followed an upgrade head in the same
+  read (frames a client sent right behind its head), which uvicorn dropped;
 - answers, in order, every request that arrived whole before an unparsable one
   on the same connection (HTTP/1.1 pipelining), and only then sends the 400 and
   closes. uvicorn wrote the 400 and closed at once, so a valid ingest request
@@ -28,8 +30,10 @@ bound. This subclass:
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import sys
+from typing import Any, cast
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from aurigraph_stream.config import Settings
@@ -47,11 +51,15 @@ def _refusal(status: int, error: str, detail: str) -> bytes:
     return http_error(HandshakeRejected(status, error, detail))
 
 
-class GuardedHttpProtocol(HttpToolsProtocol):
-    """Set ``request_timeout`` and ``max_head_size`` on a subclass (:func:`http_protocol`)."""
+_DEFAULTS = Settings()
 
-    request_timeout = 10.0
-    max_head_size = 16384
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """Set ``request_timeout`` and ``max_head_size`` on a subclass (:func:`http_protocol`);
+    unset, they are the settings' defaults."""
+
+    request_timeout = _DEFAULTS.handshake_timeout
+    max_head_size = _DEFAULTS.max_head_size
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -60,6 +68,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_too_large = False
         self._completed = False  # a request was completed within the chunk being parsed
+        self._chunk = b""  # the chunk being parsed, while it is
         # A refusal held back until the requests before it are answered.
         self._refusal: bytes | None = None
 
@@ -115,16 +124,28 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.transport.write(_refusal(400, "bad_request", "a WebSocket upgrade needs HTTP/1.1"))
             self.transport.close()
             return
+        # uvicorn hands the WebSocket protocol the head, not what followed it in the same
+        # read (frames a client sent right behind its head). It calls this while handling
+        # the parser's HttpParserUpgrade, which says where the upgrade's own data begins.
+        upgrade = sys.exc_info()[1]
+        rest = b""
+        if isinstance(upgrade, httptools.HttpParserUpgrade) and upgrade.args:
+            rest = self._chunk[upgrade.args[0] :]
         super().handle_websocket_upgrade()
         # This protocol is done. Its parser refers back to it; drop it so the pair
         # is freed by reference counting even if the node froze it out of the
         # cyclic collector mid-handshake (node/collector.py).
         del self.parser
+        if rest:
+            cast(asyncio.Protocol, self.transport.get_protocol()).data_received(rest)
 
     # -- the head size --------------------------------------------------------
+    def _parsed_head_size(self) -> int:
+        """The size of the head parsed so far: its target and header lines."""
+        return len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+
     def on_headers_complete(self) -> None:
-        size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
-        if size > self.max_head_size:
+        if self._parsed_head_size() > self.max_head_size:
             self._head_too_large = True
             raise _HeadTooLarge  # httptools turns it into a parser error: send_400_response
         self._in_head = False
@@ -134,7 +155,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._refusal is not None:  # the connection ends after the owed answers
             return
         self._completed = False
-        super().data_received(data)
+        self._chunk = data
+        try:
+            super().data_received(data)
+        finally:
+            self._chunk = b""  # not kept past its parse: a kept-alive connection may idle
         # Only bytes of a head still incomplete after this chunk are counted, so a
         # body that arrives with its head never counts against the head's limit.
         if self._in_head and self.transport is not None and not self.transport.is_closing():
@@ -142,7 +167,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 # The head began after requests this chunk completed (a pipelining
                 # publisher's): what of it was parsed counts, not the whole chunk (a
                 # header still unfinished is counted from the next chunk on).
-                self._head_bytes = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+                self._head_bytes = self._parsed_head_size()
             else:  # the whole chunk belongs to the head
                 self._head_bytes += len(data)
             if self._head_bytes > self.max_head_size:

@@ -71,6 +71,7 @@ from aurigraph_stream.hub.frames import (
 )
 from aurigraph_stream.hub.governor import Governor
 from aurigraph_stream.hub.members import (
+    DEFAULT_LOADING_LIMIT,
     Group,
     Members,
     Subscriber,
@@ -137,6 +138,7 @@ class Hub:
         schedule_later: Callable[[float, Callable[[], None]], object] | None = None,
         governor: Governor | None = None,
         conflate: frozenset[str] = frozenset(),
+        loading_limit: int = DEFAULT_LOADING_LIMIT,
     ) -> None:
         """
         Args:
@@ -145,12 +147,14 @@ class Hub:
                 how a governed flush is held.
             governor: decides when a flush is held; ``None`` flushes every tick.
             conflate: the latest-wins streams, conflated while a flush is held.
+            loading_limit: the live events a subscription loading its history keeps.
         """
         self._stats = stats
         self._schedule = schedule
         self._later = schedule_later
         self.governor = governor
         self._conflate = conflate
+        self.loading_limit = loading_limit
         self._max_buffered = max_buffered
         self._level = compression_level
         self._on_flush = on_flush
@@ -201,8 +205,9 @@ class Hub:
             view: render events with it instead of encoding the message.
             envelope: the (prefix, suffix) around each payload, when not the format's.
             opening: the suffix of the first message delivered live, in place of the usual.
-            loading: the history is still being read: live events are kept for
-                the subscription until :meth:`take_buffer` and :meth:`join_after`.
+            loading: the history is still being read: live events that pass the
+                filter are kept for the subscription (:meth:`drain_buffer`) until
+                :meth:`take_buffer` and :meth:`join_after`.
             control: a /ws/{stream} subscription that gets control frames
                 (on /ws, every subscription does): :meth:`reset` tells it.
         """
@@ -220,7 +225,7 @@ class Hub:
         sink.subscriptions.append(sub)
         st = self._streams.get(stream)
         if st is None:
-            st = self._streams[stream] = Members()
+            st = self._streams[stream] = Members(self.loading_limit)
         st.count += 1
         if control:
             st.control.add(sub)
@@ -228,20 +233,30 @@ class Hub:
             return sub
         if loading:
             st.loading[sub] = []
-            st.joining.append(sub)
+            st.joining[sub] = None
         elif after is not None:
             sub.after = after
-            st.joining.append(sub)
+            st.joining[sub] = None
         else:
             st.join(sub)
         return sub
 
     def take_buffer(self, sub: Subscription) -> list[Event] | None:
         """End a subscription's loading: the live events kept meanwhile, in order
-        (``None`` if a reset came in between). It then waits for :meth:`join_after`.
+        (``None`` if a reset came in between, or more than the loading limit passed
+        its filter). It then waits for :meth:`join_after`.
         """
         st = self._streams[sub.stream]
         return st.loading.pop(sub)
+
+    def drain_buffer(self, sub: Subscription) -> list[Event] | None:
+        """The live events kept for a loading subscription so far (``None`` as for
+        :meth:`take_buffer`); it goes on loading, keeping the next ones."""
+        loading = self._streams[sub.stream].loading
+        kept = loading[sub]
+        if kept is not None:
+            loading[sub] = []
+        return kept
 
     def join_after(self, sub: Subscription, after: int) -> None:
         """Let a subscription whose buffer was taken receive the live events after ``after``."""
@@ -265,7 +280,7 @@ class Hub:
             return
         for sub in list(st.joining):
             if sub.after is not None:
-                st.joining.remove(sub)
+                del st.joining[sub]
                 sub.after = None
                 st.join(sub)
             elif sub in st.loading:
@@ -281,18 +296,24 @@ class Hub:
                 continue
             if sub.id is None and sub not in st.control:
                 continue
-            frame: dict[str, Any] = {"type": "subscribed"}
-            if sub.id is not None:
-                frame["id"] = sub.id
-            frame |= {"stream": stream, **start}
-            self.enqueue(sub.sink, [control_frame(sub.codec, sub.bits, self._level, frame)])
+            self.announce(sub, position)
+
+    def announce(self, sub: Subscription, position: Position) -> None:
+        """Queue a ``subscribed`` frame telling ``sub`` it continues after ``position``
+        with ``recovered: false`` (what came before it was not all delivered)."""
+        frame: dict[str, Any] = {"type": "subscribed"}
+        if sub.id is not None:
+            frame["id"] = sub.id
+        where = {"seq": position.seq, "epoch": position.epoch}
+        frame |= {"stream": sub.stream, "position": where, "recovered": False, "replayed": 0}
+        self.enqueue(sub.sink, [control_frame(sub.codec, sub.bits, self._level, frame)])
 
     def go_live(self, sub: Subscription, after: int) -> None:
         """Start delivering to a held subscription: the events after seq ``after``."""
         if sub not in sub.sink.subscriptions:
             return
         sub.after = after
-        self._streams[sub.stream].joining.append(sub)
+        self._streams[sub.stream].joining[sub] = None
 
     def remove(self, sub: Subscription, *, drop_queued: bool = False) -> None:
         """End one subscription; frames already queued for its subscriber stay queued.

@@ -36,6 +36,7 @@ from aurigraph_stream.filters import Filter
 from aurigraph_stream.stats import EndpointStats
 
 __all__ = [
+    "DEFAULT_LOADING_LIMIT",
     "DETACHED",
     "Group",
     "Members",
@@ -51,6 +52,10 @@ __all__ = [
 
 # Counts what a subscriber drops before its owner gives it an endpoint's counters.
 DETACHED = EndpointStats()
+
+#: Live events a subscription loading its history keeps (those that pass its filter);
+#: past it, what it kept no longer joins up, as after a reset (``recovered: false``).
+DEFAULT_LOADING_LIMIT = 10_000
 
 # (codec name, deflate window bits; 0 = uncompressed).
 Variant = tuple[str, int]
@@ -264,11 +269,12 @@ class Members:
         "index",
         "joining",
         "loading",
+        "loading_limit",
         "scanned",
         "valuesets",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, loading_limit: int = DEFAULT_LOADING_LIMIT) -> None:
         self.groups: dict[Any, Group] = {}  # filter key -> group
         self.scanned: list[Group] = []  # groups without an index clause
         # message field -> (lower-case?, value -> the value set(s) holding it)
@@ -276,9 +282,12 @@ class Members:
         self.valuesets: dict[tuple[tuple[str, ...], frozenset[str]], ValueSet] = {}
         # Subscriptions waiting for the first event after their replay (Subscription.after),
         # and those still loading their history (after is None), which keep the live
-        # events in ``loading`` meanwhile: None once a reset made the buffer useless.
-        self.joining: list[Subscription] = []
+        # events that pass their filter in ``loading`` meanwhile, up to
+        # ``loading_limit``: None once a reset, or that limit, made the buffer useless.
+        # A dict used as an ordered set: leaving is O(1).
+        self.joining: dict[Subscription, None] = {}
         self.loading: dict[Subscription, list[Event] | None] = {}
+        self.loading_limit = loading_limit
         # Subscriptions of /ws/{stream} that asked for control frames (on /ws every
         # subscription has an id): they are told when the stream's history was lost.
         self.control: set[Subscription] = set()
@@ -343,8 +352,7 @@ class Members:
         self.control.discard(sub)
         group = sub.group
         if group is None:
-            if sub in self.joining:
-                self.joining.remove(sub)
+            self.joining.pop(sub, None)
             self.loading.pop(sub, None)
             return
         sub.group = None
@@ -362,21 +370,30 @@ class Members:
             self._remove(valueset)
 
     def admit(self, event: Event) -> None:
-        """Buffer ``event`` for subscriptions loading their history; move joining ones
-        whose replay has passed its seq into their groups."""
+        """Keep ``event`` for the subscriptions loading their history whose filter it passes;
+        move joining ones whose replay has passed its seq into their groups."""
         seq = event.seq
-        ready = []
+        loading = self.loading
+        ready = None
         for sub in self.joining:
-            if sub.after is None:
-                buffered = self.loading.get(sub)
-                if buffered is not None:
-                    buffered.append(event)
-            elif seq > sub.after:
-                ready.append(sub)
-        for sub in ready:
-            self.joining.remove(sub)
-            sub.after = None
-            self.join(sub)
+            after = sub.after
+            if after is None:
+                buffered = loading.get(sub)
+                if buffered is not None and sub.filter.matches(event.data):
+                    if len(buffered) < self.loading_limit:
+                        buffered.append(event)
+                    else:
+                        loading[sub] = None  # too much to keep: it no longer joins up
+            elif seq > after:
+                if ready is None:
+                    ready = [sub]
+                else:
+                    ready.append(sub)
+        if ready is not None:
+            for sub in ready:
+                del self.joining[sub]
+                sub.after = None
+                self.join(sub)
 
     def subscriptions(self) -> list[Subscription]:
         """Every subscription in a group (not those still joining)."""

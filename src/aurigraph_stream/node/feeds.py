@@ -8,8 +8,9 @@ request gets 503: the loops go on.
 
 With several processes on one broker, each feed runs in one process only:
 :func:`while_leased` runs it while the process holds a lease in the broker,
-renewed every third of its TTL; when the holder dies the lease lapses and
-another process takes over within one TTL.
+renewed every third of its TTL; when the holder dies the lease lapses (up to
+one TTL after its last renewal) and another process, trying every third of a
+TTL, takes over within a TTL and a third (4 s).
 """
 
 from __future__ import annotations

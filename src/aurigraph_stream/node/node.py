@@ -144,7 +144,8 @@ class Node:
 
     async def stop(self) -> None:
         """Stop every background task, then the broker."""
-        loads, self._loads = self._loads, set()
+        # A copy: each task's done callback discards it from the set it was added to.
+        loads, self._loads = list(self._loads), set()
         for task in loads:
             task.cancel()
         for task in loads:

@@ -25,7 +25,15 @@ from aurigraph_stream.event import Event
 from aurigraph_stream.hub import Subscriber, Subscription, message_frame, payload_of
 from aurigraph_stream.node.node import Node
 
-__all__ = ["STEP_BYTES", "STEP_EVENTS", "STEP_RENDERS", "CatchUp", "replay", "replayed_frame"]
+__all__ = [
+    "STEP_BYTES",
+    "STEP_EVENTS",
+    "STEP_RENDERS",
+    "CatchUp",
+    "Replay",
+    "replay",
+    "replayed_frame",
+]
 
 # One step of a replay: at most this many bytes of frames (and half the subscriber's
 # buffer bound), at most this many history events looked at, and, for a subscription
@@ -103,6 +111,76 @@ class CatchUp:
         if self.cursor < read.position.seq:
             return True
         hub.go_live(sub, self.cursor)  # nothing newer: live from here, in this same step
+        return False
+
+
+class Replay:
+    """A networked broker's replay and the live events kept while it loaded, sent a bounded
+    step at a time; then the subscription, loading until then, goes live.
+
+    ``events`` are what is left to send (already filtered), ``cursor`` the newest seq
+    the start covers. When they are sent, a step takes what the hub kept meanwhile:
+    the events newer than ``cursor`` are sent next; when there are none, the
+    subscription joins live delivery in that same step.
+    """
+
+    __slots__ = ("at", "cursor", "events", "level", "most", "node", "step_bytes", "sub")
+
+    def __init__(self, node: Node, sub: Subscription, events: list[Event], cursor: int) -> None:
+        self.node = node
+        self.sub = sub
+        self.events = events
+        self.at = 0
+        self.cursor = cursor
+        self.level = node.settings.compression_level
+        self.step_bytes = min(STEP_BYTES, node.settings.max_buffered_bytes // 2)
+        self.most = STEP_EVENTS if sub.view is None else STEP_RENDERS  # messages made per step
+
+    @property
+    def sink(self) -> Subscriber:
+        return self.sub.sink
+
+    def step(self) -> bool:
+        sub = self.sub
+        sink = sub.sink
+        hub = self.node.hub
+        if sub not in sink.subscriptions:  # unsubscribed, or the connection closed
+            return False
+        events = self.events
+        frames: list[bytes] = []
+        size = 0
+        start = at = self.at
+        while at < len(events):
+            event = events[at]
+            at += 1
+            if event.seq > self.cursor:
+                self.cursor = event.seq
+            # An event this format cannot carry is left out (and logged), as live.
+            frame = replayed_frame(sub, event, self.level)
+            if frame is not None:
+                frames.append(frame)
+                size += len(frame)
+            if size >= self.step_bytes or at - start >= self.most:
+                break
+        self.at = at
+        hub.enqueue(sink, frames)
+        if at < len(events):
+            return True
+        kept = hub.drain_buffer(sub)
+        if kept is None:
+            # A reset, or more live events than a loading subscription keeps: what it
+            # kept no longer joins up. It goes on from what this node delivered.
+            hub.take_buffer(sub)
+            position = self.node.broker.delivered(sub.stream)
+            hub.announce(sub, position)
+            hub.join_after(sub, position.seq)
+            return False
+        newer = [e for e in kept if e.seq > self.cursor]
+        if newer:
+            self.events, self.at = newer, 0
+            return True
+        hub.take_buffer(sub)  # nothing newer: live from here, in this same step
+        hub.join_after(sub, self.cursor)
         return False
 
 

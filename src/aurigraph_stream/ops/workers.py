@@ -6,9 +6,14 @@ writes its counters and latency buckets to Redis once a second (a key per
 worker that expires after :data:`TTL`, so a dead worker's figures leave) and
 reads the others'. The endpoints then add them to their own live figures:
 counters and connections summed, latency histograms merged bucket by bucket
-(the buckets are the same everywhere, so the merge is exact), and the events
-over the latency target (the SLO burn) summed. The other
-workers' part is at most one :data:`INTERVAL` old.
+(the buckets are the same everywhere, so the merge is exact), the events
+over the latency target (the SLO burn) and the GraphQL operations summed.
+The new transactions are not summed: every worker's reader counts every
+event of the stream, so one worker's count is the node's (this worker's, which
+only grows). The other workers' part is at most about two :data:`INTERVAL`
+old (written up to one interval before it is read, read up to one interval
+before a request). When a worker dies its figures leave with its key, so a
+summed counter may go down then.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ def snapshot(stats: Stats, latency: dict[str, LatencyHistogram], ingest: Any) ->
         "closes": {str(code): n for code, n in stats.closes.items()},
         "new_transactions": stats.new_transactions,
         "task_restarts": stats.task_restarts,
+        "graphql": [[outcome, what, n] for (outcome, what), n in stats.graphql.items()],
         "started_at": stats.started_at,
         "latency": {
             name: {
@@ -68,6 +74,8 @@ def merge(
     """This worker's live figures plus the others': (stats, latency, accepted, rejected)."""
     total = Stats.for_streams(tuple(stats.endpoints))
     total.started_at = stats.started_at
+    # Every worker's reader counts every event: this worker's count is the node's.
+    total.new_transactions = stats.new_transactions
     hists = {name: LatencyHistogram() for name in latency}
     accepted: Counter[str] = Counter(ingest.accepted)
     rejected: Counter[tuple[str, str]] = Counter(ingest.rejected)
@@ -81,8 +89,9 @@ def merge(
                 setattr(target, field, getattr(target, field) + int(values.get(field, 0)))
         total.refused.update(figures["refused"])
         total.closes.update({int(code): n for code, n in figures["closes"].items()})
-        total.new_transactions += figures["new_transactions"]
         total.task_restarts += figures["task_restarts"]
+        for outcome, what, n in figures.get("graphql", ()):
+            total.graphql[(outcome, what)] += n
         total.started_at = min(total.started_at, figures["started_at"])
         for name, h in figures["latency"].items():
             merged = hists.get(name)

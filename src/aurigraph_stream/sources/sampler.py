@@ -6,7 +6,8 @@ interval as % of one core; ``memory`` the resident set size in MiB;
 ``connections`` the open WebSocket connections; ``errorRate`` failed sends
 plus protocol errors, per message sent, in the interval. With several worker
 processes, the counts are the node's (every worker's, :mod:`..ops.workers`),
-CPU and memory those of the sampling process.
+CPU and memory those of the sampling process; the new transactions are those one
+worker's reader saw, which is every one of the stream's.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class MetricsSampler:
             "cpu": round(max(cpu - self._last_cpu, 0.0) / elapsed * 100, 1),
             "memory": round(self._process.memory_info().rss / 2**20, 1),
             "connections": stats.connections,
-            "errorRate": round((errors - self._last_errors) / (sent - self._last_sent), 6)
+            # A node's summed counts go down when a dead worker's figures expire.
+            "errorRate": round(max(0, errors - self._last_errors) / (sent - self._last_sent), 6)
             if sent > self._last_sent
             else 0.0,
         }

@@ -57,13 +57,13 @@ def parse_events(body: bytes | bytearray | memoryview) -> list[Any]:
         raise BodyError(
             "invalid_body", "body must be one event (object) or a non-empty array of events"
         )
-    raw = bytes(body)
+    raw = bytes(body) if isinstance(body, memoryview) else body  # a bytearray needs no copy
     if raw.count(b":") != _pairs_and_string_colons(data) or _escapes_colon(raw):
         _refuse_duplicates(raw, isinstance(data, list))
     return events
 
 
-def _escapes_colon(raw: bytes) -> bool:
+def _escapes_colon(raw: bytes | bytearray) -> bool:
     return b"\\u003a" in raw or b"\\u003A" in raw
 
 
@@ -109,7 +109,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
-def _refuse_duplicates(raw: bytes, batch: bool) -> None:
+def _refuse_duplicates(raw: bytes | bytearray, batch: bool) -> None:
     """The exact check: the standard parser, with a hook that sees every pair of every object."""
     decoder = json.JSONDecoder(object_pairs_hook=_no_duplicates)
     text = raw.decode()

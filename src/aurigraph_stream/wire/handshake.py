@@ -34,6 +34,10 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # 16 bytes in base64 (RFC 6455 4.2.1): 22 characters and "==", as base64.b64decode(validate=True)
 # reads them; one regular expression instead of the decode.
 _KEY = re.compile(r"[A-Za-z0-9+/]{22}==")
+# The whitespace HTTP allows around a value or a list element (RFC 9110 5.6.3 OWS). Not
+# str.strip()'s: read as latin-1, a head's bytes \x85 and \xa0 are whitespace to Python,
+# and to no HTTP parser (uvicorn's strips bytes, which have no such characters).
+_OWS = " \t"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +74,8 @@ def parse_request(raw: bytes) -> Request:
         name, sep, value = line.partition(":")
         if not sep:
             raise HandshakeRejected(400, "bad_request", f"malformed header line {line[:40]!r}")
-        key = name.strip().lower()
-        value = value.strip()
+        key = name.strip(_OWS).lower()
+        value = value.strip(_OWS)
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     path, _, query = target.partition("?")
     return Request(method, path, dict(parse_qsl(query)) if query else {}, headers)
@@ -80,6 +84,11 @@ def parse_request(raw: bytes) -> Request:
 def accept_key(key: str) -> str:
     """The ``Sec-WebSocket-Accept`` value for a client's ``Sec-WebSocket-Key``."""
     return binascii.b2a_base64(hashlib.sha1(key.encode() + _GUID).digest(), newline=False).decode()
+
+
+def _lists_upgrade(connection: str) -> bool:
+    """Whether a ``Connection`` value lists ``upgrade``, as uvicorn reads it."""
+    return "upgrade" in {t.strip(_OWS).lower() for t in connection.split(",")}
 
 
 def check_upgrade(request: Request) -> str:
@@ -93,8 +102,10 @@ def check_upgrade(request: Request) -> str:
         raise HandshakeRejected(
             405, "method_not_allowed", "a WebSocket upgrade must use GET", (("Allow", "GET"),)
         )
-    tokens = {t.strip().lower() for t in request.headers.get("connection", "").split(",")}
-    if "upgrade" not in tokens or request.headers.get("upgrade", "").lower() != "websocket":
+    if (
+        not _lists_upgrade(request.headers.get("connection", ""))
+        or request.headers.get("upgrade", "").lower() != "websocket"
+    ):
         raise HandshakeRejected(
             400, "bad_upgrade", "expected Connection: Upgrade, Upgrade: websocket"
         )
@@ -191,7 +202,7 @@ def read_upgrade_head(data: bytes, max_head: int) -> Request | None:
     for line in lines[:-2]:  # the empty line ends the head: "...\r\n\r\n" splits to "", ""
         name, _, raw = line.partition(":")
         key = name.lower()
-        value = raw.strip(" \t")
+        value = raw.strip(_OWS)
         if key in headers:
             if key in _ONCE:
                 return None
@@ -202,7 +213,7 @@ def read_upgrade_head(data: bytes, max_head: int) -> Request | None:
             return None  # uvicorn compares the value with its trailing space: no upgrade
     if (
         headers.get("upgrade", "").lower() != "websocket"
-        or "upgrade" not in {t.strip().lower() for t in headers.get("connection", "").split(",")}
+        or not _lists_upgrade(headers.get("connection", ""))
         or not _BODY.isdisjoint(headers)
     ):
         return None

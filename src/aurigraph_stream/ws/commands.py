@@ -182,6 +182,7 @@ class Mux:
         "bits",
         "budget",
         "can_read",
+        "charged",
         "codec",
         "held",
         "limit",
@@ -213,6 +214,7 @@ class Mux:
         self.held = 0  # bytes charged to the budget
         self.refresh = refresh
         self.subs: dict[str, Subscription] = {}
+        self.charged: dict[str, int] = {}  # what each subscription was charged, by id
 
     def _reply(self, frame: Mapping[str, Any]) -> None:
         reply(self.node, self.sink, self.codec, self.bits, frame)
@@ -258,8 +260,7 @@ class Mux:
         self.can_read = can_read
         for sub_id, sub in list(self.subs.items()):
             if not can_read(sub.stream):
-                del self.subs[sub_id]
-                self.held -= subscription_bytes(sub.filter)
+                self._release(sub_id)
                 self.node.hub.remove(sub)
                 self._reply({"type": "unsubscribed", "id": sub_id, "reason": "forbidden"})
 
@@ -267,11 +268,17 @@ class Mux:
         """Answer a refresh that succeeded (see :func:`refreshed_frame`)."""
         self._reply(refreshed_frame(expires_at, ref))
 
-    def _unsubscribe(self, sub_id: str) -> None:
+    def _release(self, sub_id: str) -> Subscription | None:
+        """Forget a subscription and give back what it was charged; None if there is none."""
         sub = self.subs.pop(sub_id, None)
+        if sub is not None:
+            self.held -= self.charged.pop(sub_id)
+        return sub
+
+    def _unsubscribe(self, sub_id: str) -> None:
+        sub = self._release(sub_id)
         if sub is None:
             raise SubscriptionError("unknown_id", f"no subscription with id {shown(sub_id)}")
-        self.held -= subscription_bytes(sub.filter)
         self.node.hub.remove(sub)
         self._reply({"type": "unsubscribed", "id": sub_id})
 
@@ -298,15 +305,14 @@ class Mux:
         self.subs[sub_id] = attach(
             self.node, self.sink, request, self.codec, self.bits, sub_id, self._failed(sub_id)
         )
+        self.charged[sub_id] = cost
         self.held += cost
 
     def _failed(self, sub_id: str) -> Callable[[SubscriptionError], None]:
         """What a subscription whose history could not be read does: it ends, with an error."""
 
         def failed(exc: SubscriptionError) -> None:
-            sub = self.subs.pop(sub_id, None)
-            if sub is not None:
-                self.held -= subscription_bytes(sub.filter)
+            self._release(sub_id)
             self._reply(_error("subscribe", sub_id, exc.error, exc.detail))
 
         return failed

@@ -24,7 +24,9 @@ session parses in one call, the connection stops reading the socket and gives
 the rest a turn of its own on a later pass of the event loop (``call_soon``),
 so every other connection and timer runs in between; while the client does not
 read what it is sent (writing paused), its input waits. Once the session has
-decided to close, nothing more is read.
+failed the connection (a protocol error, the inbound budgets), nothing more is
+read; after a close it started otherwise, the socket is read until the client's
+close reply (up to ``close_timeout``), its data messages dropped unhandled.
 """
 
 from __future__ import annotations
@@ -170,8 +172,7 @@ class Connection(asyncio.Protocol, Subscriber):
             else:
                 session.receive_head(request)
         except Exception:
-            logger.exception("connection failed", extra={"client": self.peer})
-            session.fail_internal()
+            self._failed()
         self._pump()
         if session.input_pending:
             self._hold_input()
@@ -254,6 +255,11 @@ class Connection(asyncio.Protocol, Subscriber):
         self.counters.slow_disconnects += 1
         self.close(CloseCode.SLOW_CONSUMER)
 
+    def _slow(self) -> None:
+        """Over ``max_buffered_bytes`` unsent: closed as the hub closes a slow subscriber."""
+        self.ctx.node.hub.unsubscribe(self)  # drops its pending frames, counted as failed
+        self.overflow()
+
     # -- keepalive (ws/keepalive.py) -------------------------------------------
     def ping(self) -> bool:
         sent = self.session.ping()
@@ -280,9 +286,11 @@ class Connection(asyncio.Protocol, Subscriber):
         self.session.close(code, reason)
         self._pump()
 
-    def _unavailable(self, exc: Exception) -> None:
-        """The starting point could not be read from the broker: the client retries later."""
-        self.close(CloseCode.TRY_AGAIN_LATER)
+    def _unavailable(self, exc: SubscriptionError) -> None:
+        """The starting point could not be loaded: the broker did not answer, and the client
+        retries later (1013), or the server failed to load it (1011)."""
+        internal = exc.error == "internal_error"
+        self.close(CloseCode.INTERNAL_ERROR if internal else CloseCode.TRY_AGAIN_LATER)
 
     def _client_label(self) -> str:
         """The client as logs name it: the address the limits count (behind a trusted
@@ -367,9 +375,7 @@ class Connection(asyncio.Protocol, Subscriber):
                     self._handle(event)
                 events = session.events_received()
         except Exception:
-            # A bug costs this one client an answer, not a silently dropped socket.
-            logger.exception("connection failed", extra={"client": self.peer})
-            session.fail_internal()
+            self._failed()
             for event in session.events_received():
                 self._handle(event)
         finally:
@@ -379,6 +385,15 @@ class Connection(asyncio.Protocol, Subscriber):
             return
         out = session.data_to_send()
         if out:
+            if (
+                self.paused
+                and session.state is _OPEN
+                and transport.get_write_buffer_size() > self.ctx.settings.max_buffered_bytes
+            ):
+                # Pongs (and pings) to a client that reads nothing: the bound the hub's
+                # flush keeps for frames, kept for the session's own output too.
+                self._slow()
+                return
             if len(out) == 1:
                 transport.write(out[0])
             else:
@@ -402,6 +417,12 @@ class Connection(asyncio.Protocol, Subscriber):
                 self.ctx.limits.close_timeout, transport.abort
             )
 
+    def _failed(self) -> None:
+        """A bug while serving this connection (call it from an ``except`` block): logged,
+        it costs this one client an answer, not a silently dropped socket."""
+        logger.exception("connection failed", extra={"client": self.peer})
+        self.session.fail_internal()
+
     def _hold_input(self) -> None:
         """Stop reading the socket; input already read gets a turn of its own, later."""
         transport = self.transport
@@ -417,8 +438,7 @@ class Connection(asyncio.Protocol, Subscriber):
         try:
             session.resume_input()
         except Exception:
-            logger.exception("connection failed", extra={"client": self.peer})
-            session.fail_internal()
+            self._failed()
         self._pump()
         transport = self.transport
         if transport is None or transport.is_closing():
@@ -497,26 +517,23 @@ class Connection(asyncio.Protocol, Subscriber):
         ctx = self.ctx
         session = self.session
         request = event.request
+        settings = ctx.settings
         try:
             route = route_upgrade(ctx.guard, request, self.peer, ctx.admit)
+            wanted = route.subscription
+            if wanted is not None:
+                cost = subscription_bytes(wanted.filter)
+                if cost > settings.max_connection_memory:  # a query string as long as a head
+                    raise HandshakeRejected(
+                        400,
+                        "memory_budget_exceeded",
+                        f"this subscription would hold about {cost} bytes; a connection's "
+                        f"subscriptions may hold {settings.max_connection_memory}",
+                    )
         except HandshakeRejected as exc:
             session.reject(exc)
             self._refused(exc)
             return
-        settings = ctx.settings
-        wanted = route.subscription
-        if wanted is not None:
-            cost = subscription_bytes(wanted.filter)
-            if cost > settings.max_connection_memory:  # a query string as long as a head
-                refusal = HandshakeRejected(
-                    400,
-                    "memory_budget_exceeded",
-                    f"this subscription would hold about {cost} bytes; a connection's "
-                    f"subscriptions may hold {settings.max_connection_memory}",
-                )
-                session.reject(refusal)
-                self._refused(refusal)
-                return
         offer = request.header("sec-websocket-extensions")
         negotiated = negotiate(offer) if settings.compression else None
         bits = negotiated[0] if negotiated else 0

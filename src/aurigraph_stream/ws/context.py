@@ -31,17 +31,7 @@ class WsContext:
         self.guard = guard
         self.graphql = GraphqlService(node, guard)
         self.settings = settings
-        self.limits = SessionLimits(
-            max_frame=settings.max_frame_size,
-            max_message=settings.max_message_size,
-            max_fragments=settings.max_fragments,
-            inbound_rate=settings.inbound_message_rate,
-            inbound_burst=settings.inbound_message_burst,
-            frame_rate=settings.inbound_frame_rate,
-            frame_burst=settings.inbound_frame_burst,
-            close_timeout=settings.close_timeout,
-            handshake_timeout=settings.handshake_timeout,
-        )
+        self.limits = SessionLimits.from_settings(settings)
         self.admission = Admission(settings.max_connections, settings.retry_after)
         self.open: set[Pingable] = set()
 

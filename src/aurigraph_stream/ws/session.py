@@ -24,7 +24,8 @@ After each call, the caller must:
 
 Inbound work is budgeted. Every frame, data or control, takes a token from the
 frame budget (``frame_rate``/``frame_burst``) and every message one from the
-message budget; over either, the connection is closed with 4029. One call parses
+message budget; over either, the connection is closed with 4029. The pong that
+answers our keepalive ping is the exception: it costs neither. One call parses
 at most :data:`TURN_FRAMES` frames and :data:`TURN_MESSAGES` data messages and
 keeps the rest for :meth:`resume_input`, so one client's read, however full of
 tiny frames or commands, costs the event loop a bounded slice of time.
@@ -44,6 +45,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from aurigraph_stream.access.ratelimit import TokenBucket
+from aurigraph_stream.config import Settings
 from aurigraph_stream.contract import CloseCode
 from aurigraph_stream.errors import HandshakeRejected, ProtocolError
 from aurigraph_stream.wire.frames import Opcode, close_frame, encode_frame, parse_close
@@ -54,7 +56,7 @@ from aurigraph_stream.wire.handshake import (
     parse_request,
     request_timeout,
 )
-from aurigraph_stream.wire.reader import Reader
+from aurigraph_stream.wire.reader import Message, Reader
 
 __all__ = [
     "Action",
@@ -95,19 +97,36 @@ _CONNECTING, _OPEN, _CLOSING, _CLOSED = State
 _NONE, _CLOSE_TRANSPORT, _ABORT = Action
 
 
+_DEFAULTS = Settings()
+
+
 @dataclass(frozen=True, slots=True)
 class SessionLimits:
-    """The limits one session enforces (from Settings)."""
+    """The limits one session enforces: :meth:`from_settings`; unset, the settings' defaults."""
 
-    max_frame: int = 65536
-    max_message: int = 1048576
-    max_fragments: int = 64  # frames in one message
-    inbound_rate: float = 50.0  # messages per second; 0: no limit
-    inbound_burst: int = 100
-    frame_rate: float = 200.0  # frames (data and control) per second; 0: no limit
-    frame_burst: int = 400
-    close_timeout: float = 5.0  # seconds to wait for the peer's close reply
-    handshake_timeout: float = 10.0  # seconds for the whole head to arrive
+    max_frame: int = _DEFAULTS.max_frame_size
+    max_message: int = _DEFAULTS.max_message_size
+    max_fragments: int = _DEFAULTS.max_fragments  # frames in one message
+    inbound_rate: float = _DEFAULTS.inbound_message_rate  # messages per second; 0: no limit
+    inbound_burst: int = _DEFAULTS.inbound_message_burst
+    frame_rate: float = _DEFAULTS.inbound_frame_rate  # frames (data, control) per second; 0: none
+    frame_burst: int = _DEFAULTS.inbound_frame_burst
+    close_timeout: float = _DEFAULTS.close_timeout  # seconds to wait for the peer's close reply
+    handshake_timeout: float = _DEFAULTS.handshake_timeout  # seconds for the whole head
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SessionLimits:
+        return cls(
+            max_frame=settings.max_frame_size,
+            max_message=settings.max_message_size,
+            max_fragments=settings.max_fragments,
+            inbound_rate=settings.inbound_message_rate,
+            inbound_burst=settings.inbound_message_burst,
+            frame_rate=settings.inbound_frame_rate,
+            frame_burst=settings.inbound_frame_burst,
+            close_timeout=settings.close_timeout,
+            handshake_timeout=settings.handshake_timeout,
+        )
 
 
 # -- events (tuples: one is made per connect and per command) -------------------------
@@ -293,9 +312,7 @@ class Session:
         try:
             request = parse_request(data)
         except HandshakeRejected as exc:
-            self.deadline = None
-            self.reject(exc)
-            self._emit(HandshakeFailed(exc))
+            self._refuse(exc)
             return
         self.receive_head(request)
 
@@ -307,10 +324,14 @@ class Session:
         try:
             key = check_upgrade(request)
         except HandshakeRejected as exc:
-            self.reject(exc)
-            self._emit(HandshakeFailed(exc))
+            self._refuse(exc)
             return
         self._emit(UpgradeRequest(request, key))
+
+    def _refuse(self, rejected: HandshakeRejected) -> None:
+        """The head itself is refused: answer it, close, and tell the caller."""
+        self.reject(rejected)  # its deadline ends with it
+        self._emit(HandshakeFailed(rejected))
 
     def accept(self, response: bytes, *, deflate: bool) -> None:
         """Send the 101 ``response``: the connection is OPEN."""
@@ -360,15 +381,19 @@ class Session:
         except ProtocolError as exc:
             self.fail(exc.code, exc.reason, "protocol_error")
             return
-        if frames is not None and reader.frames and frames.take(now, reader.frames):
+        # The pong that answers our keepalive ping costs nothing here either, wherever it
+        # is in the read; another pong is a frame and a message like any other.
+        answered = 1 if self.awaiting_pong and _answers(messages) else 0
+        charged = reader.frames - answered
+        if frames is not None and charged and frames.take(now, charged):
             self.fail(CloseCode.TOO_MANY_MESSAGES, "too many frames", "rate")
             return
         budget = inbound.messages
         if (
-            messages
+            len(messages) > answered
             and budget is not None
             and self.state is _OPEN
-            and budget.take(now, len(messages))
+            and budget.take(now, len(messages) - answered)
         ):
             self.fail(CloseCode.TOO_MANY_MESSAGES, None, "rate")
             return
@@ -449,6 +474,11 @@ class Session:
             self.close(CloseCode.KEEPALIVE_TIMEOUT)
             return True
         return False
+
+
+def _answers(messages: list[Message]) -> bool:
+    """Whether ``messages`` hold a pong (the answer to the keepalive ping outstanding)."""
+    return any(opcode == Opcode.PONG for opcode, _ in messages)
 
 
 def _is_lone_pong(data: bytes) -> bool:

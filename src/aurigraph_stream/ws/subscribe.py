@@ -11,20 +11,25 @@ message and the first live one are consecutive.
 
 A networked broker (Redis) cannot read its history synchronously. There the
 subscription joins the hub at once in a *loading* state, in which the hub
-keeps the live events it would have received (as centrifuge's ``PubSubSync``
-does); the history is read in the background; then, in one synchronous step,
-the replay is queued, followed by the kept events newer than the history's
-position, and the subscription receives live events from where those end.
-Every event published after the buffering started is in the history read or
-among the kept events, and the seq check drops what is in both. That replay
-is queued whole, not paced. A snapshot, or a start without a replay, needs no
-read: the node's snapshot set is exactly as of the last event it delivered
-(``Broker.delivered``).
+keeps the live events it would have received, those that pass its filter (as
+centrifuge's ``PubSubSync`` does); the history is read in the background; then
+the starting frames are queued, and the replay, followed by the kept events
+newer than the history's position, goes out paced as above (:class:`Replay`):
+the subscription keeps loading until a step finds nothing newer kept, and joins
+live delivery in that step. Every event published after the buffering started
+is in the history read or among the kept events, and the seq check drops what
+is in both. A subscription keeps at most the hub's loading limit of events:
+past it (a client too slow for its replay, or a history slow to come), what
+it kept no longer joins up, and it is told ``recovered: false`` from the last
+event this node delivered, as after a reset. A snapshot, or a start without a
+replay (``replay=0``), needs no read: the node's snapshot set is exactly as of
+the last event it delivered (``Broker.delivered``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -34,12 +39,14 @@ from aurigraph_stream.errors import BrokerUnavailable, SubscriptionError
 from aurigraph_stream.hub import Subscriber, Subscription, control_frame
 from aurigraph_stream.hub.frames import snapshot_frame
 from aurigraph_stream.node import Node
-from aurigraph_stream.node.replay import replay, replayed_frame
+from aurigraph_stream.node.replay import Replay, replay
 from aurigraph_stream.subscription import Start, SubscribeRequest, history_since, starting_point
 
 __all__ = ["HISTORY_WAIT", "attach", "reply"]
 
 HISTORY_WAIT = 10.0  # seconds a subscription waits for an unreachable broker's history
+
+logger = logging.getLogger("aurigraph_stream.subscribe")
 
 Failed = Callable[[SubscriptionError], None]
 
@@ -63,7 +70,8 @@ def attach(
 
     Args:
         failed: called (after the subscription was removed) when a networked
-            broker's history could not be read within :data:`HISTORY_WAIT`.
+            broker's history could not be read within :data:`HISTORY_WAIT`
+            (``history_unavailable``), or its loading failed (``internal_error``).
     """
     hub = node.hub
     stream, flt = request.stream, request.filter
@@ -72,13 +80,13 @@ def attach(
     control = sub_id is None  # a /ws/{stream} subscription with a starting point
     read = node.broker.history_now(stream, history_since(request))
     if read is None:
-        if request.since is not None or request.replay is not None:
+        if request.since is not None or request.replay:
             sub = hub.subscribe(
                 sink, stream, (codec, bits), flt, sub_id=sub_id, loading=True, control=control
             )
-            node.load(_load(node, sub, request, failed))
+            node.load(_load_or_fail(node, sub, request, failed))
             return sub
-        start = _from_delivered(node, request)
+        start = _from_delivered(node, request)  # replay=0 or a snapshot: no read needed
     else:
         start = starting_point(request, read)
     position = start.position
@@ -122,19 +130,26 @@ def _head_frames(
 
 def _from_delivered(node: Node, request: SubscribeRequest) -> Start:
     """A start at the last event this node delivered, with no replay: a networked broker's
-    snapshot-only subscription, or one whose resume failed (``recovered`` false then)."""
+    snapshot-only or ``replay=0`` subscription, or one whose resume or replay failed
+    (``recovered`` false then)."""
     position = node.broker.delivered(request.stream)
-    asked = request.since is not None or request.replay is not None
+    asked = request.since is not None or bool(request.replay)
     return Start(position, not asked, [], request.snapshot)
 
 
-async def _read_history(node: Node, sub: Subscription, since: int | None) -> HistoryRead | None:
-    """The history, retried while the broker is unreachable (bounded); None if given up."""
+async def _read_history(
+    node: Node, sub: Subscription, since: int | None, newest: int | None
+) -> HistoryRead | None:
+    """The history, retried while the broker is unreachable (bounded); None if given up.
+
+    The last attempt may start just before :data:`HISTORY_WAIT` and take a command's
+    timeout, so giving up can take a few seconds more than it.
+    """
     deadline = time.monotonic() + HISTORY_WAIT
     delay = 0.1
     while True:
         try:
-            return await node.broker.history(sub.stream, since)
+            return await node.broker.history(sub.stream, since, newest)
         except BrokerUnavailable:
             if time.monotonic() + delay > deadline or sub not in sub.sink.subscriptions:
                 return None
@@ -142,11 +157,34 @@ async def _read_history(node: Node, sub: Subscription, since: int | None) -> His
             delay = min(delay * 2, 1.0)
 
 
+async def _load_or_fail(
+    node: Node, sub: Subscription, request: SubscribeRequest, failed: Failed | None
+) -> None:
+    """:func:`_load`; if it fails, the subscription ends and the client is told.
+
+    Not the broker being away (:func:`_read_history` retries that) but an answer it
+    could not read, or a bug: without this the subscription would stay loading, the
+    hub keeping its live events for ever, and the client would wait for a reply.
+    """
+    try:
+        await _load(node, sub, request, failed)
+    except Exception:
+        logger.exception("subscription failed to load", extra={"stream": sub.stream})
+        if sub in sub.sink.subscriptions:
+            node.hub.remove(sub)
+            if failed is not None:
+                failed(SubscriptionError("internal_error", "the server failed to load the history"))
+
+
 async def _load(
     node: Node, sub: Subscription, request: SubscribeRequest, failed: Failed | None
 ) -> None:
-    """A networked broker's history for a loading subscription, then its starting frames."""
-    read = await _read_history(node, sub, history_since(request))
+    """A networked broker's history for a loading subscription, then its starting frames
+    and its paced replay."""
+    since = history_since(request)
+    # replay=N with no filter: the newest N are all it needs of the history.
+    newest = request.replay if since is None and not request.filter.clauses else None
+    read = await _read_history(node, sub, since, newest)
     hub = node.hub
     if sub not in sub.sink.subscriptions:
         return  # the client left, or unsubscribed, meanwhile
@@ -160,32 +198,32 @@ async def _load(
                 )
             )
         return
-    # From here to the end: one synchronous step, no event can come in between.
-    level = node.settings.compression_level
+    # From here to the first step of the replay: one synchronous step, no event can
+    # come in between.
     delivered = node.broker.delivered(sub.stream)
-    buffered = hub.take_buffer(sub)
+    kept = hub.drain_buffer(sub)
     start = starting_point(request, read)
-    continuous = buffered is not None and delivered.epoch == read.position.epoch
+    continuous = kept is not None and delivered.epoch == read.position.epoch
     if continuous and request.since is not None and not start.recovered:
         continuous = False  # not resumed: start from what this node delivered, as live does
     if not continuous:
-        # Not resumed, or a reset came while loading (the history read belongs to
-        # a lost epoch): the position is the last event delivered here, the
+        # Not resumed, or the kept events no longer join up (a reset came while
+        # loading, and the history read belongs to a lost epoch; or more came than a
+        # subscription keeps): the position is the last event delivered here, the
         # snapshot is as of it, and live events follow it.
         start = _from_delivered(node, request)
-        buffered = []
-    assert buffered is not None
+        hub.take_buffer(sub)
+        hub.enqueue(sub.sink, _head_frames(node, request, start, sub.codec, sub.bits, sub.id))
+        hub.join_after(sub, start.position.seq)
+        return
+    assert kept is not None
     position = start.position
-    flt = sub.filter
+    hub.enqueue(sub.sink, _head_frames(node, request, start, sub.codec, sub.bits, sub.id))
     # The replay, then the live events kept while it loaded that are newer than it
-    # (sent whatever ``recovered`` says, as live events are). An event this format
-    # cannot carry is left out (and logged), as in live delivery.
-    newer = [e for e in buffered if e.seq > position.seq and flt.matches(e.data)]
-    frames = [replayed_frame(sub, e, level) for e in [*start.replayed, *newer]]
-    replay_frames = [f for f in frames if f is not None]
-    head = _head_frames(node, request, start, sub.codec, sub.bits, sub.id)
-    # Live events resume after the newer of the start's last event and the last one
-    # kept: those the hub holds for a later tick (its fan-out budget), or that the
-    # reader has yet to hand over, follow in order.
-    hub.join_after(sub, max(position.seq, buffered[-1].seq if buffered else 0))
-    hub.enqueue(sub.sink, head + replay_frames)
+    # (sent whatever ``recovered`` says, as live events are); those the hub holds for
+    # a later tick (its fan-out budget), or that the reader has yet to hand over,
+    # are kept meanwhile and follow in order.
+    newer = [e for e in kept if e.seq > position.seq]
+    job = Replay(node, sub, [*start.replayed, *newer], position.seq)
+    if job.step():
+        hub.pace(job)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aurigraph_stream.access.guard import Guard, authorize_stream, check_upgrade_access
-from aurigraph_stream.access.tokens import UNRESTRICTED, Principal, subprotocols
+from aurigraph_stream.access.tokens import UNRESTRICTED, Principal
 from aurigraph_stream.codecs import select_codec
 from aurigraph_stream.contract import (
     GRAPHQL_ENDPOINT,
@@ -108,9 +108,7 @@ def route_upgrade(guard: Guard, request: Request, peer: str, admit: Callable[[],
             )
         authorize_stream(access.principal, name)
     try:
-        codec, answer = select_codec(
-            request.header("sec-websocket-protocol"), request.query.get("format")
-        )
+        codec, answer = select_codec(access.offered, request.query.get("format"))
         subscription = _subscription(name, request)
     except SubscriptionError as exc:
         raise HandshakeRejected(400, exc.error, exc.detail) from None
@@ -155,7 +153,7 @@ def _graphql_route(guard: Guard, request: Request, peer: str, admit: Callable[[]
             refusals of :func:`check_upgrade_access` and admission.
     """
     access = check_upgrade_access(guard, request, peer, token_optional=True)
-    offered = subprotocols(request.headers)
+    offered = access.offered
     if GRAPHQL_PROTOCOL not in offered:
         legacy = (
             f"the legacy subscriptions-transport-ws protocol ({GRAPHQL_LEGACY_PROTOCOL}) is "

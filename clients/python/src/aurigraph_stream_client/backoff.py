@@ -7,7 +7,11 @@ import random
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["Backoff", "parse_retry_after"]
+__all__ = ["RETRY_AFTER_JITTER", "Backoff", "parse_retry_after"]
+
+#: Seconds added at random to a ``Retry-After``, so clients refused together do
+#: not all come back in the same instant (the TypeScript SDK adds as much).
+RETRY_AFTER_JITTER = 0.25
 
 
 @dataclass
@@ -41,9 +45,14 @@ class Backoff:
         return base * (1.0 - self.jitter * self.rng.random())
 
     def after(self, retry_after: float | None) -> float:
-        """The next delay, but never shorter than the server's ``Retry-After``."""
+        """The next delay, but never shorter than the server's ``Retry-After``.
+
+        A ``Retry-After`` gets up to :data:`RETRY_AFTER_JITTER` seconds more, drawn at random.
+        """
         delay = self.next()
-        return delay if retry_after is None else max(delay, retry_after)
+        if retry_after is None:
+            return delay
+        return max(delay, retry_after + RETRY_AFTER_JITTER * self.rng.random())
 
     def reset(self) -> None:
         self.attempts = 0

@@ -16,7 +16,10 @@ it waits a jittered exponential back-off (never less than a ``Retry-After``),
 connects again and resubscribes each subscription from the last seq it
 delivered (``since=SEQ:EPOCH``). Each subscription's :class:`.SeqTracker` drops
 duplicates and turns ``recovered: false`` into a :class:`.Gap` ahead of the next
-message.
+message. A frame the client cannot decode may be a message: the client closes
+that connection itself and reconnects the same way, rather than skip it. Should
+the task itself fail, every subscription ends with a :class:`.StreamClientError`
+whose ``__cause__`` is the fault, instead of waiting for ever.
 
 An inbox holds at most ``max_queue`` items. When the application reads more
 slowly than messages arrive, the reader waits for room, so the socket is not
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 import time
@@ -40,11 +44,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    InvalidHandshake,
+    InvalidStatus,
+    InvalidURI,
+)
+from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from .backoff import Backoff, parse_retry_after
-from .errors import CommandError, GaveUp, Revoked, StreamClientError, TokenExpired
+from .errors import CommandError, GaveUp, HandshakeError, Revoked, StreamClientError
 from .events import (
     Connected,
     ConnectionEvent,
@@ -75,7 +86,25 @@ TokenSource = str | Callable[[], str | Awaitable[str]] | None
 FilterValue = str | int | bool | Sequence[str]
 
 T = TypeVar("T")
-_MIN_REFRESH_PAUSE = 1.0  # seconds between two refreshes, whatever the tokens say
+_MIN_REFRESH_PAUSE = 1.0  # seconds between two refreshes (or tries), whatever the tokens say
+# Filter options that only project (drop fields, never messages): seqs stay consecutive.
+_PROJECTIONS = frozenset(("fields", "detail"))
+_UNREADABLE = "unreadable frame"
+
+
+class _NoToken(Exception):
+    """The token callback failed (raised, or returned no string) before a connection attempt."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Ended:
+    """How a connection ended."""
+
+    code: int  # the close code received (1006: none)
+    reason: str
+    cause: BaseException  # websockets' account of the close (a GaveUp's __cause__)
+    worked: bool  # the server took a subscription on it, or there was none to take
+    unreadable: bool  # this client closed it on a frame it could not decode
 
 
 class _Inbox(Generic[T]):
@@ -91,9 +120,6 @@ class _Inbox(Generic[T]):
         self._writable.set()
         self._ended = False
         self._end: BaseException | None = None
-
-    def __len__(self) -> int:
-        return len(self._items)
 
     async def put(self, item: T) -> None:
         """Append, waiting while it is full (the reader then stops reading the socket)."""
@@ -138,6 +164,7 @@ class Subscription(Generic[T]):
         "_filter",
         "_inbox",
         "_replay",
+        "_retry",
         "_sent_on",
         "_snapshot",
         "_tracker",
@@ -155,6 +182,7 @@ class Subscription(Generic[T]):
         since: Position | int | None,
         snapshot: bool,
         maxsize: int,
+        retry: Backoff,
     ) -> None:
         self._client = client
         self.id = sub_id
@@ -162,9 +190,11 @@ class Subscription(Generic[T]):
         self._filter = flt
         self._replay = replay
         self._snapshot = snapshot
-        self._tracker = SeqTracker(stream, since)
+        filtered = any(key not in _PROJECTIONS for key in flt)
+        self._tracker = SeqTracker(stream, since, filtered=filtered)
         self._inbox: _Inbox[T | Gap | Snapshot[T]] = _Inbox(maxsize)
         self._sent_on: ClientConnection | None = None  # the connection it was last sent on
+        self._retry = retry  # delays before asking again after history_unavailable
 
     @property
     def position(self) -> Position | None:
@@ -224,7 +254,10 @@ class Client:
         format: ``json``, ``msgpack`` (extra ``msgpack``) or ``protobuf`` (extra
             ``protobuf``); messages decode to the same dicts.
         backoff: reconnect delays (default: from 0.5 s doubling to 30 s, jittered).
-        max_retries: failed attempts in a row before giving up (None: never).
+        max_retries: retries after a failed attempt before giving up with
+            :class:`.GaveUp`: it gives up when ``max_retries + 1`` attempts in a
+            row failed (None: never). A subscription the server could not start
+            (``history_unavailable``) is asked again as many times.
         refresh_margin: seconds before ``exp`` to refresh (at most half the
             token's remaining lifetime).
         max_queue: items each subscription holds for the application.
@@ -269,6 +302,7 @@ class Client:
         self._closed = False
         self._error: StreamClientError | None = None
         self._failures = 0
+        self._worked = False  # the open connection took a subscription (or had none to take)
 
     # -- lifecycle ----------------------------------------------------------------
     async def __aenter__(self) -> Client:
@@ -455,6 +489,7 @@ class Client:
             _since(since),
             snapshot,
             self._max_queue,
+            dataclasses.replace(self._backoff, attempts=0),
         )
         self._subs[sub.id] = sub
         ws = self._ws
@@ -497,17 +532,26 @@ class Client:
             logger.exception("on_event callback failed")
 
     async def _run(self) -> None:
+        try:
+            await self._keep_connected()
+        except Exception as exc:
+            # A fault of the SDK's own (a frame it misread, a bug): stop loudly, rather
+            # than leave every subscription waiting for items that will never come.
+            logger.exception("the client failed")
+            error = StreamClientError(f"the client failed: {exc!r}")
+            error.__cause__ = exc
+            self._stop(error, ABNORMAL, str(error))
+
+    async def _keep_connected(self) -> None:
         attempt = 0
-        new_token = False
-        renewed = False  # this attempt's token was fetched for it
+        new_token = False  # the server refused the token: ask the callback for another
         while True:
             retry_after: float | None = None
+            failure: BaseException
+            renewed = False  # this attempt's token was fetched for it
             try:
-                if new_token:
-                    await self._renew_token()
-                    renewed, new_token = True, False
-                elif self._token_source is not None and not isinstance(self._token_source, str):
-                    renewed = await self._token_for_connect()
+                renewed = await self._token_for_attempt(new_token)
+                new_token = False
                 ws = await connect(
                     self.url,
                     additional_headers=self._headers(),
@@ -517,6 +561,13 @@ class Client:
                     max_size=64 * 2**20,
                     close_timeout=5,
                 )
+            except _NoToken as exc:
+                # Like a connection that failed: the callback may answer next time (and
+                # is asked again then, whether or not the last token was refused).
+                logger.warning("%s", exc)
+                decision = Decision(new_token=new_token)
+                code, reason = ABNORMAL, str(exc)
+                failure = exc.__cause__ or exc
             except InvalidStatus as exc:
                 response = exc.response
                 error, detail = _refusal(response.body)
@@ -525,25 +576,38 @@ class Client:
                     response.status_code, error, detail, self._can_renew(), renewed
                 )
                 code, reason = response.status_code, f"{error}: {detail}"
+                failure = HandshakeError(response.status_code, error, detail)
             except InvalidURI as exc:
                 self._stop(StreamClientError(str(exc)), ABNORMAL, str(exc))
                 return
-            except TokenExpired as exc:
-                self._stop(exc, exc.code, exc.reason)
-                return
             except (OSError, TimeoutError, InvalidHandshake) as exc:
-                decision = Decision(retry=True)
+                decision = Decision()
                 code, reason = ABNORMAL, str(exc) or type(exc).__name__
+                failure = exc
             else:
-                code, reason = await self._session(ws, attempt)
-                decision = after_close(code, reason, self._can_renew())
+                ended = await self._session(ws, attempt)
+                code, reason, failure = ended.code, ended.reason, ended.cause
+                if ended.unreadable:
+                    # Our own close: the code is our 1002 echoed, which says nothing of
+                    # the server. Reconnect, and resume from the last message delivered.
+                    decision = Decision()
+                    reason = _UNREADABLE
+                else:
+                    decision = after_close(code, reason, self._can_renew())
+                    if ended.worked:  # a good connection: start the back-off over
+                        self._backoff.reset()
+                        self._failures = 0
             if decision.error is not None:
                 self._stop(decision.error, code, reason)
                 return
             new_token = decision.new_token
             self._failures += 1
             if self._max_retries is not None and self._failures > self._max_retries:
-                gave_up = GaveUp(f"gave up after {self._max_retries} retries: {code} {reason}")
+                gave_up = GaveUp(
+                    f"gave up after {self._failures} failed attempts in a row "
+                    f"({self._max_retries} retries): {code} {reason}"
+                )
+                gave_up.__cause__ = failure
                 self._stop(gave_up, code, reason)
                 return
             delay = self._backoff.after(retry_after)
@@ -559,35 +623,46 @@ class Client:
             sub._inbox.end(error)
         self._subs.clear()
 
-    async def _session(self, ws: ClientConnection, attempt: int) -> tuple[int, str]:
-        """Run one open connection to its end; returns its close code and reason."""
+    async def _session(self, ws: ClientConnection, attempt: int) -> _Ended:
+        """Run one open connection to its end."""
         self._ws = ws
         self._connected.set()
+        # A connection with no subscription to confirm it works once it opens.
+        self._worked = not self._subs
+        unreadable = False
         self._emit(Connected(self.url, attempt))
         refresher = asyncio.ensure_future(self._refresher(ws))
         try:
             for sub in list(self._subs.values()):
                 await self._send_subscription(ws, sub)
             async for frame in ws:
-                await self._dispatch(ws, frame)
+                try:
+                    data = self._decode(frame)
+                except Exception:
+                    # A frame we cannot read may be a message: leave this connection
+                    # without reading further, and resume from the last one delivered.
+                    logger.exception("unreadable frame; reconnecting")
+                    unreadable = True
+                    await ws.close(1002, _UNREADABLE)
+                    break
+                await self._dispatch(ws, data)
         except ConnectionClosed:
             pass
+        except Exception:
+            with contextlib.suppress(Exception):
+                await ws.close(1011, "client failure")
+            raise
         finally:
             refresher.cancel()
             self._connected.clear()
             self._ws = None
         code = int(ws.close_code) if ws.close_code is not None else ABNORMAL
-        return code, ws.close_reason or ""
+        # websockets' account of the close ("received 1001 (going away); then sent 1001").
+        closed = ws.protocol.state is State.CLOSED
+        cause = ws.protocol.close_exc if closed else ConnectionClosedError(None, None)
+        return _Ended(code, ws.close_reason or "", cause, self._worked, unreadable)
 
-    async def _dispatch(self, ws: ClientConnection, frame: str | bytes) -> None:
-        try:
-            data = self._decode(frame)
-        except Exception:
-            # A frame we cannot read may be a message: drop the connection and resume
-            # from the last one delivered, rather than skip it.
-            logger.exception("unreadable frame; reconnecting")
-            await ws.close(1002, "unreadable frame")
-            return
+    async def _dispatch(self, ws: ClientConnection, data: dict[str, Any]) -> None:
         kind = data.get("type")
         sub = self._subs.get(data.get("id", ""))
         if kind == "message":
@@ -596,17 +671,17 @@ class Client:
         elif kind == "subscribed":
             if sub is None:
                 return
-            position = _position(data["position"])
+            position = Position.from_json(data["position"])
             gap = sub._tracker.on_subscribed(
                 position, bool(data["recovered"]), int(data.get("replayed", 0))
             )
-            self._backoff.reset()  # the server took us back: a working connection
-            self._failures = 0
+            self._worked = True  # the server took us back: a working connection
+            sub._retry.reset()
             if gap is not None:
                 await sub._inbox.put(gap)
         elif kind == "snapshot":
             if sub is not None:
-                position = _position(data["position"])
+                position = Position.from_json(data["position"])
                 sub._tracker.on_snapshot(position)
                 await sub._inbox.put(Snapshot(sub.stream, position, list(data["items"])))
         elif kind == "unsubscribed":
@@ -616,6 +691,9 @@ class Client:
                 sub._inbox.end(Revoked("forbidden", detail))
         elif kind == "error":
             if sub is not None and data.get("op") == "subscribe":
+                if data.get("error") == "history_unavailable" and self._may_retry(sub):
+                    self._spawn(self._subscribe_again(ws, sub))
+                    return
                 del self._subs[sub.id]
                 sub._inbox.end(_command_error(data))
             else:
@@ -623,6 +701,17 @@ class Client:
         elif kind == "refreshed":
             expires = data.get("expiresAt")
             self._emit(TokenRefreshed(float(expires) if expires is not None else None))
+
+    def _may_retry(self, sub: Subscription[Any]) -> bool:
+        return self._max_retries is None or sub._retry.attempts < self._max_retries
+
+    async def _subscribe_again(self, ws: ClientConnection, sub: Subscription[Any]) -> None:
+        """The server could not read the history to start ``sub`` (``history_unavailable``):
+        ask again after a back-off, from the same position (nothing was delivered since)."""
+        sub._sent_on = None  # the server does not have it: not unsubscribed, sent again
+        await asyncio.sleep(sub._retry.next())
+        if self._ws is ws:  # else the next connection sends it with the others
+            await self._send_subscription(ws, sub)
 
     # -- tokens -------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -642,33 +731,39 @@ class Client:
             raise TypeError("the token callback must return a non-empty string")
         return result
 
-    async def _renew_token(self) -> None:
-        """A new token to connect with, or TokenExpired: the old one was refused."""
+    async def _token_for_attempt(self, new_token: bool) -> bool:
+        """Ask the callback for a token when there is none yet, the last one was refused
+        (``new_token``), or it is about to expire; True if this attempt's token was fetched.
+
+        Raises:
+            _NoToken: the callback failed.
+        """
+        if not self._can_renew():
+            return False
+        exp = token_expiry(self._token) if self._token else None
+        stale = exp is not None and exp - time.time() < _MIN_REFRESH_PAUSE
+        if not (new_token or self._token is None or stale):
+            return False
         try:
             self._token = await self._call_token()
         except Exception as exc:
-            raise TokenExpired(4001, f"no new token: {exc}") from exc
-
-    async def _token_for_connect(self) -> bool:
-        """Fetch a token when there is none yet or it is about to expire; True if fetched."""
-        exp = token_expiry(self._token) if self._token else None
-        if self._token is None or (exp is not None and exp - time.time() < _MIN_REFRESH_PAUSE):
-            await self._renew_token()
-            return True
-        return False
+            raise _NoToken(f"the token callback failed: {exc}") from exc
+        return True
 
     async def _refresher(self, ws: ClientConnection) -> None:
         """Before each exp, ask the callback for a token and hand it over with ``refresh``."""
         if not self._can_renew():
             return
         sent = 0
+        pause = 0.0  # after a try, failed or not, at least _MIN_REFRESH_PAUSE to the next
         while True:
             exp = token_expiry(self._token) if self._token else None
             if exp is None:
                 return
             remaining = exp - time.time()
             delay = remaining - min(self._refresh_margin, remaining / 2)
-            await asyncio.sleep(max(_MIN_REFRESH_PAUSE if sent else 0.0, delay))
+            await asyncio.sleep(max(pause, delay))
+            pause = _MIN_REFRESH_PAUSE
             try:
                 token = await self._call_token()
             except Exception:
@@ -707,10 +802,6 @@ def _since(value: Position | str | int | None) -> Position | int | None:
     if isinstance(value, str):
         return Position.parse(value) if ":" in value else int(value)
     return value
-
-
-def _position(value: Mapping[str, Any]) -> Position:
-    return Position(int(value["seq"]), str(value["epoch"]))
 
 
 def _refusal(body: bytes | bytearray | None) -> tuple[str, str]:

@@ -6,10 +6,10 @@ Exception tree::
     ├── HandshakeError          the server refused the upgrade (HTTP 4xx/5xx it will not retry)
     │   └── AuthenticationError 401 or 403: no valid token, or one without the stream
     ├── StreamClosed            the server closed with a code the SDK does not reconnect after
-    │   └── TokenExpired        4001 and no new token could be had (no token callback, or it failed)
+    │   └── TokenExpired        4001 and no token callback to ask for a new token
     ├── CommandError            the server refused a subscribe command (an ``error`` reply)
     │   └── Revoked             a refreshed token no longer grants the stream (reason forbidden)
-    └── GaveUp                  ``max_retries`` connection attempts failed in a row
+    └── GaveUp                  ``max_retries + 1`` connection attempts failed in a row
 
 A subscription's iterator raises them after it has delivered every message it
 received before the failure: nothing received is dropped.
@@ -60,7 +60,11 @@ class StreamClosed(StreamClientError):
 
 
 class TokenExpired(StreamClosed):
-    """4001 (the token expired, or a refresh was refused) and no new token could be had."""
+    """4001 (the token expired, or a refresh was refused) and no token callback to ask.
+
+    With a callback the SDK asks it for a new token and reconnects; a callback
+    that fails counts as a failed attempt, retried after the back-off.
+    """
 
 
 class CommandError(StreamClientError):
@@ -77,4 +81,10 @@ class Revoked(CommandError):
 
 
 class GaveUp(StreamClientError):
-    """The connection failed ``max_retries`` times in a row; ``__cause__`` is the last failure."""
+    """The first attempt and ``max_retries`` retries failed in a row.
+
+    ``__cause__`` is the last failure: websockets' ``ConnectionClosed`` for a
+    connection that ended, a :class:`HandshakeError` for a refused upgrade, the
+    ``OSError`` (or timeout) of a connection that could not open, or what the
+    token callback raised.
+    """

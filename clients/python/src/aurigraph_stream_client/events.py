@@ -12,6 +12,7 @@ message has (``aurigraph-stream listen --json`` writes them as lines).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -50,6 +51,11 @@ class Position:
         if not sep or not epoch or not seq.isdigit():
             raise ValueError(f"a position is SEQ:EPOCH, not {text!r}")
         return cls(int(seq), epoch)
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> Position:
+        """The ``position`` object of a ``subscribed`` or ``snapshot`` frame."""
+        return cls(int(value["seq"]), str(value["epoch"]))
 
 
 @dataclass(frozen=True, slots=True)

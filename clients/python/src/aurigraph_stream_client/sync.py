@@ -7,14 +7,16 @@
             print(msg["tps"])
 
 It is the same :class:`~.client.Client` (reconnects, resumes, gaps, refresh),
-run on an event loop in a background thread; iteration blocks the caller.
+run on an event loop in a background thread; iteration blocks the caller. Its
+methods wait for that loop, so they cannot be called on the loop's own thread
+(from ``on_event`` or the token callback): there they raise ``RuntimeError``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Coroutine, Iterator
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar
@@ -46,14 +48,14 @@ class SyncSubscription(Iterator[Any]):
         """The next item; StopIteration when it ended, TimeoutError after ``timeout`` s."""
         try:
             item: dict[str, Any] | Gap | Snapshot[Any] = self._owner._call(
-                self._sub.__anext__(), timeout
+                _within(timeout, self._sub.__anext__())
             )
         except StopAsyncIteration:
             raise StopIteration from None
         return item
 
     def unsubscribe(self) -> None:
-        self._owner._call(self._sub.unsubscribe(), None)
+        self._owner._call(self._sub.unsubscribe())
 
 
 class SyncClient:
@@ -82,20 +84,31 @@ class SyncClient:
 
     def start(self) -> None:
         self._thread.start()
-        self._client = self._call(self._open(), None)
+        self._client = self._call(self._open())
 
     async def _open(self) -> Client:
         client = Client(self._url, **self._options)
         client.start()
         return client
 
-    def _call(self, coro: Coroutine[Any, Any, R], timeout: float | None) -> R:
+    def _call(self, coro: Coroutine[Any, Any, R]) -> R:
+        """Run ``coro`` on the client's loop and wait for its result.
+
+        A timeout belongs inside ``coro`` (:func:`_within`), on the loop: a wait
+        abandoned here could drop what the coroutine had already taken from an inbox.
+
+        Raises:
+            RuntimeError: called on the loop's own thread, which it would block for ever.
+        """
+        if threading.get_ident() == self._thread.ident:
+            coro.close()
+            raise RuntimeError(
+                "SyncClient methods wait for the client's event loop, so they cannot run "
+                "on its thread (in on_event or the token callback); use the asyncio "
+                "Client (SyncClient.client) there"
+            )
         future: Future[R] = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return future.result(timeout)
-        except TimeoutError:
-            future.cancel()
-            raise
+        return future.result()
 
     @property
     def client(self) -> Client:
@@ -105,22 +118,33 @@ class SyncClient:
 
     def subscribe(self, stream: str, **options: Any) -> SyncSubscription:
         """:meth:`Client.subscribe <.client.Client.subscribe>`, blocking-iterable."""
-        return SyncSubscription(self, self._call(self._subscribe(stream, options), None))
+        return SyncSubscription(self, self._call(self._subscribe(stream, options)))
 
     async def _subscribe(self, stream: str, options: dict[str, Any]) -> Subscription[Any]:
         return self.client.subscribe(stream, **options)
 
     def wait_connected(self, timeout: float | None = None) -> None:
         """Block until the connection is open; TimeoutError after ``timeout`` s."""
-        self._call(self.client.wait_connected(), timeout)
+        self._call(_within(timeout, self.client.wait_connected()))
 
     def close(self) -> None:
         """Close the client and stop its thread."""
         if self._client is not None:
-            self._call(self._client.close(), None)
+            self._call(self._client.close())
             self._client = None
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
         if not self._loop.is_running():
             self._loop.close()
+
+
+async def _within(seconds: float | None, awaitable: Awaitable[R]) -> R:
+    """``awaitable``, or TimeoutError after ``seconds``, timed on the client's loop.
+
+    When the item arrives as the time runs out, it is either returned or left in
+    the inbox for the next call: the inbox hands it over without yielding to the
+    loop, so the timeout cannot strike between taking it and returning it.
+    """
+    async with asyncio.timeout(seconds):
+        return await awaitable

@@ -106,7 +106,8 @@ def _fields(message: Any) -> dict[str, Any]:
     return {f.name: v for f, v in message.ListFields()}
 
 
-def _position(message: Any) -> dict[str, Any]:
+def _proto_position(message: Any) -> dict[str, Any]:
+    """A protobuf ``Position`` as the JSON format writes it."""
     return {"seq": message.seq, "epoch": message.epoch}
 
 
@@ -116,7 +117,7 @@ def _from_proto(message: Any) -> dict[str, Any]:
     if body == "subscribed":
         sub = message.subscribed
         return {"type": "subscribed", **head, "stream": message.stream} | {
-            "position": _position(sub.position),
+            "position": _proto_position(sub.position),
             "recovered": sub.recovered,
             "replayed": sub.replayed,
         }
@@ -124,7 +125,7 @@ def _from_proto(message: Any) -> dict[str, Any]:
         snap = message.snapshot
         items = [_fields(item) for item in getattr(snap, message.stream, ())]
         return {"type": "snapshot", **head, "stream": message.stream} | {
-            "position": _position(snap.position),
+            "position": _proto_position(snap.position),
             "items": items,
         }
     if body == "unsubscribed":
