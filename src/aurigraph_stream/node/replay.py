@@ -59,13 +59,8 @@ def replayed_frame(sub: Subscription, event: Event, level: int) -> bytes | None:
     return message_frame(payload, sub.codec, sub.bits, sub.prefix, suffix, level)
 
 
-class CatchUp:
-    """A subscription's replay, sent a bounded step at a time, then the subscription goes live.
-
-    ``cursor`` is the seq of the last history event looked at: each step reads the
-    history after it, queues the frames of the events that pass the filter (up to
-    :data:`STEP_BYTES`), and moves it on.
-    """
+class _Paced:
+    """What a paced job knows of its subscription: where it is, and how much one step does."""
 
     __slots__ = ("cursor", "level", "most", "node", "step_bytes", "sub")
 
@@ -81,11 +76,26 @@ class CatchUp:
     def sink(self) -> Subscriber:
         return self.sub.sink
 
+    def gone(self) -> bool:
+        """Unsubscribed, or the connection closed: nothing more to send."""
+        return self.sub not in self.sub.sink.subscriptions
+
+
+class CatchUp(_Paced):
+    """A subscription's replay, sent a bounded step at a time, then the subscription goes live.
+
+    ``cursor`` is the seq of the last history event looked at: each step reads the
+    history after it, queues the frames of the events that pass the filter (up to
+    :data:`STEP_BYTES`), and moves it on.
+    """
+
+    __slots__ = ()
+
     def step(self) -> bool:
         sub = self.sub
         sink = sub.sink
         hub = self.node.hub
-        if sub not in sink.subscriptions:  # unsubscribed, or the connection closed
+        if self.gone():
             return False
         read = self.node.broker.history_now(sub.stream, self.cursor)
         if read is None or read.events is None:
@@ -114,7 +124,7 @@ class CatchUp:
         return False
 
 
-class Replay:
+class Replay(_Paced):
     """A networked broker's replay and the live events kept while it loaded, sent a bounded
     step at a time; then the subscription, loading until then, goes live.
 
@@ -124,27 +134,18 @@ class Replay:
     subscription joins live delivery in that same step.
     """
 
-    __slots__ = ("at", "cursor", "events", "level", "most", "node", "step_bytes", "sub")
+    __slots__ = ("at", "events")
 
     def __init__(self, node: Node, sub: Subscription, events: list[Event], cursor: int) -> None:
-        self.node = node
-        self.sub = sub
+        super().__init__(node, sub, cursor)
         self.events = events
         self.at = 0
-        self.cursor = cursor
-        self.level = node.settings.compression_level
-        self.step_bytes = min(STEP_BYTES, node.settings.max_buffered_bytes // 2)
-        self.most = STEP_EVENTS if sub.view is None else STEP_RENDERS  # messages made per step
-
-    @property
-    def sink(self) -> Subscriber:
-        return self.sub.sink
 
     def step(self) -> bool:
         sub = self.sub
         sink = sub.sink
         hub = self.node.hub
-        if sub not in sink.subscriptions:  # unsubscribed, or the connection closed
+        if self.gone():
             return False
         events = self.events
         frames: list[bytes] = []
