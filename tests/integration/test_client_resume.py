@@ -8,13 +8,14 @@ while the test breaks its connection five times:
 2. the client stops reading (the proxy stalls its next connection) until the
    server closes it as a slow consumer (4008);
 3. the network drops it again;
-4. the server restarts (SIGTERM, 1001; same port): the in-memory history is
-   lost, so the SDK must say so with a Gap;
+4. the server restarts (SIGTERM, 1001; same port);
 5. the network drops it once more.
 
-The application must see every seq exactly once, in order, except across the
-restart, where it gets one Gap naming both epochs, and then every seq after the
-position the gap gives.
+With the memory broker the restart loses the history, so the application must
+see every seq exactly once, in order, except across the restart, where it gets
+one Gap naming both epochs, and then every seq after the position the gap gives.
+With the Redis broker the server is a node of a cluster: its history outlives it,
+so the application sees every seq exactly once and no gap at all.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 import httpx
 
 from aurigraph_stream_client import Client, ConnectionEvent, Disconnected, Gap
+from tests.support.redisserver import redis_server
 from tests.support.server import ServerProcess, free_port, run_server
 from tests.support.streamtools import OPEN_ARGS, address, tx
 from tests.support.tcpproxy import TcpProxy, tcp_proxy
@@ -124,9 +126,14 @@ async def until(predicate: Callable[[], bool], what: str, within: float = 30.0) 
     raise AssertionError(f"not within {within} s: {what}")
 
 
-def test_every_seq_exactly_once_across_five_drops_and_a_gap_for_the_restart(
-    tmp_path: Path,
-) -> None:
+def five_drops(
+    tmp_path: Path, server_args: tuple[str, ...], *, history_survives: bool
+) -> tuple[list[dict[str, Any] | Gap], list[ConnectionEvent], Publisher]:
+    """Run the five drops against a server started with ``server_args``: what the
+    application received, the SDK's connection events, and the publisher's seqs.
+
+    ``history_survives``: whether the restarted server still has the history (a
+    cluster's node), so that the SDK resumes without a gap."""
     port = free_port()
     received: list[dict[str, Any] | Gap] = []
     events: list[ConnectionEvent] = []
@@ -138,9 +145,10 @@ def test_every_seq_exactly_once_across_five_drops_and_a_gap_for_the_restart(
             assert not isinstance(item, dict) or "seq" in item
             received.append(item)  # type: ignore[arg-type]
 
-    def seen_run2() -> list[int]:
+    def seen_after_restart() -> list[int]:
+        """The seqs received after the restart's gap, or all of them where it left none."""
         after = [i for i, item in enumerate(received) if isinstance(item, Gap)]
-        tail = received[after[0] + 1 :] if after else []
+        tail = received[after[0] + 1 :] if after else received
         return [m["seq"] for m in tail if isinstance(m, dict)]
 
     async def drop(proxy: TcpProxy, progress: int) -> None:
@@ -176,15 +184,21 @@ def test_every_seq_exactly_once_across_five_drops_and_a_gap_for_the_restart(
         servers.append(await asyncio.to_thread(stack.enter_context, restart()))
         publisher.generation = 2
         publisher.release()
-        await until(lambda: any(isinstance(i, Gap) for i in received), "a gap")
+        if history_survives:
+            await until(
+                lambda: bool(publisher.runs[2]) and publisher.runs[2][0] in seen_after_restart(),
+                "the first event published after the restart",
+            )
+        else:
+            await until(lambda: any(isinstance(i, Gap) for i in received), "a gap")
         # 5. and the network drops it once more
         await drop(proxy, 1700)
         await until(lambda: publisher.sent >= TOTAL, "every event published", 90)
         last = publisher.runs[2][-1]
-        await until(lambda: last in seen_run2(), "the last event received", 30)
+        await until(lambda: last in seen_after_restart(), "the last event received", 30)
 
     def restart() -> Any:
-        return run_server(*SERVER_ARGS, tmp_path=tmp_path, port=port)
+        return run_server(*server_args, tmp_path=tmp_path, port=port)
 
     async def main() -> None:
         async with tcp_proxy(port) as proxy:
@@ -205,7 +219,7 @@ def test_every_seq_exactly_once_across_five_drops_and_a_gap_for_the_restart(
                         await reader
 
     with contextlib.ExitStack() as stack:
-        servers.append(stack.enter_context(run_server(*SERVER_ARGS, tmp_path=tmp_path, port=port)))
+        servers.append(stack.enter_context(run_server(*server_args, tmp_path=tmp_path, port=port)))
         try:
             asyncio.run(main())
         finally:
@@ -213,8 +227,11 @@ def test_every_seq_exactly_once_across_five_drops_and_a_gap_for_the_restart(
             publisher.allowed.set()
             publisher.join(10)
     assert publisher.error is None, publisher.error
+    return received, events, publisher
 
-    # Five drops, each seen by the SDK: the cuts (1006), 4008, the restart (1001).
+
+def assert_five_drops_seen(events: list[ConnectionEvent]) -> None:
+    """Five drops, each seen by the SDK: the cuts (1006), 4008, the restart (1001)."""
     codes = [e.code for e in events if isinstance(e, Disconnected) and e.code >= 1000]
     assert 4008 in codes
     assert 1001 in codes
@@ -222,6 +239,12 @@ def test_every_seq_exactly_once_across_five_drops_and_a_gap_for_the_restart(
     assert len([c for c in codes if c in (1001, 1006, 4008)]) >= 5
     assert all(e.retry_in is not None for e in events if isinstance(e, Disconnected))
 
+
+def test_every_seq_exactly_once_across_five_drops_and_a_gap_for_the_restart(
+    tmp_path: Path,
+) -> None:
+    received, events, publisher = five_drops(tmp_path, SERVER_ARGS, history_survives=False)
+    assert_five_drops_seen(events)
     # One gap, for the restart; before it run 1's seqs, after it run 2's.
     gaps = [i for i, item in enumerate(received) if isinstance(item, Gap)]
     assert len(gaps) == 1, [received[i] for i in gaps]
@@ -240,3 +263,20 @@ def test_every_seq_exactly_once_across_five_drops_and_a_gap_for_the_restart(
     assert run2 == list(range(gap.resume_seq + 1, publisher.runs[2][-1] + 1))
     assert publisher.runs[2] == list(range(1, len(publisher.runs[2]) + 1))
     assert len(publisher.runs[1]) + len(publisher.runs[2]) == TOTAL
+
+
+def test_every_seq_exactly_once_across_five_drops_and_a_cluster_node_restart(
+    tmp_path: Path,
+) -> None:
+    """The same drops against a node of a cluster (the Redis broker): the restart
+    loses nothing, so there is no gap, and every seq arrives exactly once, in order."""
+    with redis_server(tmp_path) as redis:
+        received, events, publisher = five_drops(
+            tmp_path, (*SERVER_ARGS, "--broker-url", redis.url), history_survives=True
+        )
+    assert_five_drops_seen(events)
+    assert not [item for item in received if isinstance(item, Gap)]
+    seqs = [m["seq"] for m in received if isinstance(m, dict)]
+    # One order across the restart: the node that came back went on from Redis.
+    assert publisher.runs[1] + publisher.runs[2] == list(range(1, TOTAL + 1))
+    assert seqs == list(range(1, TOTAL + 1))

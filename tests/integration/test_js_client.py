@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import LIVE_ARGS
 from tests.support.browser import PageWatch, chromium
+from tests.support.redisserver import redis_server
 from tests.support.server import ROOT, ServerProcess, free_port, run_server
 
 JS = ROOT / "clients" / "js"
@@ -176,7 +177,7 @@ def test_js_client_tokens(js_build: Path, tmp_path: Path) -> None:
         )
 
 
-def _serve_spec(tmp_path: Path) -> dict[str, object]:
+def _serve_spec(tmp_path: Path, *extra: str) -> dict[str, object]:
     """How the resume test starts (and restarts, on the same port) its own server."""
     port = free_port()
     return {
@@ -185,6 +186,7 @@ def _serve_spec(tmp_path: Path) -> dict[str, object]:
             "-m",
             "aurigraph_stream",
             "serve",
+            *extra,
             "--port",
             str(port),
             "--no-simulate",
@@ -213,6 +215,18 @@ def test_js_client_resumes_across_five_drops(js_build: Path, tmp_path: Path) -> 
         js_build / "resume.test.js", {"STREAM_SERVE": json.dumps(_serve_spec(tmp_path))}
     )
     assert "messages in two epochs" in out
+
+
+def test_js_client_resumes_across_a_cluster_node_restart(js_build: Path, tmp_path: Path) -> None:
+    """The same drops against a node on a Redis broker: the restarted node still has the
+    history, so every seq arrives exactly once, in one epoch, with no gap."""
+    with redis_server(tmp_path) as redis:
+        spec = _serve_spec(tmp_path, "--broker-url", redis.url)
+        out = _node_test(
+            js_build / "resume.test.js",
+            {"STREAM_SERVE": json.dumps(spec), "STREAM_HISTORY_SURVIVES": "1"},
+        )
+    assert "messages in one epoch" in out
 
 
 def test_js_client_in_chromium(tmp_path: Path) -> None:
