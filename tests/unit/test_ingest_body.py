@@ -64,6 +64,15 @@ def test_the_common_body_takes_the_fast_path() -> None:
     assert parse_events(body) == [orjson.loads(body)]
 
 
+def test_a_body_nested_deeper_than_the_count_goes_still_finds_a_repeated_key() -> None:
+    """Data too deep for orjson to write back takes the exact path, whichever way it ends."""
+    deep = b'{"a":' * 300 + b"1" + b"}" * 300
+    assert parse_events(deep) == [orjson.loads(deep)]
+    repeated = b'{"a":' * 300 + b'{"b":1,"b":2}' + b"}" * 300
+    with pytest.raises(ValidationError):
+        parse_events(repeated)
+
+
 @pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
 def test_a_body_is_read_as_it_was_received(kind: type) -> None:
     """The ingest route's bytearray is read in place; every kind finds a repeated key."""
