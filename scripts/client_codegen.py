@@ -170,7 +170,7 @@ def render_close_codes() -> str:
     )
     return (
         HEADER.format(source="close-code table (aurigraph_stream.contract.CloseCode)")
-        + '"""The close codes the server sends, what each means, and whether to reconnect.\n\n'
+        + '"""The server\'s close-code table: what each code means, and whether to reconnect.\n\n'
         "``reconnect``: connect again after a back-off and resume. ``new_token``: only with a\n"
         "new access token (4001: the token expired or a refresh was refused; 4003: the token\n"
         "no longer grants the stream, so it is not reconnected at all).\n"
