@@ -4,7 +4,7 @@ what the hub writes to it: the layers above the sockets, driven without one."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,7 +16,7 @@ from aurigraph_stream.node import Node
 from aurigraph_stream.stats import EndpointStats
 from tests.support.rawws import OP_TEXT, server_frames
 
-__all__ = ["Recorder", "running_node"]
+__all__ = ["Recorder", "epoch", "run_on_node", "running_node"]
 
 WAIT = 10.0  # seconds a recorder waits for a write at most
 
@@ -31,6 +31,23 @@ async def running_node(**overrides: Any) -> AsyncIterator[Node]:
         yield node
     finally:
         await node.stop()
+
+
+def run_on_node(scenario: Callable[[Node], Coroutine[Any, Any, None]], **settings: Any) -> None:
+    """Run ``scenario`` on a started node (``settings`` as overrides) in a loop of its own."""
+
+    async def main() -> None:
+        async with running_node(**settings) as node:
+            await scenario(node)
+
+    asyncio.run(main())
+
+
+def epoch(node: Node, stream: str) -> str:
+    """The epoch of ``stream`` on ``node``'s broker."""
+    read = node.broker.history_now(stream, None)
+    assert read is not None
+    return read.position.epoch
 
 
 class Recorder(Subscriber):

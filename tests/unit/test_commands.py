@@ -22,16 +22,9 @@ from aurigraph_stream.ws.commands import (
     parse_stream_command,
     refreshed_frame,
 )
-from tests.support.nodes import Recorder, running_node
+from tests.support.nodes import Recorder
+from tests.support.nodes import run_on_node as run
 from tests.support.streamtools import address, example_event
-
-
-def run(scenario: Callable[[Node], Coroutine[Any, Any, None]], **settings: Any) -> None:
-    async def main() -> None:
-        async with running_node(**settings) as node:
-            await scenario(node)
-
-    asyncio.run(main())
 
 
 @pytest.mark.parametrize(

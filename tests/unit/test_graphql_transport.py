@@ -8,7 +8,7 @@ import gc
 import logging
 import time
 import tracemalloc
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -25,7 +25,8 @@ from aurigraph_stream.gql.transport import GraphqlSocket
 from aurigraph_stream.hub import Governor
 from aurigraph_stream.node import Node
 from aurigraph_stream.node.replay import STEP_RENDERS
-from tests.support.nodes import Recorder, running_node
+from tests.support.nodes import Recorder, epoch
+from tests.support.nodes import run_on_node as run
 from tests.support.streamtools import address, example_event, tx
 
 SECRET = "s" * 32
@@ -82,20 +83,6 @@ class Client:
         if variables is not None:
             payload["variables"] = variables
         self.send({"id": op_id, "type": "subscribe", "payload": payload})
-
-
-def run(scenario: Callable[[Node], Coroutine[Any, Any, None]], **settings: Any) -> None:
-    async def main() -> None:
-        async with running_node(**settings) as node:
-            await scenario(node)
-
-    asyncio.run(main())
-
-
-def epoch(node: Node, stream: str) -> str:
-    read = node.broker.history_now(stream, None)
-    assert read is not None
-    return read.position.epoch
 
 
 def test_init_ack_ping_pong() -> None:

@@ -17,22 +17,9 @@ from aurigraph_stream.filters import parse_filter
 from aurigraph_stream.node import Node
 from aurigraph_stream.subscription import SubscribeRequest, from_query
 from aurigraph_stream.ws.subscribe import attach
-from tests.support.nodes import Recorder, running_node
+from tests.support.nodes import Recorder, epoch
+from tests.support.nodes import run_on_node as run
 from tests.support.streamtools import address, example_event, tx, validator
-
-
-def run(scenario: Callable[[Node], Coroutine[Any, Any, None]], **settings: Any) -> None:
-    async def main() -> None:
-        async with running_node(**settings) as node:
-            await scenario(node)
-
-    asyncio.run(main())
-
-
-def epoch(node: Node, stream: str) -> str:
-    read = node.broker.history_now(stream, None)
-    assert read is not None
-    return read.position.epoch
 
 
 def seqs(messages: list[Any]) -> list[int]:
