@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, ClassVar
 
@@ -81,6 +82,23 @@ def _nofile_limit() -> int:
     return 1_048_576 if hard == resource.RLIM_INFINITY else hard
 
 
+def _await_ready(
+    proc: subprocess.Popen[bytes], ready: Callable[[], bool], step: float
+) -> str | None:
+    """Poll ``ready()`` every ``step`` s until it holds (``None``), the process exits or
+    ``STARTUP_TIMEOUT`` passes (what went wrong)."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    for _ in range(int(STARTUP_TIMEOUT / step) + 1):
+        if proc.poll() is not None:
+            return f"exited with {proc.returncode}"
+        if ready():
+            return None
+        if time.monotonic() > deadline:
+            break
+        time.sleep(step)
+    return f"not ready within {STARTUP_TIMEOUT}s"
+
+
 class BenchServer:
     """A server process under test."""
 
@@ -134,17 +152,10 @@ class BenchServer:
             cwd=ROOT,
             env=self.env(),
         )
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        for _ in range(int(STARTUP_TIMEOUT / 0.05) + 1):
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.tail()}")
-            if self.ready():
-                return
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"{self.name} not ready within {STARTUP_TIMEOUT}s: {self.tail()}")
+        problem = _await_ready(self.proc, self.ready, step=0.05)
+        if problem is not None:
+            self.stop()
+            raise RuntimeError(f"{self.name} {problem}: {self.tail()}")
 
     def stop(self) -> None:
         proc = self.proc
@@ -292,17 +303,10 @@ class RedisProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        for _ in range(int(STARTUP_TIMEOUT / 0.02) + 1):
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
-            if self._pong():
-                return
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"redis-server not answering PING within {STARTUP_TIMEOUT}s")
+        problem = _await_ready(self.proc, self._pong, step=0.02)
+        if problem is not None:
+            self.stop()
+            raise RuntimeError(f"redis-server {problem} (answering PING)")
 
     def _pong(self) -> bool:
         try:
